@@ -1,0 +1,245 @@
+//! `recs`: the operator CLI (DESIGN.md, "CLI").
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use recs::gen_data::{self, GenConfig};
+use recs::registry::{parse_semver, Registry};
+use recs::service::{Config, Service};
+
+#[derive(Parser)]
+#[command(name = "recs", version, about = "movie-recs operator CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every route (/recommend, /healthz, /metrics) on one local port.
+    Serve {
+        /// Registry folder.
+        #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
+        registry: String,
+        /// Port to listen on.
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
+        /// Address to bind (loopback by default: the local server has no auth).
+        #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+        host: IpAddr,
+    },
+    /// Load and verify a version (checksum, shapes, finiteness) without serving it.
+    Verify {
+        /// Registry folder.
+        #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
+        registry: String,
+        /// Version to verify (default: latest.txt's).
+        version: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate synthetic MovieLens-format ratings and titles with planted structure.
+    GenData {
+        /// Output folder for ratings.csv and movie_titles.csv.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 600)]
+        users: usize,
+        #[arg(long, default_value_t = 400)]
+        items: usize,
+        /// Dimensions of the planted latent structure.
+        #[arg(long, default_value_t = 8)]
+        factors: usize,
+        /// Median ratings per user.
+        #[arg(long, default_value_t = 40)]
+        ratings_per_user: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Also publish the planted factors as a version in this registry (a
+        /// stand-in model for demos and tests), with the titles beside it.
+        #[arg(long)]
+        publish: Option<String>,
+        /// Version name for --publish (default: the next vX.Y).
+        #[arg(long, requires = "publish")]
+        version: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    recs::telemetry::init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain on one line; no backtrace for operator errors.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve {
+            registry,
+            port,
+            host,
+        } => serve(registry, SocketAddr::new(host, port)).await,
+        Command::Verify {
+            registry,
+            version,
+            json,
+        } => verify(&registry, version, json).await,
+        Command::GenData {
+            out,
+            users,
+            items,
+            factors,
+            ratings_per_user,
+            seed,
+            publish,
+            version,
+        } => {
+            if users == 0 || items < 2 || factors == 0 || ratings_per_user == 0 {
+                bail!("--users, --factors and --ratings-per-user must be positive and --items at least 2");
+            }
+            let config = GenConfig {
+                users,
+                items,
+                factors,
+                ratings_per_user,
+                seed,
+                ..GenConfig::default()
+            };
+            gen_data(&out, &config, publish, version).await
+        }
+    }
+}
+
+async fn serve(registry: String, addr: SocketAddr) -> Result<()> {
+    let config = Config {
+        registry,
+        ..Config::from_env().context("reading configuration")?
+    };
+    let svc = Arc::new(Service::start(config).await);
+    let (listener, local) = recs::server::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(address = %local, "recs serve listening");
+    eprintln!("recs serve: http://{local}/recommend/1?k=10  http://{local}/healthz  http://{local}/metrics");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    };
+    recs::server::serve(listener, svc, shutdown).await?;
+    Ok(())
+}
+
+async fn verify(location: &str, version: Option<String>, json: bool) -> Result<()> {
+    let registry = Registry::open(location)?;
+    let version = match version {
+        Some(v) => v,
+        None => registry.latest().await?,
+    };
+    let loaded = registry
+        .load(&version)
+        .await
+        .with_context(|| format!("version {version} in {location} failed verification"))?;
+    let m = &loaded.model;
+    let summary = serde_json::json!({
+        "version": loaded.version,
+        "ok": true,
+        "users": m.n_users(),
+        "items": m.n_items(),
+        "factors": m.factors(),
+        "seen_interactions": m.seen().nnz(),
+        "artifact_sha": loaded.artifact_sha,
+        "artifact_size": loaded.artifact_size,
+        "checksum_checked": loaded.meta.artifact_sha.is_some(),
+        "load_seconds": loaded.load_seconds,
+    });
+    if json {
+        println!("{summary}");
+    } else {
+        println!(
+            "{version}: OK ({} users, {} items, {} factors, artifact_sha {}{})",
+            m.n_users(),
+            m.n_items(),
+            m.factors(),
+            &loaded.artifact_sha[..12],
+            if loaded.meta.artifact_sha.is_some() {
+                ", checksum matches meta.json"
+            } else {
+                ", no checksum in meta.json"
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn gen_data(
+    out: &std::path::Path,
+    config: &GenConfig,
+    publish: Option<String>,
+    version: Option<String>,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let data = gen_data::generate(config);
+    let ratings = out.join("ratings.csv");
+    let titles = out.join("movie_titles.csv");
+    data.write_ratings_csv(&ratings)
+        .with_context(|| format!("writing {}", ratings.display()))?;
+    data.write_titles_csv(&titles)
+        .with_context(|| format!("writing {}", titles.display()))?;
+    println!(
+        "wrote {} ratings by {} users of {} movies to {} (seed {})",
+        data.ratings.len(),
+        config.users,
+        config.items,
+        ratings.display(),
+        config.seed
+    );
+    if let Some(location) = publish {
+        let registry = Registry::open(&location)?;
+        std::fs::create_dir_all(registry.root()).with_context(|| format!("creating {location}"))?;
+        let version = match version {
+            Some(v) => v,
+            None => next_version(&registry).await?,
+        };
+        let loaded = registry
+            .publish(&version, &data.planted_artifacts())
+            .await
+            .with_context(|| format!("publishing {version} to {location}"))?;
+        let dest = registry.root().join("movie_titles.csv");
+        std::fs::copy(&titles, &dest)
+            .with_context(|| format!("copying titles to {}", dest.display()))?;
+        println!(
+            "published planted model {} to {location} ({} users, {} items, {} factors); latest.txt -> {}",
+            loaded.version,
+            loaded.model.n_users(),
+            loaded.model.n_items(),
+            loaded.model.factors(),
+            loaded.version
+        );
+    }
+    Ok(())
+}
+
+/// `vX.Y` after the highest existing one (minor + 1), or v0.1 for an empty registry.
+async fn next_version(registry: &Registry) -> Result<String> {
+    let highest = registry
+        .versions()
+        .await?
+        .iter()
+        .filter_map(|v| parse_semver(v))
+        .max();
+    Ok(match highest {
+        Some((major, minor)) => format!("v{major}.{}", minor + 1),
+        None => "v0.1".into(),
+    })
+}

@@ -1,0 +1,24 @@
+//! movie-recs: everything the Lambda functions and the `recs` CLI share.
+//!
+//! - [`npy`], [`npz`]: the Python team's array formats.
+//! - [`registry`]: the versioned model registry (layout, checksums, publishing).
+//! - [`model`], [`topk`]: a verified ALS model and its scoring hot path.
+//! - [`api`]: the HTTP contract; [`service`]: per-environment state.
+//! - [`lambda`], [`server`]: the two ways requests arrive.
+//! - [`metrics`], [`telemetry`]: what operators see.
+//! - [`gen_data`]: synthetic MovieLens-format data.
+
+pub mod api;
+pub mod gen_data;
+pub mod lambda;
+pub mod metrics;
+pub mod model;
+pub mod npy;
+pub mod npz;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod telemetry;
+pub mod timefmt;
+pub mod titles;
+pub mod topk;

@@ -1,0 +1,220 @@
+//! scipy `save_npz` CSR matrices (`seen_csr.npz`): a zip of `indices.npy`,
+//! `indptr.npy`, `data.npy`, `shape.npy` and `format.npy`.
+
+use std::io::{Cursor, Read, Write};
+
+use crate::npy::{self, NpyError};
+
+/// Why a `.npz` CSR file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NpzError {
+    #[error("not a readable zip archive: {0}")]
+    Zip(#[from] zip::result::ZipError),
+    #[error("member {0} is missing")]
+    MissingMember(&'static str),
+    #[error("member {member}: {source}")]
+    Npy {
+        member: &'static str,
+        #[source]
+        source: NpyError,
+    },
+    #[error("reading member {member}: {source}")]
+    Io {
+        member: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("format is {0:?}, expected \"csr\"")]
+    NotCsr(String),
+    #[error("inconsistent CSR structure: {0}")]
+    Inconsistent(String),
+}
+
+/// A CSR sparse matrix's structure (values dropped: the registry stores 1.0 for
+/// "seen", and we only need which entries exist). Column indices are sorted per row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrPattern {
+    pub rows: usize,
+    pub cols: usize,
+    pub indptr: Vec<usize>,
+    pub indices: Vec<u32>,
+}
+
+impl CsrPattern {
+    /// Builds a pattern from per-row column lists (sorted and de-duplicated here).
+    pub fn from_rows(cols: usize, mut rows: Vec<Vec<u32>>) -> Self {
+        let mut indptr = Vec::with_capacity(rows.len() + 1);
+        let mut indices = Vec::new();
+        indptr.push(0);
+        for r in rows.iter_mut() {
+            r.sort_unstable();
+            r.dedup();
+            indices.extend_from_slice(r);
+            indptr.push(indices.len());
+        }
+        CsrPattern {
+            rows: rows.len(),
+            cols,
+            indptr,
+            indices,
+        }
+    }
+
+    /// The sorted column indices of `row`.
+    pub fn row(&self, row: usize) -> &[u32] {
+        &self.indices[self.indptr[row]..self.indptr[row + 1]]
+    }
+
+    pub fn nnz(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Entries per column.
+    pub fn column_counts(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.cols];
+        self.indices.iter().for_each(|&c| counts[c as usize] += 1);
+        counts
+    }
+}
+
+fn member(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &'static str,
+) -> Result<Vec<u8>, NpzError> {
+    let mut f = zip.by_name(name).map_err(|e| match e {
+        zip::result::ZipError::FileNotFound => NpzError::MissingMember(name),
+        other => NpzError::Zip(other),
+    })?;
+    let mut buf = Vec::with_capacity(f.size() as usize);
+    f.read_to_end(&mut buf).map_err(|source| NpzError::Io {
+        member: name,
+        source,
+    })?;
+    Ok(buf)
+}
+
+/// Reads a scipy CSR `.npz` (int32 or int64 indices, float32 or float64 data) and
+/// checks its structure: indptr monotone from 0 to nnz, indices within the columns.
+pub fn read_csr(bytes: &[u8]) -> Result<CsrPattern, NpzError> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))?;
+    let npy_err = |member| move |source| NpzError::Npy { member, source };
+
+    let format =
+        npy::read_bytes(&member(&mut zip, "format.npy")?).map_err(npy_err("format.npy"))?;
+    let format = String::from_utf8_lossy(&format)
+        .trim_end_matches('\0')
+        .to_string();
+    if format != "csr" {
+        return Err(NpzError::NotCsr(format));
+    }
+    let shape = npy::read_int(&member(&mut zip, "shape.npy")?).map_err(npy_err("shape.npy"))?;
+    let [rows, cols] = shape.data[..] else {
+        return Err(NpzError::Inconsistent(format!(
+            "shape has {} entries",
+            shape.data.len()
+        )));
+    };
+    let (rows, cols) = (
+        usize::try_from(rows).map_err(|_| NpzError::Inconsistent(format!("rows {rows}")))?,
+        usize::try_from(cols).map_err(|_| NpzError::Inconsistent(format!("cols {cols}")))?,
+    );
+    let indptr = npy::read_int(&member(&mut zip, "indptr.npy")?).map_err(npy_err("indptr.npy"))?;
+    let indices =
+        npy::read_int(&member(&mut zip, "indices.npy")?).map_err(npy_err("indices.npy"))?;
+    // Values are not used, but their dtype and count are part of a well-formed file.
+    let data = npy::read_float(&member(&mut zip, "data.npy")?).map_err(npy_err("data.npy"))?;
+
+    if indptr.data.len() != rows + 1 {
+        return Err(NpzError::Inconsistent(format!(
+            "indptr has {} entries for {rows} rows",
+            indptr.data.len()
+        )));
+    }
+    let nnz = indices.data.len();
+    if data.data.len() != nnz {
+        return Err(NpzError::Inconsistent(format!(
+            "{} values for {nnz} indices",
+            data.data.len()
+        )));
+    }
+    if indptr.data[0] != 0
+        || indptr.data[rows] != nnz as i64
+        || indptr.data.windows(2).any(|w| w[0] > w[1])
+    {
+        return Err(NpzError::Inconsistent(
+            "indptr must rise monotonically from 0 to nnz".into(),
+        ));
+    }
+    if let Some(bad) = indices.data.iter().find(|&&c| c < 0 || c >= cols as i64) {
+        return Err(NpzError::Inconsistent(format!(
+            "column index {bad} outside 0..{cols}"
+        )));
+    }
+    let row_lists = indptr
+        .data
+        .windows(2)
+        .map(|w| {
+            indices.data[w[0] as usize..w[1] as usize]
+                .iter()
+                .map(|&c| c as u32)
+                .collect()
+        })
+        .collect();
+    let pattern = CsrPattern::from_rows(cols, row_lists);
+    debug_assert_eq!(pattern.rows, rows);
+    Ok(pattern)
+}
+
+/// Writes a CSR pattern the way `scipy.sparse.save_npz` does (deflated zip, int32
+/// indices, float32 ones as data), so scipy reads it back.
+pub fn write_csr(m: &CsrPattern) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    let indices: Vec<i32> = m.indices.iter().map(|&c| c as i32).collect();
+    let indptr: Vec<i32> = m.indptr.iter().map(|&p| p as i32).collect();
+    let members: [(&str, Vec<u8>); 5] = [
+        ("indices.npy", npy::write_i32(&[indices.len()], &indices)),
+        ("indptr.npy", npy::write_i32(&[indptr.len()], &indptr)),
+        ("format.npy", npy::write_bytes_scalar(b"csr")),
+        (
+            "shape.npy",
+            npy::write_i64(&[2], &[m.rows as i64, m.cols as i64]),
+        ),
+        ("data.npy", npy::write_f32(&[m.nnz()], &vec![1.0; m.nnz()])),
+    ];
+    for (name, bytes) in members {
+        // Writing to an in-memory buffer cannot fail.
+        zip.start_file(name, opts).expect("in-memory zip");
+        zip.write_all(&bytes).expect("in-memory zip");
+    }
+    zip.finish().expect("in-memory zip").into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_sorts_rows() {
+        let m = CsrPattern::from_rows(5, vec![vec![3, 1], vec![], vec![4, 0, 4]]);
+        assert_eq!(m.row(0), &[1, 3]);
+        assert_eq!(m.row(2), &[0, 4]);
+        let back = read_csr(&write_csr(&m)).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.column_counts(), vec![1, 1, 0, 1, 1]);
+    }
+
+    #[test]
+    fn refuses_garbage_and_bad_structure() {
+        assert!(matches!(read_csr(b"not a zip"), Err(NpzError::Zip(_))));
+        let good = write_csr(&CsrPattern::from_rows(3, vec![vec![0, 2]]));
+        assert!(read_csr(&good[..good.len() / 2]).is_err());
+
+        // Column index beyond the shape.
+        let mut m = CsrPattern::from_rows(3, vec![vec![0, 2]]);
+        m.cols = 2;
+        let err = read_csr(&write_csr(&m)).unwrap_err();
+        assert!(err.to_string().contains("outside 0..2"), "{err}");
+    }
+}

@@ -1,0 +1,573 @@
+//! The model registry in the Python team's layout (DESIGN.md, "Model registry"):
+//!
+//! ```text
+//! <root>/latest.txt
+//! <root>/<version>/meta.json
+//! <root>/<version>/als/{user_factors.npy, item_factors.npy, users.json, items.json,
+//!                       seen_csr.npz, meta.json}
+//! ```
+//!
+//! Reading verifies everything before a model is handed out; publishing writes a
+//! complete version under a temporary name, verifies it by reading it back, and only
+//! then renames it into place and moves `latest.txt`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::model::{AlsModel, Factors, ModelError};
+use crate::npy::{self, NpyError};
+use crate::npz::{self, CsrPattern, NpzError};
+
+/// The folder inside a version that holds the ALS artifacts.
+pub const MODEL_DIR: &str = "als";
+const REQUIRED: [&str; 5] = [
+    "user_factors.npy",
+    "item_factors.npy",
+    "users.json",
+    "items.json",
+    "seen_csr.npz",
+];
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(
+        "invalid version name {0:?}: use letters, digits, '.', '_' or '-' (at most 64, no '..')"
+    )]
+    InvalidVersion(String),
+    #[error("version {0} does not exist in the registry")]
+    UnknownVersion(String),
+    #[error("registry has no latest.txt at {0}")]
+    NoLatest(String),
+    #[error("version {version} is missing {file}")]
+    MissingFile { version: String, file: String },
+    #[error("{file}: {source}")]
+    Npy {
+        file: String,
+        #[source]
+        source: NpyError,
+    },
+    #[error("{file}: {source}")]
+    Npz {
+        file: String,
+        #[source]
+        source: NpzError,
+    },
+    #[error("{file}: {reason}")]
+    BadJson { file: String, reason: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("checksum mismatch: meta.json says artifact_sha {expected}, files hash to {actual}")]
+    Checksum { expected: String, actual: String },
+    #[error("unsupported registry location {0:?} (expected a folder path)")]
+    UnsupportedLocation(String),
+    #[error("registry I/O error at {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("version {0} already exists; refusing to overwrite it")]
+    VersionExists(String),
+}
+
+impl RegistryError {
+    /// True when the version itself is bad (as opposed to the registry being
+    /// unreachable): a switch to it is refused with 422, not retried.
+    pub fn is_verification_failure(&self) -> bool {
+        !matches!(
+            self,
+            RegistryError::Io { .. }
+                | RegistryError::UnknownVersion(_)
+                | RegistryError::InvalidVersion(_)
+                | RegistryError::NoLatest(_)
+                | RegistryError::UnsupportedLocation(_)
+        )
+    }
+}
+
+/// Checks a version name: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}` and no `..`, so it can
+/// never name a path outside its registry.
+pub fn validate_version(name: &str) -> Result<(), RegistryError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !name.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::InvalidVersion(name.to_string()))
+    }
+}
+
+/// `vX.Y` as numbers, for ordering versions.
+pub fn parse_semver(name: &str) -> Option<(u64, u64)> {
+    let (major, minor) = name.strip_prefix('v')?.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// SHA-256 over files sorted by relative path, feeding each path's bytes then the
+/// file's bytes: the Python exporter's `artifact_sha`.
+pub fn artifact_sha<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut files: Vec<_> = files.into_iter().collect();
+    files.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    for (path, bytes) in files {
+        h.update(path.as_bytes());
+        h.update(bytes);
+    }
+    hex(&h.finalize())
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The version-level `meta.json`, with the provenance fields pulled out. The Python
+/// team's v0.3 nests some of them under `"version": {...}`; the top level wins.
+#[derive(Debug, Clone, Default)]
+pub struct VersionMeta {
+    pub raw: Value,
+    pub model_name: String,
+    pub git_sha: String,
+    pub data_snapshot_id: String,
+    pub image_digest: Option<String>,
+    pub artifact_sha: Option<String>,
+    pub created_at: Option<String>,
+}
+
+impl VersionMeta {
+    fn from_json(raw: Value) -> Self {
+        let field = |key: &str| {
+            raw.get(key)
+                .and_then(Value::as_str)
+                .or_else(|| raw.get("version")?.get(key)?.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        VersionMeta {
+            model_name: field("model_name").unwrap_or_else(|| "als".into()),
+            git_sha: field("git_sha").unwrap_or_else(|| "unknown".into()),
+            data_snapshot_id: field("data_snapshot_id").unwrap_or_else(|| "unknown".into()),
+            image_digest: field("image_digest"),
+            artifact_sha: field("artifact_sha"),
+            created_at: field("created_at"),
+            raw,
+        }
+    }
+}
+
+/// A verified version, ready to serve.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub version: String,
+    pub meta: VersionMeta,
+    /// `als/meta.json` (hyper-parameters, offline metrics), `null` when absent.
+    pub model_meta: Value,
+    pub model: AlsModel,
+    pub artifact_sha: String,
+    pub artifact_size: u64,
+    pub load_seconds: f64,
+}
+
+/// Everything needed to publish a version.
+pub struct Artifacts {
+    pub user_factors: Factors,
+    pub item_factors: Factors,
+    pub users: Vec<i64>,
+    pub items: Vec<i64>,
+    pub seen: CsrPattern,
+    /// Written as `als/meta.json` and copied into the version meta's `metrics`.
+    pub model_meta: Value,
+    /// Extra version-level fields (git_sha, data_snapshot_id, notes...).
+    pub version_fields: serde_json::Map<String, Value>,
+}
+
+/// A registry location. Only folders for now; `s3://` arrives with the S3 issue.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    root: PathBuf,
+}
+
+impl Registry {
+    /// Opens `MODEL_REGISTRY`-style locations.
+    pub fn open(location: &str) -> Result<Self, RegistryError> {
+        if location.contains("://") {
+            return Err(RegistryError::UnsupportedLocation(location.to_string()));
+        }
+        Ok(Registry {
+            root: PathBuf::from(location),
+        })
+    }
+
+    /// The registry's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A human-readable location.
+    pub fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
+        move |source| RegistryError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// The version named in `latest.txt`.
+    pub async fn latest(&self) -> Result<String, RegistryError> {
+        let path = self.root.join("latest.txt");
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RegistryError::NoLatest(self.location()))
+            }
+            Err(e) => return Err(Self::io(&path)(e)),
+        };
+        let version = text.trim().to_string();
+        validate_version(&version)?;
+        Ok(version)
+    }
+
+    /// Version folders present in the registry (any name that validates), sorted
+    /// with `vX.Y` names in numeric order first.
+    pub async fn versions(&self) -> Result<Vec<String>, RegistryError> {
+        let mut dir = tokio::fs::read_dir(&self.root)
+            .await
+            .map_err(Self::io(&self.root))?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir.next_entry().await.map_err(Self::io(&self.root))? {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if validate_version(&name).is_ok() && entry.path().join(MODEL_DIR).is_dir() {
+                names.push(name);
+            }
+        }
+        names.sort_by_key(|n| (parse_semver(n).is_none(), parse_semver(n), n.clone()));
+        Ok(names)
+    }
+
+    /// Files under `<version>/als`, as (relative path, bytes).
+    async fn read_model_files(
+        &self,
+        version: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        let dir = self.root.join(version).join(MODEL_DIR);
+        if !tokio::fs::try_exists(&dir).await.map_err(Self::io(&dir))? {
+            return Err(RegistryError::UnknownVersion(version.to_string()));
+        }
+        Self::read_tree(&dir).await
+    }
+
+    /// Every file under `dir`, as ('/'-separated relative path, bytes), read concurrently.
+    async fn read_tree(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        let mut paths = Vec::new();
+        let mut stack = vec![(dir.to_path_buf(), String::new())];
+        while let Some((path, prefix)) = stack.pop() {
+            let mut rd = tokio::fs::read_dir(&path).await.map_err(Self::io(&path))?;
+            while let Some(e) = rd.next_entry().await.map_err(Self::io(&path))? {
+                let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
+                if e.file_type().await.map_err(Self::io(&path))?.is_dir() {
+                    stack.push((e.path(), format!("{rel}/")));
+                } else {
+                    paths.push((rel, e.path()));
+                }
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (rel, path) in paths {
+            tasks.spawn(async move {
+                let bytes = tokio::fs::read(&path).await.map_err(Self::io(&path));
+                bytes.map(|b| (rel, b))
+            });
+        }
+        let mut files = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            files.push(joined.expect("file read task panicked")?);
+        }
+        Ok(files)
+    }
+
+    /// Loads and verifies a version: every file read, checksum compared with
+    /// meta.json, shapes, widths, finiteness and ids checked.
+    pub async fn load(&self, version: &str) -> Result<LoadedModel, RegistryError> {
+        validate_version(version)?;
+        let started = Instant::now();
+        let files = self.read_model_files(version).await?;
+        let meta_path = self.root.join(version).join("meta.json");
+        let meta_raw = match tokio::fs::read(&meta_path).await {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Self::io(&meta_path)(e)),
+        };
+        let mut loaded = parse_version(version, &files, meta_raw.as_deref())?;
+        loaded.load_seconds = started.elapsed().as_secs_f64();
+        Ok(loaded)
+    }
+
+    /// Publishes a new version: writes it under a temporary name, reads it back
+    /// through [`Registry::load`], renames it into place, then moves `latest.txt`.
+    /// A crash at any point leaves either no new version or a complete one.
+    pub async fn publish(
+        &self,
+        version: &str,
+        a: &Artifacts,
+    ) -> Result<LoadedModel, RegistryError> {
+        validate_version(version)?;
+        let final_dir = self.root.join(version);
+        if final_dir.exists() {
+            return Err(RegistryError::VersionExists(version.to_string()));
+        }
+        let tmp_name = format!(".tmp-{version}-{}", std::process::id());
+        let tmp_dir = self.root.join(&tmp_name);
+        let files = encode_artifacts(a);
+        let write = async {
+            let als = tmp_dir.join(MODEL_DIR);
+            tokio::fs::create_dir_all(&als)
+                .await
+                .map_err(Self::io(&als))?;
+            for (name, bytes) in &files {
+                let p = als.join(name);
+                tokio::fs::write(&p, bytes).await.map_err(Self::io(&p))?;
+            }
+            let sha = artifact_sha(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+            let mut meta = serde_json::Map::new();
+            meta.insert("version".into(), version.into());
+            meta.insert("created_at".into(), now_rfc3339().into());
+            meta.insert("model_name".into(), "als".into());
+            meta.insert(
+                "artifact_path".into(),
+                format!("{version}/{MODEL_DIR}").into(),
+            );
+            meta.insert("exported_by".into(), "recs".into());
+            for (k, v) in &a.version_fields {
+                meta.insert(k.clone(), v.clone());
+            }
+            meta.insert("artifact_sha".into(), sha.into());
+            let size: usize = files.iter().map(|(_, b)| b.len()).sum();
+            meta.insert("artifact_size".into(), size.into());
+            meta.insert("metrics".into(), a.model_meta.clone());
+            let p = tmp_dir.join("meta.json");
+            let text = serde_json::to_vec_pretty(&Value::Object(meta)).expect("JSON map");
+            tokio::fs::write(&p, text).await.map_err(Self::io(&p))?;
+            // Verify what is on disk, under the temporary name, before anyone can see it.
+            let on_disk = Self::read_tree(&tmp_dir.join(MODEL_DIR)).await?;
+            let meta_bytes = tokio::fs::read(&p).await.map_err(Self::io(&p))?;
+            parse_version(version, &on_disk, Some(&meta_bytes))?;
+            tokio::fs::rename(&tmp_dir, &final_dir)
+                .await
+                .map_err(Self::io(&final_dir))?;
+            self.set_latest(version).await
+        };
+        match write.await {
+            Ok(()) => self.load(version).await,
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&tmp_dir).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Points `latest.txt` at an existing version (atomic rename of a temp file).
+    pub async fn set_latest(&self, version: &str) -> Result<(), RegistryError> {
+        validate_version(version)?;
+        let tmp = self
+            .root
+            .join(format!(".latest.txt.{}", std::process::id()));
+        let path = self.root.join("latest.txt");
+        tokio::fs::write(&tmp, version)
+            .await
+            .map_err(Self::io(&tmp))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(Self::io(&path))
+    }
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    crate::timefmt::rfc3339(secs)
+}
+
+/// Encodes artifacts as the files of `<version>/als`.
+pub fn encode_artifacts(a: &Artifacts) -> Vec<(String, Vec<u8>)> {
+    let ids = |v: &[i64]| serde_json::to_vec(v).expect("ids serialise");
+    vec![
+        (
+            "user_factors.npy".into(),
+            npy::write_f32(&a.user_factors.shape, &a.user_factors.data),
+        ),
+        (
+            "item_factors.npy".into(),
+            npy::write_f32(&a.item_factors.shape, &a.item_factors.data),
+        ),
+        ("users.json".into(), ids(&a.users)),
+        ("items.json".into(), ids(&a.items)),
+        ("seen_csr.npz".into(), npz::write_csr(&a.seen)),
+        (
+            "meta.json".into(),
+            serde_json::to_vec_pretty(&a.model_meta).expect("JSON"),
+        ),
+    ]
+}
+
+fn parse_ids(file: &str, bytes: &[u8]) -> Result<Vec<i64>, RegistryError> {
+    let bad = |reason: String| RegistryError::BadJson {
+        file: file.to_string(),
+        reason,
+    };
+    let values: Vec<Value> =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not a JSON array: {e}")))?;
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_i64()
+                .or_else(|| v.as_str()?.parse().ok())
+                .ok_or_else(|| bad(format!("entry {i} ({v}) is not an integer id")))
+        })
+        .collect()
+}
+
+/// Verifies and assembles a version from its files (`als/` relative paths) and the
+/// version-level meta.json bytes. Shared by every registry backend.
+pub fn parse_version(
+    version: &str,
+    files: &[(String, Vec<u8>)],
+    meta_json: Option<&[u8]>,
+) -> Result<LoadedModel, RegistryError> {
+    let get = |name: &str| {
+        files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.as_slice())
+            .ok_or_else(|| RegistryError::MissingFile {
+                version: version.to_string(),
+                file: format!("{MODEL_DIR}/{name}"),
+            })
+    };
+    for name in REQUIRED {
+        get(name)?;
+    }
+    let meta = match meta_json {
+        None => VersionMeta::from_json(Value::Null),
+        Some(bytes) => {
+            let raw: Value = serde_json::from_slice(bytes).map_err(|e| RegistryError::BadJson {
+                file: "meta.json".into(),
+                reason: e.to_string(),
+            })?;
+            if !raw.is_object() {
+                return Err(RegistryError::BadJson {
+                    file: "meta.json".into(),
+                    reason: "not a JSON object".into(),
+                });
+            }
+            VersionMeta::from_json(raw)
+        }
+    };
+    let actual = artifact_sha(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+    if let Some(expected) = &meta.artifact_sha {
+        if !expected.eq_ignore_ascii_case(&actual) {
+            return Err(RegistryError::Checksum {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+    }
+    let read_factors = |name: &str| {
+        npy::read_f32(get(name)?)
+            .map(|a| Factors {
+                shape: a.shape,
+                data: a.data,
+            })
+            .map_err(|source| RegistryError::Npy {
+                file: format!("{MODEL_DIR}/{name}"),
+                source,
+            })
+    };
+    let user_factors = read_factors("user_factors.npy")?;
+    let item_factors = read_factors("item_factors.npy")?;
+    let users = parse_ids("users.json", get("users.json")?)?;
+    let items = parse_ids("items.json", get("items.json")?)?;
+    let seen = npz::read_csr(get("seen_csr.npz")?).map_err(|source| RegistryError::Npz {
+        file: format!("{MODEL_DIR}/seen_csr.npz"),
+        source,
+    })?;
+    let model = AlsModel::new(user_factors, item_factors, users, items, seen)?;
+    let model_meta = match get("meta.json") {
+        Ok(bytes) => serde_json::from_slice(bytes).map_err(|e| RegistryError::BadJson {
+            file: format!("{MODEL_DIR}/meta.json"),
+            reason: e.to_string(),
+        })?,
+        Err(_) => Value::Null,
+    };
+    Ok(LoadedModel {
+        version: version.to_string(),
+        meta,
+        model_meta,
+        model,
+        artifact_sha: actual,
+        artifact_size: files.iter().map(|(_, b)| b.len() as u64).sum(),
+        load_seconds: 0.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_names() {
+        for ok in ["v0.3", "v1.0", "v_ncf", "2026-11-27", "a"] {
+            validate_version(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "..",
+            "../etc",
+            "v1/als",
+            "v1\\x",
+            ".hidden",
+            "v1..2",
+            "v\n1",
+            "v 1",
+            &"v".repeat(65),
+        ] {
+            assert!(validate_version(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_semver("v0.10"), Some((0, 10)));
+        assert_eq!(parse_semver("v_ncf"), None);
+    }
+
+    #[test]
+    fn artifact_sha_is_order_independent_and_path_sensitive() {
+        let a = artifact_sha([("b", &b"2"[..]), ("a", &b"1"[..])]);
+        let b = artifact_sha([("a", &b"1"[..]), ("b", &b"2"[..])]);
+        assert_eq!(a, b);
+        assert_ne!(a, artifact_sha([("a", &b"12"[..]), ("b", &b""[..])]));
+        // hashlib.sha256(b"a1b2").hexdigest()
+        assert_eq!(
+            a,
+            "85337816d263d362acb23a4255a636191075c2a90c47f2ee6db3362f7df11203"
+        );
+    }
+
+    #[test]
+    fn ids_accept_numbers_and_numeric_strings_only() {
+        assert_eq!(parse_ids("u", b"[1, \"2\", 3]").unwrap(), vec![1, 2, 3]);
+        assert!(parse_ids("u", b"[1.5]").is_err());
+        assert!(parse_ids("u", b"{\"1\": 0}").is_err());
+    }
+}

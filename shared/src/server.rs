@@ -1,0 +1,71 @@
+//! The local HTTP server (`recs serve`): every route on one port, through the same
+//! [`crate::api::route`] the Lambda functions use.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::api;
+use crate::service::Service;
+
+/// Request bodies are small JSON documents; anything larger is refused.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+async fn answer(
+    svc: Arc<Service>,
+    req: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let resp = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => api::route(&svc, &http::Request::from_parts(parts, collected.to_bytes())),
+        Err(_) => http::Response::builder()
+            .status(http::StatusCode::PAYLOAD_TOO_LARGE)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Bytes::from_static(
+                br#"{"detail":"request body too large or unreadable","error_type":"invalid_input"}"#,
+            ))
+            .expect("static response"),
+    };
+    Ok(resp.map(Full::new))
+}
+
+/// Serves connections from `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    svc: Arc<Service>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => return Ok(()),
+        };
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(svc.clone(), req));
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Binds `addr` (port 0 picks a free port) and returns the listener and its address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
