@@ -1,1 +1,117 @@
+//! Helpers shared by the end-to-end tests: where `../shared` is, registries written
+//! on the fly from synthetic data, requests, and a minimal HTTP/1.1 client.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use recs::gen_data::{generate, GenConfig};
+use recs::registry::{LoadedModel, Registry};
+use recs::service::{Config, Service};
+use recs::titles::Titles;
+
+/// `../shared` beside the repository (or `$RECS_SHARED_DIR`), when present.
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("RECS_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    dir.join("fixtures").is_dir().then_some(dir)
+}
+
+/// `shared_dir()`, or prints why the test is skipped.
+pub fn shared_or_skip(test: &str) -> Option<PathBuf> {
+    let dir = shared_dir();
+    if dir.is_none() {
+        eprintln!(
+            "SKIP {test}: ../shared (fixtures, MovieLens) is not present beside the repository"
+        );
+    }
+    dir
+}
+
+/// A small synthetic configuration: fast to generate, big enough to rank.
+pub fn small_config() -> GenConfig {
+    GenConfig {
+        users: 120,
+        items: 90,
+        factors: 6,
+        ratings_per_user: 15,
+        ..GenConfig::default()
+    }
+}
+
+/// A temporary registry holding one published planted version, `v0.1`.
+pub fn synthetic_registry() -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::open(dir.path().to_str().expect("utf-8 path")).expect("open");
+    let artifacts = generate(&small_config()).planted_artifacts();
+    block_on(registry.publish("v0.1", &artifacts)).expect("publish");
+    (dir, registry)
+}
+
+/// Runs a future to completion on a fresh current-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// A service over a loaded model with default configuration.
+pub fn service(model: LoadedModel, titles: Titles) -> Service {
+    Service::with_model(Config::default(), model, titles)
+}
+
+/// A GET request for `uri` with optional headers.
+pub fn get(uri: &str, headers: &[(&str, &str)]) -> http::Request<Bytes> {
+    let mut b = http::Request::builder().method("GET").uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Bytes::new()).expect("request")
+}
+
+/// The JSON body of a response.
+pub fn json(resp: &http::Response<Bytes>) -> serde_json::Value {
+    serde_json::from_slice(resp.body()).unwrap_or_else(|e| {
+        panic!(
+            "body is not JSON ({e}): {}",
+            String::from_utf8_lossy(resp.body())
+        )
+    })
+}
+
+/// A raw HTTP/1.1 GET over TCP: (status, lower-cased headers, body).
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}

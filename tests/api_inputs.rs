@@ -1,0 +1,198 @@
+//! The HTTP contract on a registry the test writes itself: bad input is a 400 with a
+//! JSON body (and changes nothing), unknown users get the popularity fallback,
+//! known users never see what they already rated.
+
+use e2e_tests::{block_on, get, json, service, synthetic_registry};
+use recs::api;
+use recs::service::Service;
+use recs::titles::Titles;
+
+fn svc() -> (tempfile::TempDir, Service) {
+    let (dir, registry) = synthetic_registry();
+    let loaded = block_on(registry.load("v0.1")).unwrap();
+    let titles = Titles::from_pairs((1..=5).map(|i| (i, format!("Title {i}"))));
+    (dir, service(loaded, titles))
+}
+
+fn assert_400(svc: &Service, uri: &str, headers: &[(&str, &str)], error_type: &str) {
+    let resp = api::route(svc, &get(uri, headers));
+    assert_eq!(resp.status(), 400, "{uri}: {:?}", resp.body());
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body = json(&resp);
+    assert_eq!(body["error_type"], error_type, "{uri}: {body}");
+    assert!(!body["detail"].as_str().unwrap().is_empty(), "{uri}");
+}
+
+#[test]
+fn bad_inputs_are_400_with_a_json_body() {
+    let (_d, svc) = svc();
+    for uri in [
+        "/recommend/1?k=0",
+        "/recommend/1?k=-1",
+        "/recommend/1?k=101",
+        "/recommend/1?k=abc",
+        "/recommend/1?k=",
+        "/recommend/1?k=5&k=6",
+        "/recommend/abc",
+        "/recommend/-5",
+        "/recommend/1.5",
+        "/recommend/99999999999999999999999",
+        "/recommend/",
+        "/recommend/1/2",
+    ] {
+        assert_400(&svc, uri, &[], "invalid_input");
+    }
+    let long_id = "a".repeat(129);
+    assert_400(
+        &svc,
+        "/recommend/1",
+        &[("x-request-id", &long_id)],
+        "invalid_input",
+    );
+    assert_400(
+        &svc,
+        "/recommend/1",
+        &[("x-request-id", "evil id\twith spaces")],
+        "invalid_input",
+    );
+    for model in ["v9.9", "..%2F..%2Fetc", "v0.1%2Fals", "%00"] {
+        assert_400(
+            &svc,
+            &format!("/recommend/1?model={model}"),
+            &[],
+            "invalid_model",
+        );
+    }
+    // Every 400 is counted, with its status, so error ratios come out right.
+    let text = String::from_utf8(api::route(&svc, &get("/metrics", &[])).body().to_vec()).unwrap();
+    assert!(
+        text.contains("recommend_requests_total{status=\"400\",endpoint=\"recommend\"} 18"),
+        "{text}"
+    );
+    assert!(text
+        .contains("recommend_errors_total{error_type=\"invalid_model\",endpoint=\"recommend\"} 4"));
+}
+
+#[test]
+fn k_bounds_are_inclusive() {
+    let (_d, svc) = svc();
+    for (k, n) in [(1, 1), (100, 100)] {
+        let resp = api::route(&svc, &get(&format!("/recommend/999999?k={k}"), &[]));
+        assert_eq!(resp.status(), 200);
+        // The catalogue has 90 items: k=100 returns all of them.
+        assert_eq!(json(&resp)["items"].as_array().unwrap().len(), n.min(90));
+    }
+}
+
+#[test]
+fn known_user_gets_unseen_items_with_titles_and_provenance() {
+    let (_d, svc) = svc();
+    let loaded = svc.model.as_ref().unwrap().clone();
+    let model = &loaded.model;
+    let row = model.user_row(1).unwrap();
+    let seen: Vec<i64> = model
+        .seen()
+        .row(row)
+        .iter()
+        .map(|&r| model.item_id(r))
+        .collect();
+    let resp = api::route(
+        &svc,
+        &get(
+            "/recommend/1?k=10&model=v0.1",
+            &[("X-Request-ID", "trace-42")],
+        ),
+    );
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "trace-42");
+    let body = json(&resp);
+    assert_eq!(body["user_id"], 1);
+    assert_eq!(body["model"], "v0.1");
+    assert!(body["fallback"].is_null() && body["variant"].is_null());
+    let items: Vec<i64> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(items.len(), 10);
+    assert!(
+        items.iter().all(|i| !seen.contains(i)),
+        "seen item recommended"
+    );
+    let recs = body["recommendations"].as_array().unwrap();
+    let scores: Vec<f64> = recs.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "not sorted: {scores:?}"
+    );
+    for r in recs {
+        let id = r["movie_id"].as_i64().unwrap();
+        let expect = if id <= 5 {
+            format!("Title {id}")
+        } else {
+            format!("Movie {id}")
+        };
+        assert_eq!(r["title"], expect);
+    }
+    let p = &body["provenance"];
+    assert_eq!(p["request_id"], "trace-42");
+    assert_eq!(p["model_version"], "v0.1");
+    assert_eq!(p["model_name"], "als");
+    assert_eq!(p["data_snapshot_id"], "synthetic-seed-42");
+    assert!(p["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+    assert!(p["latency_ms"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn unknown_user_gets_popularity_fallback() {
+    let (_d, svc) = svc();
+    let model = &svc.model.as_ref().unwrap().model;
+    let expected: Vec<i64> = model
+        .popular(5)
+        .iter()
+        .map(|s| model.item_id(s.row))
+        .collect();
+    let resp = api::route(&svc, &get("/recommend/123456?k=5", &[]));
+    assert_eq!(resp.status(), 200);
+    let body = json(&resp);
+    assert_eq!(body["fallback"], "popularity");
+    let items: Vec<i64> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(items, expected);
+    // The generated request id is a UUID, echoed in the header and provenance.
+    let rid = resp.headers()["x-request-id"].to_str().unwrap();
+    assert_eq!(rid.len(), 36);
+    assert_eq!(body["provenance"]["request_id"], rid);
+}
+
+#[test]
+fn health_names_the_version_and_other_routes_are_404_405() {
+    let (_d, svc) = svc();
+    let resp = api::route(&svc, &get("/healthz", &[]));
+    assert_eq!(resp.status(), 200);
+    let body = json(&resp);
+    assert_eq!(
+        (body["status"].as_str(), body["version"].as_str()),
+        (Some("ok"), Some("v0.1"))
+    );
+    assert_eq!(body["rollout"]["strategy"], "fixed");
+    assert_eq!(body["model"]["users"], 120);
+
+    assert_eq!(api::route(&svc, &get("/nope", &[])).status(), 404);
+    let post = http::Request::builder()
+        .method("POST")
+        .uri("/recommend/1")
+        .body(bytes::Bytes::new())
+        .unwrap();
+    let resp = api::route(&svc, &post);
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET");
+    // A function only answers its own route.
+    let resp = api::handle(&svc, api::Endpoint::Health, &get("/recommend/1", &[]));
+    assert_eq!(resp.status(), 404);
+}

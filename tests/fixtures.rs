@@ -1,0 +1,106 @@
+//! Registries written by other tools (../shared/fixtures): implicit's model must
+//! serve implicit's own top-10 lists; the Python team's swapped v0.3 must be refused.
+
+use e2e_tests::{block_on, get, json, service, shared_or_skip};
+use recs::api;
+use recs::registry::Registry;
+use recs::titles::Titles;
+
+#[test]
+fn needs_shared_implicit_ml100k_serves_implicits_top10_for_every_user() {
+    let Some(shared) =
+        shared_or_skip("needs_shared_implicit_ml100k_serves_implicits_top10_for_every_user")
+    else {
+        return;
+    };
+    let root = shared.join("fixtures/implicit-ml100k");
+    let registry = Registry::open(root.to_str().unwrap()).unwrap();
+    let version = block_on(registry.latest()).unwrap();
+    let loaded = block_on(registry.load(&version)).unwrap();
+    let titles = Titles::load(&shared.join("data/ml-100k/u.item")).unwrap();
+    let svc = service(loaded, titles);
+
+    let expected = std::fs::read_to_string(root.join("expected_top10.jsonl")).unwrap();
+    let mut users = 0;
+    let mut reordered = 0;
+    for line in expected.lines() {
+        let want: serde_json::Value = serde_json::from_str(line).unwrap();
+        let user = want["user_id"].as_i64().unwrap();
+        let resp = api::route(&svc, &get(&format!("/recommend/{user}?k=10"), &[]));
+        assert_eq!(resp.status(), 200, "user {user}");
+        let body = json(&resp);
+        assert!(body["fallback"].is_null(), "user {user} is in the model");
+        let got_items: Vec<i64> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let got_scores: Vec<f64> = body["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["score"].as_f64().unwrap())
+            .collect();
+        let want_items: Vec<i64> = want["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let want_scores: Vec<f64> = want["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got_items.len(), want_items.len(), "user {user}");
+        for i in 0..want_items.len() {
+            assert!(
+                (got_scores[i] - want_scores[i]).abs() <= 1e-4,
+                "user {user} rank {i}: score {} vs implicit's {}",
+                got_scores[i],
+                want_scores[i]
+            );
+            if got_items[i] != want_items[i] {
+                // Only near-equal scores may trade places (or trade the 10th slot).
+                let theirs = want_items.iter().position(|&m| m == got_items[i]);
+                let their_score = theirs
+                    .map(|j| want_scores[j])
+                    .unwrap_or(want_scores[want_scores.len() - 1]);
+                assert!(
+                    (their_score - want_scores[i]).abs() < 1e-5 + 1e-6,
+                    "user {user} rank {i}: {} instead of {} with distinct scores",
+                    got_items[i],
+                    want_items[i]
+                );
+                reordered += 1;
+            }
+        }
+        // Titles come from u.item (Latin-1), not the "Movie <id>" fallback.
+        let title = body["recommendations"][0]["title"].as_str().unwrap();
+        assert!(!title.starts_with("Movie "), "user {user}: {title}");
+        users += 1;
+    }
+    assert_eq!(users, 942);
+    eprintln!("{users} users matched implicit's top-10; {reordered} near-tie swaps");
+
+    // A user implicit never saw gets the popularity ranking, with a 200.
+    let resp = api::route(&svc, &get("/recommend/5000?k=10", &[]));
+    assert_eq!(resp.status(), 200);
+    let body = json(&resp);
+    assert_eq!(body["fallback"], "popularity");
+    assert_eq!(body["items"].as_array().unwrap().len(), 10);
+}
+
+#[test]
+fn needs_shared_seed_v03_is_refused_as_swapped() {
+    let Some(shared) = shared_or_skip("needs_shared_seed_v03_is_refused_as_swapped") else {
+        return;
+    };
+    let registry = Registry::open(shared.join("fixtures/seed-registry").to_str().unwrap()).unwrap();
+    let err = block_on(registry.load("v0.3")).unwrap_err().to_string();
+    for needle in ["swapped", "1443x64", "942x64", "942 users", "1443 items"] {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
+}
