@@ -17,3 +17,74 @@ async fn main() -> Result<(), Error> {
     let svc = &svc;
     run(service_fn(move |event| handler(svc, event))).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recs::gen_data::{generate, GenConfig};
+    use recs::registry::Registry;
+
+    /// A service over a registry written here from synthetic data.
+    async fn service() -> (tempfile::TempDir, Service) {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path().to_str().unwrap()).unwrap();
+        let config = GenConfig {
+            users: 50,
+            items: 40,
+            ..GenConfig::default()
+        };
+        registry
+            .publish("v0.1", &generate(&config).planted_artifacts())
+            .await
+            .unwrap();
+        let svc = Service::start(Config {
+            registry: dir.path().display().to_string(),
+            ..Config::default()
+        })
+        .await;
+        (dir, svc)
+    }
+
+    /// An API Gateway HTTP API (v2) event from events/, parsed by lambda_http.
+    fn event(name: &str) -> Request {
+        let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        lambda_http::request::from_str(&text).unwrap()
+    }
+
+    async fn call(svc: &Service, name: &str) -> (u16, serde_json::Value) {
+        let resp = handler(svc, event(name)).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = match resp.body() {
+            Body::Text(t) => t.clone(),
+            other => panic!("expected a text body, got {other:?}"),
+        };
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn events_answer_through_lambda_http() {
+        let (_dir, svc) = service().await;
+        let (status, body) = call(&svc, "recommend.json").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["user_id"], 1);
+        assert_eq!(body["items"].as_array().unwrap().len(), 10);
+        assert_eq!(body["provenance"]["model_version"], "v0.1");
+
+        let (status, body) = call(&svc, "recommend-unknown-user.json").await;
+        assert_eq!(
+            (status, body["fallback"].as_str()),
+            (200, Some("popularity"))
+        );
+        assert_eq!(body["items"].as_array().unwrap().len(), 5);
+
+        for bad in ["recommend-bad-k.json", "recommend-bad-user.json"] {
+            let (status, body) = call(&svc, bad).await;
+            assert_eq!(status, 400, "{bad}: {body}");
+            assert_eq!(body["error_type"], "invalid_input");
+        }
+        // The recommend function does not answer the health route.
+        let (status, _) = call(&svc, "healthz.json").await;
+        assert_eq!(status, 404);
+    }
+}

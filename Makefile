@@ -1,0 +1,46 @@
+# movie-recs: every command an operator or CI needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PORT ?= 8080
+MODEL_REGISTRY ?= model_registry
+WATCH_PORT ?= 9000
+CARGO ?= cargo
+
+.PHONY: help run test lint bench watch build deploy demo-registry clean-demo
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+run: ## Serve model_registry/ on 127.0.0.1:$(PORT) (all routes, /metrics included)
+	$(CARGO) build --release -p recs --bin recs
+	MODEL_REGISTRY=$(MODEL_REGISTRY) PORT=$(PORT) ./target/release/recs serve
+
+test: ## Unit, handler and end-to-end tests (uses ../shared when present, synthetic data always)
+	$(CARGO) test --workspace --no-fail-fast
+
+lint: ## rustfmt, clippy (-D warnings), and the infra checks when infra/ exists
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@if [ -x infra/lint.sh ]; then bash infra/lint.sh; fi
+
+bench: ## Recommend latency p50/p99 at three model sizes vs the memory-bandwidth floor
+	$(CARGO) bench -p recs --bench recommend
+
+watch: ## Run the Lambda functions under `cargo lambda watch` on 127.0.0.1:$(WATCH_PORT)
+	@command -v cargo-lambda >/dev/null || { echo "installing cargo-lambda from PyPI"; pip install --quiet cargo-lambda; }
+	@command -v cargo-lambda >/dev/null || { echo "cargo-lambda is not on PATH after pip install; add pip's bin dir to PATH" >&2; exit 1; }
+	$(CARGO) lambda watch --invoke-address 127.0.0.1 --invoke-port $(WATCH_PORT)
+
+build: ## Lambda zips for arm64 (target/lambda/<function>/bootstrap.zip)
+	@command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda ziglang
+	rustup target add aarch64-unknown-linux-gnu
+	$(CARGO) lambda build --release --arm64 --output-format zip
+
+deploy: build ## sam deploy --guided (needs AWS credentials and the SAM CLI; not run in CI)
+	@command -v sam >/dev/null || { echo "install the AWS SAM CLI: pip install aws-sam-cli" >&2; exit 1; }
+	cd infra && sam deploy --guided
+
+demo-registry: ## Rebuild model_registry/ from `recs gen-data` (seed 42)
+	rm -rf $(MODEL_REGISTRY) demo-data
+	$(CARGO) run --release -p recs --bin recs -- gen-data --out demo-data --publish $(MODEL_REGISTRY) --version v0.1
