@@ -104,3 +104,23 @@ fn needs_shared_seed_v03_is_refused_as_swapped() {
         assert!(err.contains(needle), "{needle:?} missing from: {err}");
     }
 }
+
+#[test]
+fn the_committed_demo_registry_verifies_and_serves() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../model_registry");
+    let registry = Registry::open(root.to_str().unwrap()).unwrap();
+    let version = block_on(registry.latest()).unwrap();
+    let loaded = block_on(registry.load(&version)).unwrap();
+    assert!(
+        loaded.meta.artifact_sha.is_some(),
+        "demo version carries its checksum"
+    );
+    let titles = Titles::load(&root.join("movie_titles.csv")).unwrap();
+    let svc = service(loaded, titles);
+    let body = json(&api::route(&svc, &get("/recommend/1?k=10", &[])));
+    let recs = body["recommendations"].as_array().unwrap();
+    assert_eq!(recs.len(), 10);
+    assert!(recs
+        .iter()
+        .all(|r| r["title"].as_str().unwrap().starts_with("Synthetic Movie")));
+}

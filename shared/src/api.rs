@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::model::Scored;
 use crate::registry::validate_version;
@@ -75,7 +75,8 @@ impl ApiError {
 
 /// What an endpoint produced, before headers and metrics are added.
 enum Reply {
-    Json(StatusCode, Value),
+    /// A status and a serialised JSON body.
+    Json(StatusCode, String),
     Text(String),
 }
 
@@ -115,7 +116,7 @@ pub fn handle(svc: &Service, endpoint: Endpoint, req: &Request<Bytes>) -> Respon
         },
     };
     let (status, error_type, body, content_type) = match result {
-        Ok(Reply::Json(status, v)) => (status, None, v.to_string(), "application/json"),
+        Ok(Reply::Json(status, body)) => (status, None, body, "application/json"),
         Ok(Reply::Text(t)) => (
             StatusCode::OK,
             None,
@@ -322,9 +323,11 @@ fn recommend(
             latency_ms,
         },
     };
+    // Serialised straight from the struct: field order as documented, f32 scores
+    // printed as f32 (no widening noise).
     Ok(Reply::Json(
         StatusCode::OK,
-        serde_json::to_value(body).expect("response serialises"),
+        serde_json::to_string(&body).expect("response serialises"),
     ))
 }
 
@@ -353,7 +356,8 @@ fn health(svc: &Service) -> Reply {
                     "load_seconds": m.load_seconds,
                 },
                 "registry": svc.config.registry,
-            }),
+            })
+            .to_string(),
         ),
         Err(reason) => Reply::Json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -362,7 +366,8 @@ fn health(svc: &Service) -> Reply {
                 "detail": reason,
                 "error_type": "model_unavailable",
                 "registry": svc.config.registry,
-            }),
+            })
+            .to_string(),
         ),
     }
 }

@@ -212,7 +212,8 @@ impl Synthetic {
         let mut itf = Vec::with_capacity(c.items * (d + 1));
         for i in 0..c.items {
             itf.extend_from_slice(&self.item_factors[i * d..(i + 1) * d]);
-            itf.push(self.item_log_pop[i]);
+            // log(items / rank) >= 0, so scores read as "higher is better" from 0 up.
+            itf.push(self.item_log_pop[i] + (c.items as f32).ln());
         }
         let mut rows = vec![Vec::new(); c.users];
         for r in &self.ratings {
