@@ -22,7 +22,7 @@ test: ## Unit, handler and end-to-end tests (uses ../shared when present, synthe
 lint: ## rustfmt, clippy (-D warnings), and the infra checks when infra/ exists
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	@if [ -x infra/lint.sh ]; then bash infra/lint.sh; fi
+	bash infra/lint.sh
 
 bench: ## Recommend latency p50/p99 at three model sizes vs the memory-bandwidth floor
 	$(CARGO) bench -p recs --bench recommend
@@ -32,10 +32,10 @@ watch: ## Run the Lambda functions under `cargo lambda watch` on 127.0.0.1:$(WAT
 	@command -v cargo-lambda >/dev/null || { echo "cargo-lambda is not on PATH after pip install; add pip's bin dir to PATH" >&2; exit 1; }
 	$(CARGO) lambda watch --invoke-address 127.0.0.1 --invoke-port $(WATCH_PORT)
 
-build: ## Lambda zips for arm64 (target/lambda/<function>/bootstrap.zip)
+build: ## Lambda binaries for arm64 (target/lambda/<function>/bootstrap; sam deploy zips each folder)
 	@command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda ziglang
 	rustup target add aarch64-unknown-linux-gnu
-	$(CARGO) lambda build --release --arm64 --output-format zip
+	$(CARGO) lambda build --release --arm64
 
 deploy: build ## sam deploy --guided (needs AWS credentials and the SAM CLI; not run in CI)
 	@command -v sam >/dev/null || { echo "install the AWS SAM CLI: pip install aws-sam-cli" >&2; exit 1; }

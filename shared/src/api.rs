@@ -75,9 +75,21 @@ impl ApiError {
 
 /// What an endpoint produced, before headers and metrics are added.
 enum Reply {
-    /// A status and a serialised JSON body.
-    Json(StatusCode, String),
+    /// A status, a serialised JSON body, and the error kind when it is an error.
+    Json(StatusCode, String, Option<&'static str>),
     Text(String),
+}
+
+/// What happened to one request: the facts metrics sinks (Prometheus, EMF) record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub endpoint: Endpoint,
+    pub status: u16,
+    pub latency_seconds: f64,
+    pub error_type: Option<&'static str>,
+    pub request_id: String,
+    /// The version that answered, when a model did.
+    pub model_version: Option<String>,
 }
 
 /// Serves every route (the local server). Lambda functions use [`handle`] with their
@@ -89,6 +101,16 @@ pub fn route(svc: &Service, req: &Request<Bytes>) -> Response<Bytes> {
 /// Answers `req` as `endpoint`: validates the request id, dispatches, builds the
 /// response with `X-Request-ID`, and counts the request (every status) in metrics.
 pub fn handle(svc: &Service, endpoint: Endpoint, req: &Request<Bytes>) -> Response<Bytes> {
+    handle_with_outcome(svc, endpoint, req).0
+}
+
+/// [`handle`], also returning the [`Outcome`] for sinks outside the process
+/// (the Lambda adapter writes it as an EMF line).
+pub fn handle_with_outcome(
+    svc: &Service,
+    endpoint: Endpoint,
+    req: &Request<Bytes>,
+) -> (Response<Bytes>, Outcome) {
     let started = Instant::now();
     let timestamp_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -116,7 +138,7 @@ pub fn handle(svc: &Service, endpoint: Endpoint, req: &Request<Bytes>) -> Respon
         },
     };
     let (status, error_type, body, content_type) = match result {
-        Ok(Reply::Json(status, body)) => (status, None, body, "application/json"),
+        Ok(Reply::Json(status, body, error_type)) => (status, error_type, body, "application/json"),
         Ok(Reply::Text(t)) => (
             StatusCode::OK,
             None,
@@ -128,24 +150,37 @@ pub fn handle(svc: &Service, endpoint: Endpoint, req: &Request<Bytes>) -> Respon
             (e.status, Some(e.error_type), body, "application/json")
         }
     };
+    let latency_seconds = started.elapsed().as_secs_f64();
     svc.metrics.observe_request(
         endpoint.name(),
         status.as_u16(),
-        started.elapsed().as_secs_f64(),
+        latency_seconds,
         error_type,
     );
+    let outcome = Outcome {
+        endpoint,
+        status: status.as_u16(),
+        latency_seconds,
+        error_type,
+        model_version: match (&svc.model, endpoint, status.is_success()) {
+            (Ok(m), Endpoint::Recommend, true) => Some(m.version.clone()),
+            _ => None,
+        },
+        request_id,
+    };
     let mut builder = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Ok(v) = HeaderValue::from_str(&outcome.request_id) {
         builder = builder.header("x-request-id", v);
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {
         builder = builder.header(header::ALLOW, "GET");
     }
-    builder
+    let resp = builder
         .body(Bytes::from(body))
-        .expect("static headers are valid")
+        .expect("static headers are valid");
+    (resp, outcome)
 }
 
 /// The client's `X-Request-ID` when valid, else a fresh UUID (and the error, if the
@@ -328,6 +363,7 @@ fn recommend(
     Ok(Reply::Json(
         StatusCode::OK,
         serde_json::to_string(&body).expect("response serialises"),
+        None,
     ))
 }
 
@@ -358,6 +394,7 @@ fn health(svc: &Service) -> Reply {
                 "registry": svc.config.registry,
             })
             .to_string(),
+            None,
         ),
         Err(reason) => Reply::Json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -368,6 +405,7 @@ fn health(svc: &Service) -> Reply {
                 "registry": svc.config.registry,
             })
             .to_string(),
+            Some("model_unavailable"),
         ),
     }
 }

@@ -1,10 +1,15 @@
 //! The adapter between lambda_http's events and [`crate::api`]: the only Lambda-specific
-//! code, shared by every HTTP function so each `main` stays a few lines.
+//! code, shared by every HTTP function so each `main` stays a few lines. It also writes
+//! the EMF lines CloudWatch turns into the alarms' metrics.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use lambda_http::{Body, Request, RequestExt, Response};
 
-use crate::api::{self, Endpoint};
+use crate::api::{self, Endpoint, Outcome};
+use crate::emf;
 use crate::service::Service;
 
 /// Converts an API Gateway / Function URL request into a plain `http::Request`,
@@ -39,7 +44,63 @@ pub fn from_http(resp: http::Response<Bytes>) -> Response<Body> {
     Response::from_parts(parts, body)
 }
 
-/// Answers one Lambda invocation as `endpoint`.
+/// The EMF lines describing how this environment's model load went: written once,
+/// with the first invocation, so INIT failures are counted too.
+pub fn startup_lines(svc: &Service) -> Vec<String> {
+    match &svc.model {
+        Ok(m) => vec![emf::model_load_line(m.load_seconds, &m.version)],
+        Err(reason) => vec![emf::error_line("model_load", Some(reason), None)],
+    }
+}
+
+/// Answers one invocation as `endpoint` and returns the response plus the EMF lines
+/// to write for it. A panic becomes a counted 500, never a silent crash.
+pub fn respond_with_metrics(
+    svc: &Service,
+    endpoint: Endpoint,
+    event: Request,
+    cold_start: bool,
+) -> (Response<Bytes>, Vec<String>) {
+    let req = to_http(event);
+    let (resp, outcome) = catch_unwind(AssertUnwindSafe(|| {
+        api::handle_with_outcome(svc, endpoint, &req)
+    }))
+    .unwrap_or_else(|_| internal_error(endpoint));
+    let mut lines = if cold_start {
+        startup_lines(svc)
+    } else {
+        Vec::new()
+    };
+    lines.extend(emf::request_lines(&outcome, cold_start));
+    (resp, lines)
+}
+
+fn internal_error(endpoint: Endpoint) -> (http::Response<Bytes>, Outcome) {
+    tracing::error!(endpoint = endpoint.name(), "handler panicked");
+    let resp = http::Response::builder()
+        .status(500)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Bytes::from_static(
+            br#"{"detail":"internal error","error_type":"internal_error"}"#,
+        ))
+        .expect("static response");
+    let outcome = Outcome {
+        endpoint,
+        status: 500,
+        latency_seconds: 0.0,
+        error_type: Some("internal_error"),
+        request_id: String::new(),
+        model_version: None,
+    };
+    (resp, outcome)
+}
+
+static COLD: AtomicBool = AtomicBool::new(true);
+
+/// Answers one Lambda invocation as `endpoint` and writes its EMF lines to stdout.
 pub fn respond(svc: &Service, endpoint: Endpoint, event: Request) -> Response<Body> {
-    from_http(api::handle(svc, endpoint, &to_http(event)))
+    let cold_start = COLD.swap(false, Ordering::Relaxed);
+    let (resp, lines) = respond_with_metrics(svc, endpoint, event, cold_start);
+    emf::emit(&lines);
+    from_http(resp)
 }

@@ -5,10 +5,11 @@
 //! - [`model`], [`topk`]: a verified ALS model and its scoring hot path.
 //! - [`api`]: the HTTP contract; [`service`]: per-environment state.
 //! - [`lambda`], [`server`]: the two ways requests arrive.
-//! - [`metrics`], [`telemetry`]: what operators see.
+//! - [`metrics`] (Prometheus), [`emf`] (CloudWatch), [`telemetry`]: what operators see.
 //! - [`gen_data`]: synthetic MovieLens-format data.
 
 pub mod api;
+pub mod emf;
 pub mod gen_data;
 pub mod lambda;
 pub mod metrics;

@@ -7,6 +7,38 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+/// Metric names, shared by the Prometheus renderer and the EMF writer so the two
+/// sinks can never disagree (DESIGN.md, "Metrics").
+pub mod names {
+    pub const REQUESTS: &str = "recommend_requests_total";
+    pub const LATENCY: &str = "recommend_latency_seconds";
+    pub const ERRORS: &str = "recommend_errors_total";
+    pub const MODEL_SWITCHES: &str = "model_switches_total";
+    pub const MODEL_LOAD_SECONDS: &str = "model_load_seconds";
+    pub const MODEL_VERSION_INFO: &str = "model_version_info";
+    pub const DATA_DRIFT_PSI: &str = "data_drift_psi";
+    pub const HEALTH: &str = "service_health_status";
+    pub const UPTIME: &str = "service_uptime_seconds";
+    pub const RSS: &str = "process_resident_memory_bytes";
+    pub const SLO_LATENCY: &str = "slo_latency_target_seconds";
+    pub const SLO_AVAILABILITY: &str = "slo_availability_target_ratio";
+    /// Every name, for checks that the sinks only use defined metrics.
+    pub const ALL: [&str; 12] = [
+        REQUESTS,
+        LATENCY,
+        ERRORS,
+        MODEL_SWITCHES,
+        MODEL_LOAD_SECONDS,
+        MODEL_VERSION_INFO,
+        DATA_DRIFT_PSI,
+        HEALTH,
+        UPTIME,
+        RSS,
+        SLO_LATENCY,
+        SLO_AVAILABILITY,
+    ];
+}
+
 /// Latency histogram bounds in seconds: fine enough to tell 1 ms from 5 ms, wide
 /// enough to see the runbook's 100 ms and 500 ms thresholds.
 pub const LATENCY_BUCKETS: [f64; 13] = [
@@ -50,6 +82,7 @@ struct Series {
     errors: BTreeMap<(String, String), u64>,
     version: Option<VersionInfo>,
     model_load_seconds: Option<f64>,
+    drift: BTreeMap<String, f64>,
 }
 
 /// Process-wide metrics. Cheap to update from request handlers.
@@ -145,24 +178,23 @@ impl Metrics {
 
     /// Prometheus text exposition format 0.0.4.
     pub fn render_prometheus(&self) -> String {
+        use names::*;
         let s = self.series();
         let mut out = String::with_capacity(4096);
+        let o = &mut out;
         family(
-            &mut out,
-            "recommend_requests_total",
+            o,
+            REQUESTS,
             "counter",
             "Requests answered, by HTTP status and endpoint.",
         );
         for ((endpoint, status), n) in &s.requests {
-            let _ = writeln!(
-                out,
-                "recommend_requests_total{{status=\"{status}\",endpoint=\"{}\"}} {n}",
-                escape(endpoint)
-            );
+            let labels = format!("status=\"{status}\",endpoint=\"{}\"", escape(endpoint));
+            sample(o, REQUESTS, &labels, *n);
         }
         family(
-            &mut out,
-            "recommend_latency_seconds",
+            o,
+            LATENCY,
             "histogram",
             "Request latency in seconds, by endpoint.",
         );
@@ -171,127 +203,120 @@ impl Metrics {
             let mut cumulative = 0;
             for (bound, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
                 cumulative += n;
-                let _ = writeln!(out, "recommend_latency_seconds_bucket{{endpoint=\"{ep}\",le=\"{bound}\"}} {cumulative}");
+                let labels = format!("endpoint=\"{ep}\",le=\"{bound}\"");
+                sample(o, &format!("{LATENCY}_bucket"), &labels, cumulative);
             }
-            let _ = writeln!(
-                out,
-                "recommend_latency_seconds_bucket{{endpoint=\"{ep}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "recommend_latency_seconds_sum{{endpoint=\"{ep}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "recommend_latency_seconds_count{{endpoint=\"{ep}\"}} {}",
-                h.count
-            );
+            let inf = format!("endpoint=\"{ep}\",le=\"+Inf\"");
+            sample(o, &format!("{LATENCY}_bucket"), &inf, h.count);
+            let labels = format!("endpoint=\"{ep}\"");
+            sample(o, &format!("{LATENCY}_sum"), &labels, h.sum);
+            sample(o, &format!("{LATENCY}_count"), &labels, h.count);
         }
-        family(
-            &mut out,
-            "recommend_errors_total",
-            "counter",
-            "Errors by kind and endpoint.",
-        );
+        family(o, ERRORS, "counter", "Errors by kind and endpoint.");
         for ((kind, endpoint), n) in &s.errors {
-            let _ = writeln!(
-                out,
-                "recommend_errors_total{{error_type=\"{}\",endpoint=\"{}\"}} {n}",
+            let labels = format!(
+                "error_type=\"{}\",endpoint=\"{}\"",
                 escape(kind),
                 escape(endpoint)
             );
+            sample(o, ERRORS, &labels, *n);
         }
         family(
-            &mut out,
-            "model_switches_total",
+            o,
+            MODEL_SWITCHES,
             "counter",
             "Model switches performed by this process.",
         );
-        let _ = writeln!(
-            out,
-            "model_switches_total {}",
-            self.model_switches.load(Ordering::Relaxed)
+        sample(
+            o,
+            MODEL_SWITCHES,
+            "",
+            self.model_switches.load(Ordering::Relaxed),
         );
         family(
-            &mut out,
-            "model_load_seconds",
+            o,
+            MODEL_LOAD_SECONDS,
             "gauge",
             "Seconds the served model took to load and verify.",
         );
         if let Some(v) = s.model_load_seconds {
-            let _ = writeln!(out, "model_load_seconds {v}");
+            sample(o, MODEL_LOAD_SECONDS, "", v);
         }
         family(
-            &mut out,
-            "model_version_info",
+            o,
+            MODEL_VERSION_INFO,
             "gauge",
             "The served model version (1 for the served version only).",
         );
         if let Some(v) = &s.version {
-            let _ = writeln!(
-                out,
-                "model_version_info{{model_name=\"{}\",version=\"{}\",git_sha=\"{}\",data_snapshot=\"{}\"}} 1",
+            let labels = format!(
+                "model_name=\"{}\",version=\"{}\",git_sha=\"{}\",data_snapshot=\"{}\"",
                 escape(&v.model_name),
                 escape(&v.version),
                 escape(&v.git_sha),
                 escape(&v.data_snapshot)
             );
+            sample(o, MODEL_VERSION_INFO, &labels, 1);
+        }
+        if !s.drift.is_empty() {
+            family(
+                o,
+                DATA_DRIFT_PSI,
+                "gauge",
+                "Population stability index of each feature (last drift run).",
+            );
+            for (feature, psi) in &s.drift {
+                sample(
+                    o,
+                    DATA_DRIFT_PSI,
+                    &format!("feature=\"{}\"", escape(feature)),
+                    psi,
+                );
+            }
         }
         family(
-            &mut out,
-            "service_health_status",
+            o,
+            HEALTH,
             "gauge",
             "1 when a model is loaded and servable, else 0.",
         );
-        let _ = writeln!(
-            out,
-            "service_health_status {}",
-            u8::from(self.healthy.load(Ordering::Relaxed))
+        sample(
+            o,
+            HEALTH,
+            "",
+            u8::from(self.healthy.load(Ordering::Relaxed)),
         );
-        family(
-            &mut out,
-            "service_uptime_seconds",
-            "gauge",
-            "Seconds since the process started.",
-        );
-        let _ = writeln!(
-            out,
-            "service_uptime_seconds {}",
-            self.started.elapsed().as_secs_f64()
-        );
+        family(o, UPTIME, "gauge", "Seconds since the process started.");
+        sample(o, UPTIME, "", self.started.elapsed().as_secs_f64());
         if let Some(rss) = resident_memory_bytes() {
-            family(
-                &mut out,
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory size in bytes.",
-            );
-            let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+            family(o, RSS, "gauge", "Resident memory size in bytes.");
+            sample(o, RSS, "", rss);
         }
+        family(o, SLO_LATENCY, "gauge", "The runbook's p95 latency target.");
+        sample(o, SLO_LATENCY, "", SLO_LATENCY_TARGET_SECONDS);
         family(
-            &mut out,
-            "slo_latency_target_seconds",
-            "gauge",
-            "The runbook's p95 latency target.",
-        );
-        let _ = writeln!(
-            out,
-            "slo_latency_target_seconds {SLO_LATENCY_TARGET_SECONDS}"
-        );
-        family(
-            &mut out,
-            "slo_availability_target_ratio",
+            o,
+            SLO_AVAILABILITY,
             "gauge",
             "The runbook's availability target.",
         );
-        let _ = writeln!(
-            out,
-            "slo_availability_target_ratio {SLO_AVAILABILITY_TARGET_RATIO}"
-        );
+        sample(o, SLO_AVAILABILITY, "", SLO_AVAILABILITY_TARGET_RATIO);
         out
     }
+
+    /// Records the latest PSI of each drift feature.
+    pub fn set_drift(&self, psi: impl IntoIterator<Item = (String, f64)>) {
+        let mut s = self.series();
+        s.drift = psi.into_iter().collect();
+    }
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+    let _ = if labels.is_empty() {
+        writeln!(out, "{name} {value}")
+    } else {
+        writeln!(out, "{name}{{{labels}}} {value}")
+    };
 }
 
 /// Resident set size from /proc (Linux only; None elsewhere).

@@ -88,3 +88,64 @@ mod tests {
         assert_eq!(status, 404);
     }
 }
+
+#[cfg(test)]
+mod emf_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_invocation_writes_contract_emf_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = recs::registry::Registry::open(dir.path().to_str().unwrap()).unwrap();
+        let data = recs::gen_data::generate(&recs::gen_data::GenConfig {
+            users: 30,
+            items: 20,
+            ..Default::default()
+        });
+        registry
+            .publish("v0.1", &data.planted_artifacts())
+            .await
+            .unwrap();
+        let svc = Service::start(Config {
+            registry: dir.path().display().to_string(),
+            ..Config::default()
+        })
+        .await;
+        let event = |name: &str| {
+            let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+            lambda_http::request::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        // Cold start: the model load line, then the request line.
+        let (resp, lines) = recs::lambda::respond_with_metrics(
+            &svc,
+            Endpoint::Recommend,
+            event("recommend.json"),
+            true,
+        );
+        assert_eq!(resp.status(), 200);
+        assert_eq!(lines.len(), 2);
+        let docs: Vec<_> = lines
+            .iter()
+            .map(|l| recs::emf::check_document(l).unwrap())
+            .collect();
+        assert!(docs[0]["model_load_seconds"].as_f64().unwrap() >= 0.0);
+        assert_eq!(docs[1]["status_class"], "2xx");
+        assert_eq!(docs[1]["model_version"], "v0.1");
+
+        // A 400: request line plus its error line.
+        let (resp, lines) = recs::lambda::respond_with_metrics(
+            &svc,
+            Endpoint::Recommend,
+            event("recommend-bad-k.json"),
+            false,
+        );
+        assert_eq!(resp.status(), 400);
+        let docs: Vec<_> = lines
+            .iter()
+            .map(|l| recs::emf::check_document(l).unwrap())
+            .collect();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0]["status_class"], "4xx");
+        assert_eq!(docs[1]["error_type"], "invalid_input");
+    }
+}
