@@ -60,3 +60,95 @@ fn local_server_answers_over_http() {
     stop_tx.send(()).unwrap();
     rt.block_on(server).unwrap().unwrap();
 }
+
+/// Parses Prometheus text exposition (0.0.4) strictly enough to catch malformed
+/// output: every sample line is `name{label="value",...} number` and belongs to a
+/// family declared by `# TYPE` before it. Returns the sample names.
+fn parse_exposition(text: &str) -> Vec<String> {
+    let mut declared: Vec<(String, String)> = Vec::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            declared.push((name.to_string(), kind.to_string()));
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').expect("labels close");
+                for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once("=\"").expect("label=\"value\"");
+                    assert!(
+                        k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "{line}"
+                    );
+                    assert!(!v.contains('\n'));
+                }
+                name
+            }
+            None => series,
+        };
+        let family = declared
+            .iter()
+            .find(|(f, kind)| {
+                name == f
+                    || (kind == "histogram"
+                        && [
+                            format!("{f}_bucket"),
+                            format!("{f}_sum"),
+                            format!("{f}_count"),
+                        ]
+                        .contains(&name.to_string()))
+            })
+            .unwrap_or_else(|| panic!("{name} has no # TYPE before it"));
+        samples.push(family.0.clone());
+    }
+    samples
+}
+
+#[test]
+fn metrics_parse_and_carry_every_design_name() {
+    let (_dir, registry) = synthetic_registry();
+    let loaded = block_on(registry.load("v0.1")).unwrap();
+    let svc = service(loaded, Titles::default());
+    for uri in ["/recommend/1?k=5", "/recommend/x", "/healthz", "/nope"] {
+        recs::api::route(&svc, &e2e_tests::get(uri, &[]));
+    }
+    svc.metrics.set_drift([("rating".to_string(), 0.05)]);
+    let text = String::from_utf8(
+        recs::api::route(&svc, &e2e_tests::get("/metrics", &[]))
+            .body()
+            .to_vec(),
+    )
+    .unwrap();
+    let names = parse_exposition(&text);
+    // DESIGN.md, "Metrics" (the SLO targets are the two slo_* gauges).
+    for name in [
+        "recommend_requests_total",
+        "recommend_latency_seconds",
+        "recommend_errors_total",
+        "model_switches_total",
+        "model_load_seconds",
+        "model_version_info",
+        "data_drift_psi",
+        "service_health_status",
+        "service_uptime_seconds",
+        "process_resident_memory_bytes",
+        "slo_latency_target_seconds",
+        "slo_availability_target_ratio",
+    ] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} missing from /metrics:\n{text}"
+        );
+    }
+    assert!(text.contains("recommend_requests_total{status=\"404\",endpoint=\"unknown\"} 1"));
+}

@@ -19,6 +19,7 @@ pub mod npz;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod store;
 pub mod telemetry;
 pub mod timefmt;
 pub mod titles;

@@ -11,7 +11,7 @@
 //! complete version under a temporary name, verifies it by reading it back, and only
 //! then renames it into place and moves `latest.txt`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::model::{AlsModel, Factors, ModelError};
 use crate::npy::{self, NpyError};
 use crate::npz::{self, CsrPattern, NpzError};
+use crate::store::{Store, StoreError};
 
 /// The folder inside a version that holds the ALS artifacts.
 pub const MODEL_DIR: &str = "als";
@@ -62,8 +63,8 @@ pub enum RegistryError {
     Model(#[from] ModelError),
     #[error("checksum mismatch: meta.json says artifact_sha {expected}, files hash to {actual}")]
     Checksum { expected: String, actual: String },
-    #[error("unsupported registry location {0:?} (expected a folder path)")]
-    UnsupportedLocation(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("registry I/O error at {path}: {source}")]
     Io {
         path: String,
@@ -84,7 +85,7 @@ impl RegistryError {
                 | RegistryError::UnknownVersion(_)
                 | RegistryError::InvalidVersion(_)
                 | RegistryError::NoLatest(_)
-                | RegistryError::UnsupportedLocation(_)
+                | RegistryError::Store(_)
         )
     }
 }
@@ -190,51 +191,44 @@ pub struct Artifacts {
     pub version_fields: serde_json::Map<String, Value>,
 }
 
-/// A registry location. Only folders for now; `s3://` arrives with the S3 issue.
+/// A registry: a folder or `s3://bucket/prefix` (see [`Store`]).
 #[derive(Debug, Clone)]
 pub struct Registry {
-    root: PathBuf,
+    store: Store,
 }
 
 impl Registry {
-    /// Opens `MODEL_REGISTRY`-style locations.
+    /// Opens a `MODEL_REGISTRY`-style location: a folder path or `s3://bucket/prefix`.
+    /// Nothing is read yet; the first operation reports an unreachable registry.
     pub fn open(location: &str) -> Result<Self, RegistryError> {
-        if location.contains("://") {
-            return Err(RegistryError::UnsupportedLocation(location.to_string()));
-        }
         Ok(Registry {
-            root: PathBuf::from(location),
+            store: Store::open(location)?,
         })
     }
 
-    /// The registry's root folder.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The underlying object store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The root folder of a folder registry (`None` on S3).
+    pub fn local_root(&self) -> Option<&Path> {
+        self.store.local_root()
     }
 
     /// A human-readable location.
     pub fn location(&self) -> String {
-        self.root.display().to_string()
-    }
-
-    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
-        move |source| RegistryError::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        self.store.location()
     }
 
     /// The version named in `latest.txt`.
     pub async fn latest(&self) -> Result<String, RegistryError> {
-        let path = self.root.join("latest.txt");
-        let text = match tokio::fs::read_to_string(&path).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(RegistryError::NoLatest(self.location()))
-            }
-            Err(e) => return Err(Self::io(&path)(e)),
+        let bytes = match self.store.get("latest.txt").await {
+            Ok(b) => b,
+            Err(StoreError::NotFound(_)) => return Err(RegistryError::NoLatest(self.location())),
+            Err(e) => return Err(e.into()),
         };
-        let version = text.trim().to_string();
+        let version = String::from_utf8_lossy(&bytes).trim().to_string();
         validate_version(&version)?;
         Ok(version)
     }
@@ -242,57 +236,36 @@ impl Registry {
     /// Version folders present in the registry (any name that validates), sorted
     /// with `vX.Y` names in numeric order first.
     pub async fn versions(&self) -> Result<Vec<String>, RegistryError> {
-        let mut dir = tokio::fs::read_dir(&self.root)
-            .await
-            .map_err(Self::io(&self.root))?;
-        let mut names = Vec::new();
-        while let Some(entry) = dir.next_entry().await.map_err(Self::io(&self.root))? {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if validate_version(&name).is_ok() && entry.path().join(MODEL_DIR).is_dir() {
-                names.push(name);
-            }
-        }
+        let mut names: Vec<String> = self
+            .store
+            .list_dirs()
+            .await?
+            .into_iter()
+            .filter(|n| validate_version(n).is_ok())
+            .collect();
         names.sort_by_key(|n| (parse_semver(n).is_none(), parse_semver(n), n.clone()));
         Ok(names)
     }
 
-    /// Files under `<version>/als`, as (relative path, bytes).
+    /// Files under `<version>/als`, as (relative path, bytes), fetched concurrently.
     async fn read_model_files(
         &self,
         version: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
-        let dir = self.root.join(version).join(MODEL_DIR);
-        if !tokio::fs::try_exists(&dir).await.map_err(Self::io(&dir))? {
+        let dir = format!("{version}/{MODEL_DIR}");
+        let keys = self.store.list(&dir).await?;
+        if keys.is_empty() {
             return Err(RegistryError::UnknownVersion(version.to_string()));
         }
-        Self::read_tree(&dir).await
-    }
-
-    /// Every file under `dir`, as ('/'-separated relative path, bytes), read concurrently.
-    async fn read_tree(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
-        let mut paths = Vec::new();
-        let mut stack = vec![(dir.to_path_buf(), String::new())];
-        while let Some((path, prefix)) = stack.pop() {
-            let mut rd = tokio::fs::read_dir(&path).await.map_err(Self::io(&path))?;
-            while let Some(e) = rd.next_entry().await.map_err(Self::io(&path))? {
-                let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
-                if e.file_type().await.map_err(Self::io(&path))?.is_dir() {
-                    stack.push((e.path(), format!("{rel}/")));
-                } else {
-                    paths.push((rel, e.path()));
-                }
-            }
-        }
         let mut tasks = tokio::task::JoinSet::new();
-        for (rel, path) in paths {
-            tasks.spawn(async move {
-                let bytes = tokio::fs::read(&path).await.map_err(Self::io(&path));
-                bytes.map(|b| (rel, b))
-            });
+        for rel in keys {
+            let store = self.store.clone();
+            let key = format!("{dir}/{rel}");
+            tasks.spawn(async move { store.get(&key).await.map(|b| (rel, b)) });
         }
         let mut files = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            files.push(joined.expect("file read task panicked")?);
+            files.push(joined.expect("fetch task panicked")?);
         }
         Ok(files)
     }
@@ -302,94 +275,110 @@ impl Registry {
     pub async fn load(&self, version: &str) -> Result<LoadedModel, RegistryError> {
         validate_version(version)?;
         let started = Instant::now();
-        let files = self.read_model_files(version).await?;
-        let meta_path = self.root.join(version).join("meta.json");
-        let meta_raw = match tokio::fs::read(&meta_path).await {
+        let meta_key = format!("{version}/meta.json");
+        let (files, meta_raw) =
+            tokio::join!(self.read_model_files(version), self.store.get(&meta_key));
+        let files = files?;
+        let meta_raw = match meta_raw {
             Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Self::io(&meta_path)(e)),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
         };
         let mut loaded = parse_version(version, &files, meta_raw.as_deref())?;
         loaded.load_seconds = started.elapsed().as_secs_f64();
         Ok(loaded)
     }
 
-    /// Publishes a new version: writes it under a temporary name, reads it back
-    /// through [`Registry::load`], renames it into place, then moves `latest.txt`.
-    /// A crash at any point leaves either no new version or a complete one.
+    /// Publishes a new version and then points `latest.txt` at it. The files are
+    /// verified through the same reader as [`Registry::load`] before `latest.txt`
+    /// moves; in a folder they are written under a temporary name and renamed into
+    /// place, so a crash never leaves a half version visible. (S3 has no rename: a
+    /// crash there can leave an incomplete folder that no pointer names and that
+    /// fails verification.)
     pub async fn publish(
         &self,
         version: &str,
         a: &Artifacts,
     ) -> Result<LoadedModel, RegistryError> {
         validate_version(version)?;
-        let final_dir = self.root.join(version);
-        if final_dir.exists() {
+        if self
+            .versions()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|v| v == version)
+        {
             return Err(RegistryError::VersionExists(version.to_string()));
         }
-        let tmp_name = format!(".tmp-{version}-{}", std::process::id());
-        let tmp_dir = self.root.join(&tmp_name);
-        let files = encode_artifacts(a);
+        let mut files = encode_artifacts(a);
+        let sha = artifact_sha(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+        let size: usize = files.iter().map(|(_, b)| b.len()).sum();
+        let mut meta = serde_json::Map::new();
+        meta.insert("version".into(), version.into());
+        meta.insert("created_at".into(), now_rfc3339().into());
+        meta.insert("model_name".into(), "als".into());
+        meta.insert(
+            "artifact_path".into(),
+            format!("{version}/{MODEL_DIR}").into(),
+        );
+        meta.insert("exported_by".into(), "recs".into());
+        for (k, v) in &a.version_fields {
+            meta.insert(k.clone(), v.clone());
+        }
+        meta.insert("artifact_sha".into(), sha.into());
+        meta.insert("artifact_size".into(), size.into());
+        meta.insert("metrics".into(), a.model_meta.clone());
+        let meta_bytes = serde_json::to_vec_pretty(&Value::Object(meta)).expect("JSON map");
+        // Check what would be served before anything is written.
+        parse_version(version, &files, Some(&meta_bytes))?;
+
+        let staging = match self.store.local_root() {
+            Some(_) => format!(".tmp-{version}-{}", std::process::id()),
+            None => version.to_string(),
+        };
         let write = async {
-            let als = tmp_dir.join(MODEL_DIR);
-            tokio::fs::create_dir_all(&als)
-                .await
-                .map_err(Self::io(&als))?;
-            for (name, bytes) in &files {
-                let p = als.join(name);
-                tokio::fs::write(&p, bytes).await.map_err(Self::io(&p))?;
+            for (name, bytes) in files.drain(..) {
+                self.store
+                    .put(&format!("{staging}/{MODEL_DIR}/{name}"), bytes)
+                    .await?;
             }
-            let sha = artifact_sha(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
-            let mut meta = serde_json::Map::new();
-            meta.insert("version".into(), version.into());
-            meta.insert("created_at".into(), now_rfc3339().into());
-            meta.insert("model_name".into(), "als".into());
-            meta.insert(
-                "artifact_path".into(),
-                format!("{version}/{MODEL_DIR}").into(),
-            );
-            meta.insert("exported_by".into(), "recs".into());
-            for (k, v) in &a.version_fields {
-                meta.insert(k.clone(), v.clone());
+            self.store
+                .put(&format!("{staging}/meta.json"), meta_bytes)
+                .await?;
+            // Read back what storage holds, through the serving reader.
+            let on_disk = self.read_model_files(&staging).await?;
+            let meta_back = self.store.get(&format!("{staging}/meta.json")).await?;
+            parse_version(version, &on_disk, Some(&meta_back))?;
+            if let Some(root) = self.store.local_root() {
+                let to = root.join(version);
+                tokio::fs::rename(root.join(&staging), &to)
+                    .await
+                    .map_err(|e| RegistryError::Io {
+                        path: to.display().to_string(),
+                        source: e,
+                    })?;
             }
-            meta.insert("artifact_sha".into(), sha.into());
-            let size: usize = files.iter().map(|(_, b)| b.len()).sum();
-            meta.insert("artifact_size".into(), size.into());
-            meta.insert("metrics".into(), a.model_meta.clone());
-            let p = tmp_dir.join("meta.json");
-            let text = serde_json::to_vec_pretty(&Value::Object(meta)).expect("JSON map");
-            tokio::fs::write(&p, text).await.map_err(Self::io(&p))?;
-            // Verify what is on disk, under the temporary name, before anyone can see it.
-            let on_disk = Self::read_tree(&tmp_dir.join(MODEL_DIR)).await?;
-            let meta_bytes = tokio::fs::read(&p).await.map_err(Self::io(&p))?;
-            parse_version(version, &on_disk, Some(&meta_bytes))?;
-            tokio::fs::rename(&tmp_dir, &final_dir)
-                .await
-                .map_err(Self::io(&final_dir))?;
             self.set_latest(version).await
         };
         match write.await {
             Ok(()) => self.load(version).await,
             Err(e) => {
-                let _ = tokio::fs::remove_dir_all(&tmp_dir).await;
+                if let Some(root) = self.store.local_root() {
+                    let _ = tokio::fs::remove_dir_all(root.join(&staging)).await;
+                }
                 Err(e)
             }
         }
     }
 
-    /// Points `latest.txt` at an existing version (atomic rename of a temp file).
+    /// Points `latest.txt` at a version (atomic: temp file + rename in a folder, one
+    /// PUT on S3).
     pub async fn set_latest(&self, version: &str) -> Result<(), RegistryError> {
         validate_version(version)?;
-        let tmp = self
-            .root
-            .join(format!(".latest.txt.{}", std::process::id()));
-        let path = self.root.join("latest.txt");
-        tokio::fs::write(&tmp, version)
-            .await
-            .map_err(Self::io(&tmp))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(Self::io(&path))
+        self.store
+            .put("latest.txt", version.as_bytes().to_vec())
+            .await?;
+        Ok(())
     }
 }
 

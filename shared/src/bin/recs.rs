@@ -206,7 +206,9 @@ async fn gen_data(
     );
     if let Some(location) = publish {
         let registry = Registry::open(&location)?;
-        std::fs::create_dir_all(registry.root()).with_context(|| format!("creating {location}"))?;
+        if let Some(root) = registry.local_root() {
+            std::fs::create_dir_all(root).with_context(|| format!("creating {location}"))?;
+        }
         let version = match version {
             Some(v) => v,
             None => next_version(&registry).await?,
@@ -215,9 +217,13 @@ async fn gen_data(
             .publish(&version, &data.planted_artifacts())
             .await
             .with_context(|| format!("publishing {version} to {location}"))?;
-        let dest = registry.root().join("movie_titles.csv");
-        std::fs::copy(&titles, &dest)
-            .with_context(|| format!("copying titles to {}", dest.display()))?;
+        let titles_bytes =
+            std::fs::read(&titles).with_context(|| format!("reading {}", titles.display()))?;
+        registry
+            .store()
+            .put("movie_titles.csv", titles_bytes)
+            .await
+            .with_context(|| format!("copying titles to {location}"))?;
         println!(
             "published planted model {} to {location} ({} users, {} items, {} factors); latest.txt -> {}",
             loaded.version,
