@@ -15,7 +15,7 @@ fn svc() -> (tempfile::TempDir, Service) {
 }
 
 fn assert_400(svc: &Service, uri: &str, headers: &[(&str, &str)], error_type: &str) {
-    let resp = api::route(svc, &get(uri, headers));
+    let resp = e2e_tests::route(svc, &get(uri, headers));
     assert_eq!(resp.status(), 400, "{uri}: {:?}", resp.body());
     assert_eq!(resp.headers()["content-type"], "application/json");
     let body = json(&resp);
@@ -64,7 +64,12 @@ fn bad_inputs_are_400_with_a_json_body() {
         );
     }
     // Every 400 is counted, with its status, so error ratios come out right.
-    let text = String::from_utf8(api::route(&svc, &get("/metrics", &[])).body().to_vec()).unwrap();
+    let text = String::from_utf8(
+        e2e_tests::route(&svc, &get("/metrics", &[]))
+            .body()
+            .to_vec(),
+    )
+    .unwrap();
     assert!(
         text.contains("recommend_requests_total{status=\"400\",endpoint=\"recommend\"} 18"),
         "{text}"
@@ -77,7 +82,7 @@ fn bad_inputs_are_400_with_a_json_body() {
 fn k_bounds_are_inclusive() {
     let (_d, svc) = svc();
     for (k, n) in [(1, 1), (100, 100)] {
-        let resp = api::route(&svc, &get(&format!("/recommend/999999?k={k}"), &[]));
+        let resp = e2e_tests::route(&svc, &get(&format!("/recommend/999999?k={k}"), &[]));
         assert_eq!(resp.status(), 200);
         // The catalogue has 90 items: k=100 returns all of them.
         assert_eq!(json(&resp)["items"].as_array().unwrap().len(), n.min(90));
@@ -87,7 +92,7 @@ fn k_bounds_are_inclusive() {
 #[test]
 fn known_user_gets_unseen_items_with_titles_and_provenance() {
     let (_d, svc) = svc();
-    let loaded = svc.model.as_ref().unwrap().clone();
+    let loaded = svc.model().unwrap();
     let model = &loaded.model;
     let row = model.user_row(1).unwrap();
     let seen: Vec<i64> = model
@@ -96,7 +101,7 @@ fn known_user_gets_unseen_items_with_titles_and_provenance() {
         .iter()
         .map(|&r| model.item_id(r))
         .collect();
-    let resp = api::route(
+    let resp = e2e_tests::route(
         &svc,
         &get(
             "/recommend/1?k=10&model=v0.1",
@@ -147,13 +152,14 @@ fn known_user_gets_unseen_items_with_titles_and_provenance() {
 #[test]
 fn unknown_user_gets_popularity_fallback() {
     let (_d, svc) = svc();
-    let model = &svc.model.as_ref().unwrap().model;
+    let loaded = svc.model().unwrap();
+    let model = &loaded.model;
     let expected: Vec<i64> = model
         .popular(5)
         .iter()
         .map(|s| model.item_id(s.row))
         .collect();
-    let resp = api::route(&svc, &get("/recommend/123456?k=5", &[]));
+    let resp = e2e_tests::route(&svc, &get("/recommend/123456?k=5", &[]));
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert_eq!(body["fallback"], "popularity");
@@ -173,7 +179,7 @@ fn unknown_user_gets_popularity_fallback() {
 #[test]
 fn health_names_the_version_and_other_routes_are_404_405() {
     let (_d, svc) = svc();
-    let resp = api::route(&svc, &get("/healthz", &[]));
+    let resp = e2e_tests::route(&svc, &get("/healthz", &[]));
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert_eq!(
@@ -183,16 +189,20 @@ fn health_names_the_version_and_other_routes_are_404_405() {
     assert_eq!(body["rollout"]["strategy"], "fixed");
     assert_eq!(body["model"]["users"], 120);
 
-    assert_eq!(api::route(&svc, &get("/nope", &[])).status(), 404);
+    assert_eq!(e2e_tests::route(&svc, &get("/nope", &[])).status(), 404);
     let post = http::Request::builder()
         .method("POST")
         .uri("/recommend/1")
         .body(bytes::Bytes::new())
         .unwrap();
-    let resp = api::route(&svc, &post);
+    let resp = e2e_tests::route(&svc, &post);
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "GET");
     // A function only answers its own route.
-    let resp = api::handle(&svc, api::Endpoint::Health, &get("/recommend/1", &[]));
+    let resp = block_on(api::handle(
+        &svc,
+        &[api::Endpoint::Health],
+        &get("/recommend/1", &[]),
+    ));
     assert_eq!(resp.status(), 404);
 }

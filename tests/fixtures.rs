@@ -2,7 +2,6 @@
 //! serve implicit's own top-10 lists; the Python team's swapped v0.3 must be refused.
 
 use e2e_tests::{block_on, get, json, service, shared_or_skip};
-use recs::api;
 use recs::registry::Registry;
 use recs::titles::Titles;
 
@@ -26,7 +25,7 @@ fn needs_shared_implicit_ml100k_serves_implicits_top10_for_every_user() {
     for line in expected.lines() {
         let want: serde_json::Value = serde_json::from_str(line).unwrap();
         let user = want["user_id"].as_i64().unwrap();
-        let resp = api::route(&svc, &get(&format!("/recommend/{user}?k=10"), &[]));
+        let resp = e2e_tests::route(&svc, &get(&format!("/recommend/{user}?k=10"), &[]));
         assert_eq!(resp.status(), 200, "user {user}");
         let body = json(&resp);
         assert!(body["fallback"].is_null(), "user {user} is in the model");
@@ -86,7 +85,7 @@ fn needs_shared_implicit_ml100k_serves_implicits_top10_for_every_user() {
     eprintln!("{users} users matched implicit's top-10; {reordered} near-tie swaps");
 
     // A user implicit never saw gets the popularity ranking, with a 200.
-    let resp = api::route(&svc, &get("/recommend/5000?k=10", &[]));
+    let resp = e2e_tests::route(&svc, &get("/recommend/5000?k=10", &[]));
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert_eq!(body["fallback"], "popularity");
@@ -117,7 +116,7 @@ fn the_committed_demo_registry_verifies_and_serves() {
     );
     let titles = Titles::load(&root.join("movie_titles.csv")).unwrap();
     let svc = service(loaded, titles);
-    let body = json(&api::route(&svc, &get("/recommend/1?k=10", &[])));
+    let body = json(&e2e_tests::route(&svc, &get("/recommend/1?k=10", &[])));
     let recs = body["recommendations"].as_array().unwrap();
     assert_eq!(recs.len(), 10);
     assert!(recs

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use e2e_tests::{block_on, get, json, small_config, synthetic_registry};
-use recs::api;
 use recs::gen_data::generate;
 use recs::model::Factors;
 use recs::npz::CsrPattern;
@@ -228,7 +227,7 @@ fn a_broken_latest_version_makes_health_503_with_the_reason() {
         ..Config::default()
     };
     let svc = block_on(Service::start(config));
-    let resp = api::route(&svc, &get("/healthz", &[]));
+    let resp = e2e_tests::route(&svc, &get("/healthz", &[]));
     assert_eq!(resp.status(), 503);
     let body = json(&resp);
     assert_eq!(body["status"], "unavailable");
@@ -239,11 +238,15 @@ fn a_broken_latest_version_makes_health_503_with_the_reason() {
             .contains("checksum mismatch"),
         "{body}"
     );
-    let resp = api::route(&svc, &get("/recommend/1", &[]));
+    let resp = e2e_tests::route(&svc, &get("/recommend/1", &[]));
     assert_eq!(resp.status(), 503);
     assert_eq!(json(&resp)["error_type"], "model_unavailable");
-    let metrics =
-        String::from_utf8(api::route(&svc, &get("/metrics", &[])).body().to_vec()).unwrap();
+    let metrics = String::from_utf8(
+        e2e_tests::route(&svc, &get("/metrics", &[]))
+            .body()
+            .to_vec(),
+    )
+    .unwrap();
     assert!(metrics
         .contains("recommend_errors_total{error_type=\"model_load\",endpoint=\"startup\"} 1"));
     assert!(metrics.contains("service_health_status 0"));

@@ -120,11 +120,11 @@ fn metrics_parse_and_carry_every_design_name() {
     let loaded = block_on(registry.load("v0.1")).unwrap();
     let svc = service(loaded, Titles::default());
     for uri in ["/recommend/1?k=5", "/recommend/x", "/healthz", "/nope"] {
-        recs::api::route(&svc, &e2e_tests::get(uri, &[]));
+        e2e_tests::route(&svc, &e2e_tests::get(uri, &[]));
     }
     svc.metrics.set_drift([("rating".to_string(), 0.05)]);
     let text = String::from_utf8(
-        recs::api::route(&svc, &e2e_tests::get("/metrics", &[]))
+        e2e_tests::route(&svc, &e2e_tests::get("/metrics", &[]))
             .body()
             .to_vec(),
     )

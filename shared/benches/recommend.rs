@@ -138,11 +138,16 @@ fn measure(name: &str, loaded: LoadedModel, calls: usize, bandwidth: f64) -> Row
                 .expect("request")
         })
         .collect();
+    // The API is async (admin routes do I/O); recommend never awaits, so a
+    // current-thread runtime adds only its poll overhead.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let mut full: Vec<f64> = requests
         .iter()
         .map(|req| {
             let t = Instant::now();
-            let resp = api::route(&svc, req);
+            let resp = rt.block_on(api::route(&svc, req));
             assert_eq!(resp.status(), 200);
             black_box(resp);
             t.elapsed().as_secs_f64()

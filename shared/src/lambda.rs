@@ -1,9 +1,10 @@
 //! The adapter between lambda_http's events and [`crate::api`]: the only Lambda-specific
-//! code, shared by every HTTP function so each `main` stays a few lines. It also writes
-//! the EMF lines CloudWatch turns into the alarms' metrics.
+//! code, shared by every HTTP function so each `main` stays a few lines. It also keeps
+//! the served model current (active.json polling) and writes the EMF lines CloudWatch
+//! turns into the alarms' metrics.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -47,25 +48,44 @@ pub fn from_http(resp: http::Response<Bytes>) -> Response<Body> {
 /// The EMF lines describing how this environment's model load went: written once,
 /// with the first invocation, so INIT failures are counted too.
 pub fn startup_lines(svc: &Service) -> Vec<String> {
-    match &svc.model {
+    match svc.model() {
         Ok(m) => vec![emf::model_load_line(m.load_seconds, &m.version)],
-        Err(reason) => vec![emf::error_line("model_load", Some(reason), None)],
+        Err(reason) => vec![emf::error_line("model_load", Some(&reason), None)],
     }
 }
 
-/// Answers one invocation as `endpoint` and returns the response plus the EMF lines
-/// to write for it. A panic becomes a counted 500, never a silent crash.
-pub fn respond_with_metrics(
-    svc: &Service,
-    endpoint: Endpoint,
+/// Keeps the served model current. With no model, the retry happens in the request
+/// (it cannot be answered otherwise); with one, the poll runs in the background and
+/// the request answers from the model already loaded.
+async fn keep_current(svc: &Arc<Service>) {
+    if !svc.refresh_due() {
+        return;
+    }
+    if svc.model().is_err() {
+        svc.refresh().await;
+    } else {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.refresh().await });
+    }
+}
+
+/// Answers one invocation if its route is one of `allowed`, and returns the response
+/// plus the EMF lines to write for it. A panic becomes a counted 500, never a silent
+/// crash.
+pub async fn respond_with_metrics(
+    svc: &Arc<Service>,
+    allowed: &'static [Endpoint],
     event: Request,
     cold_start: bool,
-) -> (Response<Bytes>, Vec<String>) {
+) -> (http::Response<Bytes>, Vec<String>) {
+    keep_current(svc).await;
     let req = to_http(event);
-    let (resp, outcome) = catch_unwind(AssertUnwindSafe(|| {
-        api::handle_with_outcome(svc, endpoint, &req)
-    }))
-    .unwrap_or_else(|_| internal_error(endpoint));
+    let endpoint = Endpoint::for_path(req.uri().path());
+    let task_svc = svc.clone();
+    let (resp, outcome) =
+        tokio::spawn(async move { api::handle_with_outcome(&task_svc, allowed, &req).await })
+            .await
+            .unwrap_or_else(|_| internal_error(endpoint));
     let mut lines = if cold_start {
         startup_lines(svc)
     } else {
@@ -97,10 +117,14 @@ fn internal_error(endpoint: Endpoint) -> (http::Response<Bytes>, Outcome) {
 
 static COLD: AtomicBool = AtomicBool::new(true);
 
-/// Answers one Lambda invocation as `endpoint` and writes its EMF lines to stdout.
-pub fn respond(svc: &Service, endpoint: Endpoint, event: Request) -> Response<Body> {
+/// Answers one Lambda invocation and writes its EMF lines to stdout.
+pub async fn respond(
+    svc: &Arc<Service>,
+    allowed: &'static [Endpoint],
+    event: Request,
+) -> Response<Body> {
     let cold_start = COLD.swap(false, Ordering::Relaxed);
-    let (resp, lines) = respond_with_metrics(svc, endpoint, event, cold_start);
+    let (resp, lines) = respond_with_metrics(svc, allowed, event, cold_start).await;
     emf::emit(&lines);
     from_http(resp)
 }

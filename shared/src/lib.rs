@@ -8,6 +8,7 @@
 //! - [`metrics`] (Prometheus), [`emf`] (CloudWatch), [`telemetry`]: what operators see.
 //! - [`gen_data`]: synthetic MovieLens-format data.
 
+pub mod active;
 pub mod api;
 pub mod emf;
 pub mod gen_data;

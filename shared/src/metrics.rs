@@ -83,6 +83,7 @@ struct Series {
     version: Option<VersionInfo>,
     model_load_seconds: Option<f64>,
     drift: BTreeMap<String, f64>,
+    shadow: (u64, f64),
 }
 
 /// Process-wide metrics. Cheap to update from request handlers.
@@ -302,6 +303,13 @@ impl Metrics {
         );
         sample(o, SLO_AVAILABILITY, "", SLO_AVAILABILITY_TARGET_RATIO);
         out
+    }
+
+    /// Records one shadow comparison's top-k overlap (0..=1).
+    pub fn observe_shadow(&self, overlap: f64) {
+        let mut s = self.series();
+        s.shadow.0 += 1;
+        s.shadow.1 += overlap;
     }
 
     /// Records the latest PSI of each drift feature.

@@ -26,7 +26,9 @@ async fn answer(
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let resp = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => api::route(&svc, &http::Request::from_parts(parts, collected.to_bytes())),
+        Ok(collected) => {
+            api::route(&svc, &http::Request::from_parts(parts, collected.to_bytes())).await
+        }
         Err(_) => http::Response::builder()
             .status(http::StatusCode::PAYLOAD_TOO_LARGE)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -38,8 +40,33 @@ async fn answer(
     Ok(resp.map(Full::new))
 }
 
-/// Serves connections from `listener` until `shutdown` completes.
+/// Serves connections from `listener` until `shutdown` completes, checking the
+/// registry's active.json every `ACTIVE_POLL_SECONDS` in the background.
 pub async fn serve(
+    listener: TcpListener,
+    svc: Arc<Service>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let poller = tokio::spawn(poll(svc.clone()));
+    let served = accept_loop(listener, svc, shutdown).await;
+    poller.abort();
+    served
+}
+
+/// Polls active.json off the request path, so no request waits on the registry.
+async fn poll(svc: Arc<Service>) {
+    let every = svc.config.poll.max(std::time::Duration::from_millis(200));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if svc.refresh_due() {
+            svc.refresh().await;
+        }
+    }
+}
+
+async fn accept_loop(
     listener: TcpListener,
     svc: Arc<Service>,
     shutdown: impl Future<Output = ()>,

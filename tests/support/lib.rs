@@ -115,3 +115,8 @@ pub fn http_get(
         .collect();
     (status, headers, body.to_string())
 }
+
+/// Routes one request through `recs::api::route` (every endpoint), synchronously.
+pub fn route(svc: &Service, req: &http::Request<Bytes>) -> http::Response<Bytes> {
+    block_on(recs::api::route(svc, req))
+}

@@ -1,19 +1,24 @@
 //! Lambda function `recommend`: a thin adapter over the shared API logic in `recs::api`.
 
+use std::sync::Arc;
+
 use lambda_http::{run, service_fn, Body, Error, Request, Response};
 use recs::api::Endpoint;
 use recs::service::{Config, Service};
 
+/// The routes this function answers.
+const ROUTES: &[Endpoint] = &[Endpoint::Recommend];
+
 /// Answers one invocation; never fails (errors are HTTP responses).
-async fn handler(svc: &Service, event: Request) -> Result<Response<Body>, Error> {
-    Ok(recs::lambda::respond(svc, Endpoint::Recommend, event))
+async fn handler(svc: &Arc<Service>, event: Request) -> Result<Response<Body>, Error> {
+    Ok(recs::lambda::respond(svc, ROUTES, event).await)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     recs::telemetry::init();
     // Loaded once per execution environment (INIT), never per request.
-    let svc = Service::start(Config::from_env()?).await;
+    let svc = Arc::new(Service::start(Config::from_env()?).await);
     let svc = &svc;
     run(service_fn(move |event| handler(svc, event))).await
 }
@@ -25,7 +30,7 @@ mod tests {
     use recs::registry::Registry;
 
     /// A service over a registry written here from synthetic data.
-    async fn service() -> (tempfile::TempDir, Service) {
+    async fn service() -> (tempfile::TempDir, Arc<Service>) {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path().to_str().unwrap()).unwrap();
         let config = GenConfig {
@@ -42,7 +47,7 @@ mod tests {
             ..Config::default()
         })
         .await;
-        (dir, svc)
+        (dir, Arc::new(svc))
     }
 
     /// An API Gateway HTTP API (v2) event from events/, parsed by lambda_http.
@@ -52,7 +57,7 @@ mod tests {
         lambda_http::request::from_str(&text).unwrap()
     }
 
-    async fn call(svc: &Service, name: &str) -> (u16, serde_json::Value) {
+    async fn call(svc: &Arc<Service>, name: &str) -> (u16, serde_json::Value) {
         let resp = handler(svc, event(name)).await.unwrap();
         let status = resp.status().as_u16();
         let body = match resp.body() {
@@ -106,22 +111,20 @@ mod emf_tests {
             .publish("v0.1", &data.planted_artifacts())
             .await
             .unwrap();
-        let svc = Service::start(Config {
-            registry: dir.path().display().to_string(),
-            ..Config::default()
-        })
-        .await;
+        let svc = Arc::new(
+            Service::start(Config {
+                registry: dir.path().display().to_string(),
+                ..Config::default()
+            })
+            .await,
+        );
         let event = |name: &str| {
             let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
             lambda_http::request::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
         };
         // Cold start: the model load line, then the request line.
-        let (resp, lines) = recs::lambda::respond_with_metrics(
-            &svc,
-            Endpoint::Recommend,
-            event("recommend.json"),
-            true,
-        );
+        let (resp, lines) =
+            recs::lambda::respond_with_metrics(&svc, ROUTES, event("recommend.json"), true).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(lines.len(), 2);
         let docs: Vec<_> = lines
@@ -133,12 +136,9 @@ mod emf_tests {
         assert_eq!(docs[1]["model_version"], "v0.1");
 
         // A 400: request line plus its error line.
-        let (resp, lines) = recs::lambda::respond_with_metrics(
-            &svc,
-            Endpoint::Recommend,
-            event("recommend-bad-k.json"),
-            false,
-        );
+        let (resp, lines) =
+            recs::lambda::respond_with_metrics(&svc, ROUTES, event("recommend-bad-k.json"), false)
+                .await;
         assert_eq!(resp.status(), 400);
         let docs: Vec<_> = lines
             .iter()
