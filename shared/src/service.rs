@@ -418,23 +418,11 @@ impl Service {
         validate_version(version).map_err(|e| SwitchError::BadRequest(e.to_string()))?;
         let registry = self.registry()?;
         let current = self.served();
-        match self.load_reusing(registry, &current, version).await {
-            Ok(m) => Ok(m),
-            Err(RegistryError::UnknownVersion(v)) => Err(SwitchError::NotFound(v)),
-            Err(e) if e.is_verification_failure() => {
-                self.metrics.count_error("model_load", "switch");
-                Err(SwitchError::Verification {
-                    version: version.to_string(),
-                    reason: e.to_string(),
-                    serving: current
-                        .primary
-                        .as_ref()
-                        .map(|m| m.version.clone())
-                        .unwrap_or_else(|_| "nothing".into()),
-                })
-            }
-            Err(e) => Err(SwitchError::Unavailable(e.to_string())),
-        }
+        let serving = current.primary.as_ref().ok().map(|m| m.version.clone());
+        // A refused version is counted once, as the 422's error_type (model_load).
+        self.load_reusing(registry, &current, version)
+            .await
+            .map_err(|e| switch_error(e, version, serving.as_deref()))
     }
 
     /// Switches every instance to `version`: verifies it first (a bad version is
@@ -442,26 +430,13 @@ impl Service {
     /// conditional write, then serves it here at once.
     pub async fn switch(&self, version: &str) -> Result<Switched, SwitchError> {
         let model = self.verified(version).await?;
-        let registry = self.registry()?;
         let serving = self
             .served()
             .primary
             .as_ref()
             .ok()
             .map(|m| m.version.clone());
-        let written = active::update(registry.store(), "switch", |cur| {
-            let mut s = match cur {
-                Some(s) => s.clone(),
-                None => ActiveState::new(serving.as_deref().unwrap_or(version)),
-            };
-            if s.active_version != version {
-                s.previous_version = Some(s.active_version.clone());
-            }
-            s.active_version = version.to_string();
-            Ok::<_, SwitchError>(s)
-        })
-        .await;
-        let state = self.finish_update(written)?;
+        let state = record_switch(self.registry()?, version, serving.as_deref()).await?;
         self.metrics.count_switch();
         self.install(&state, model.clone()).await;
         Ok(Switched {
@@ -474,81 +449,22 @@ impl Service {
     /// Applies a partial rollout change (validated; a canary version is verified
     /// before it is recorded) and returns the new state.
     pub async fn update_rollout(&self, patch: RolloutPatch) -> Result<ActiveState, SwitchError> {
-        if let Some(p) = patch.canary_percentage {
-            if !(0.0..=100.0).contains(&p) || !p.is_finite() {
-                return Err(SwitchError::BadRequest(format!(
-                    "canary_percentage must be in 0..=100, got {p}"
-                )));
-            }
-        }
+        patch.check()?;
         if let Some(Some(v)) = &patch.canary_version {
             self.verified(v).await?;
         }
-        if let Some(salt) = &patch.salt {
-            if salt.is_empty() || salt.len() > 64 {
-                return Err(SwitchError::BadRequest(
-                    "salt must be 1 to 64 characters".into(),
-                ));
-            }
-        }
-        let registry = self.registry()?;
         let serving = self
             .served()
             .primary
             .as_ref()
             .ok()
             .map(|m| m.version.clone());
-        let written = active::update(registry.store(), "rollout", |cur| {
-            let mut s = match (cur, &serving) {
-                (Some(s), _) => s.clone(),
-                (None, Some(v)) => ActiveState::new(v),
-                (None, None) => {
-                    return Err(SwitchError::BadRequest(
-                        "no active version to roll out from".into(),
-                    ))
-                }
-            };
-            let r = &mut s.rollout;
-            if let Some(x) = patch.strategy {
-                r.strategy = x;
-            }
-            if let Some(x) = &patch.canary_version {
-                r.canary_version = x.clone();
-            }
-            if let Some(x) = patch.canary_percentage {
-                r.canary_percentage = x;
-            }
-            if let Some(x) = &patch.salt {
-                r.salt = x.clone();
-            }
-            if r.strategy.uses_canary() && r.canary_version.is_none() {
-                return Err(SwitchError::BadRequest(format!(
-                    "strategy {:?} needs a canary_version",
-                    r.strategy
-                )));
-            }
-            Ok(s)
-        })
-        .await;
-        let state = self.finish_update(written)?;
+        let state = record_rollout(self.registry()?, &patch, serving.as_deref()).await?;
         let primary = self.served().primary.clone();
         if let Ok(p) = primary {
             self.install(&state, p).await;
         }
         Ok(state)
-    }
-
-    fn finish_update(
-        &self,
-        written: Result<Result<ActiveState, SwitchError>, ActiveError>,
-    ) -> Result<ActiveState, SwitchError> {
-        match written {
-            Ok(r) => r,
-            Err(ActiveError::Conflict) => {
-                Err(SwitchError::Conflict(ActiveError::Conflict.to_string()))
-            }
-            Err(e) => Err(SwitchError::Unavailable(e.to_string())),
-        }
     }
 
     /// Serves `state` here at once (the other instances follow on their next poll).
@@ -587,6 +503,123 @@ impl Service {
             "environment": self.config.environment,
         })
     }
+}
+
+impl RolloutPatch {
+    /// Checks the fields that need no registry access.
+    pub fn check(&self) -> Result<(), SwitchError> {
+        if let Some(p) = self.canary_percentage {
+            if !(0.0..=100.0).contains(&p) || !p.is_finite() {
+                return Err(SwitchError::BadRequest(format!(
+                    "canary_percentage must be in 0..=100, got {p}"
+                )));
+            }
+        }
+        if let Some(Some(v)) = &self.canary_version {
+            validate_version(v).map_err(|e| SwitchError::BadRequest(e.to_string()))?;
+        }
+        if let Some(salt) = &self.salt {
+            if salt.is_empty() || salt.len() > 64 {
+                return Err(SwitchError::BadRequest(
+                    "salt must be 1 to 64 characters".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, s: &mut ActiveState) -> Result<(), SwitchError> {
+        let r = &mut s.rollout;
+        if let Some(x) = self.strategy {
+            r.strategy = x;
+        }
+        if let Some(x) = &self.canary_version {
+            r.canary_version = x.clone();
+        }
+        if let Some(x) = self.canary_percentage {
+            r.canary_percentage = x;
+        }
+        if let Some(x) = &self.salt {
+            r.salt = x.clone();
+        }
+        if r.strategy.uses_canary() && r.canary_version.is_none() {
+            return Err(SwitchError::BadRequest(format!(
+                "strategy {:?} needs a canary_version",
+                r.strategy
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Maps a failed load of `version` to what a switch reports: 404 unknown, 422 failed
+/// verification (naming what is still served), 503 registry unreachable.
+pub fn switch_error(e: RegistryError, version: &str, serving: Option<&str>) -> SwitchError {
+    match e {
+        RegistryError::UnknownVersion(v) => SwitchError::NotFound(v),
+        RegistryError::InvalidVersion(_) => SwitchError::BadRequest(e.to_string()),
+        e if e.is_verification_failure() => SwitchError::Verification {
+            version: version.to_string(),
+            reason: e.to_string(),
+            serving: serving.unwrap_or("nothing").to_string(),
+        },
+        e => SwitchError::Unavailable(e.to_string()),
+    }
+}
+
+fn finish_update(
+    written: Result<Result<ActiveState, SwitchError>, ActiveError>,
+) -> Result<ActiveState, SwitchError> {
+    match written {
+        Ok(r) => r,
+        Err(ActiveError::Conflict) => Err(SwitchError::Conflict(ActiveError::Conflict.to_string())),
+        Err(e) => Err(SwitchError::Unavailable(e.to_string())),
+    }
+}
+
+/// Records `version` (already verified) as active: previous = what was active.
+/// `serving` stands in for the active version when no active.json exists yet.
+pub async fn record_switch(
+    registry: &Registry,
+    version: &str,
+    serving: Option<&str>,
+) -> Result<ActiveState, SwitchError> {
+    let written = active::update(registry.store(), "switch", |cur| {
+        let mut s = match cur {
+            Some(s) => s.clone(),
+            None => ActiveState::new(serving.unwrap_or(version)),
+        };
+        if s.active_version != version {
+            s.previous_version = Some(s.active_version.clone());
+        }
+        s.active_version = version.to_string();
+        Ok::<_, SwitchError>(s)
+    })
+    .await;
+    finish_update(written)
+}
+
+/// Records a rollout change (canary version already verified by the caller).
+pub async fn record_rollout(
+    registry: &Registry,
+    patch: &RolloutPatch,
+    serving: Option<&str>,
+) -> Result<ActiveState, SwitchError> {
+    let written = active::update(registry.store(), "rollout", |cur| {
+        let mut s = match (cur, serving) {
+            (Some(s), _) => s.clone(),
+            (None, Some(v)) => ActiveState::new(v),
+            (None, None) => {
+                return Err(SwitchError::BadRequest(
+                    "no active version to roll out from".into(),
+                ))
+            }
+        };
+        patch.apply(&mut s)?;
+        Ok(s)
+    })
+    .await;
+    finish_update(written)
 }
 
 /// The `model_version_info` labels of a loaded version.

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use recs::active;
 use recs::gen_data::{self, GenConfig};
 use recs::registry::{parse_semver, Registry};
-use recs::service::{Config, Service};
+use recs::service::{self, Config, Service};
 
 #[derive(Parser)]
 #[command(name = "recs", version, about = "movie-recs operator CLI")]
@@ -20,9 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve every route (/recommend, /healthz, /metrics) on one local port.
+    /// Serve every route (/recommend, /healthz, /metrics, /switch, /rollout/*) on one local port.
     Serve {
-        /// Registry folder.
+        /// Registry: a folder or s3://bucket/prefix.
         #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
         registry: String,
         /// Port to listen on.
@@ -32,9 +33,24 @@ enum Command {
         #[arg(long, env = "HOST", default_value = "127.0.0.1")]
         host: IpAddr,
     },
+    /// Verify a version and make it the one every instance serves (recorded in
+    /// the registry's active.json; instances pick it up within ACTIVE_POLL_SECONDS).
+    Switch {
+        #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
+        registry: String,
+        /// The version to serve, e.g. v0.2.
+        version: String,
+    },
+    /// Show or change the rollout (strategy, canary version and percentage, salt).
+    Rollout {
+        #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
+        registry: String,
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
     /// Load and verify a version (checksum, shapes, finiteness) without serving it.
     Verify {
-        /// Registry folder.
+        /// Registry: a folder or s3://bucket/prefix.
         #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
         registry: String,
         /// Version to verify (default: latest.txt's).
@@ -70,6 +86,27 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum RolloutAction {
+    /// Print active.json (active, previous, rollout, history).
+    Status,
+    /// Change only the fields given; a canary version is verified first.
+    Update {
+        /// fixed | canary | ab_test | shadow
+        #[arg(long)]
+        strategy: Option<String>,
+        /// The canary (or variant_B) version; "none" clears it.
+        #[arg(long)]
+        canary_version: Option<String>,
+        /// Share of users on the canary, 0-100.
+        #[arg(long)]
+        canary_percentage: Option<f64>,
+        /// A new salt reassigns users to variants.
+        #[arg(long)]
+        salt: Option<String>,
+    },
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     recs::telemetry::init();
@@ -95,6 +132,8 @@ async fn run(cli: Cli) -> Result<()> {
             version,
             json,
         } => verify(&registry, version, json).await,
+        Command::Switch { registry, version } => switch(&registry, &version).await,
+        Command::Rollout { registry, action } => rollout(&registry, action).await,
         Command::GenData {
             out,
             users,
@@ -126,6 +165,11 @@ async fn serve(registry: String, addr: SocketAddr) -> Result<()> {
         registry,
         ..Config::from_env().context("reading configuration")?
     };
+    if config.admin_token.is_none() {
+        tracing::warn!(
+            "RECS_ADMIN_TOKEN is not set: /switch and /rollout/update accept any local caller"
+        );
+    }
     let svc = Arc::new(Service::start(config).await);
     let (listener, local) = recs::server::bind(addr)
         .await
@@ -137,6 +181,79 @@ async fn serve(registry: String, addr: SocketAddr) -> Result<()> {
         tracing::info!("shutting down");
     };
     recs::server::serve(listener, svc, shutdown).await?;
+    Ok(())
+}
+
+/// What is served now: active.json's version, else latest.txt's.
+async fn serving(registry: &Registry) -> Result<Option<String>> {
+    Ok(match active::read(registry.store()).await? {
+        Some((state, _)) => Some(state.active_version),
+        None => registry.latest().await.ok(),
+    })
+}
+
+async fn switch(location: &str, version: &str) -> Result<()> {
+    let registry = Registry::open(location)?;
+    let current = serving(&registry).await?;
+    registry
+        .load(version)
+        .await
+        .map_err(|e| service::switch_error(e, version, current.as_deref()))?;
+    let state = service::record_switch(&registry, version, current.as_deref()).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "status": "ok",
+            "model_version": state.active_version,
+            "previous_version": state.previous_version,
+            "revision": state.revision,
+        })
+    );
+    Ok(())
+}
+
+async fn rollout(location: &str, action: RolloutAction) -> Result<()> {
+    let registry = Registry::open(location)?;
+    match action {
+        RolloutAction::Status => match active::read(registry.store()).await? {
+            Some((state, _)) => println!("{}", serde_json::to_string_pretty(&state)?),
+            None => println!(
+                "{}",
+                serde_json::json!({"active_version": registry.latest().await.ok(), "rollout": active::Rollout::default(), "note": "no active.json yet: serving latest.txt"})
+            ),
+        },
+        RolloutAction::Update {
+            strategy,
+            canary_version,
+            canary_percentage,
+            salt,
+        } => {
+            let strategy = strategy
+                .map(|s| {
+                    active::Strategy::parse(&s).with_context(|| {
+                        format!("unknown strategy {s:?} (fixed, canary, ab_test, shadow)")
+                    })
+                })
+                .transpose()?;
+            let canary_version = canary_version.map(|v| (v != "none").then_some(v));
+            let patch = service::RolloutPatch {
+                strategy,
+                canary_version,
+                canary_percentage,
+                salt,
+            };
+            patch.check()?;
+            let current = serving(&registry).await?;
+            if let Some(Some(v)) = &patch.canary_version {
+                registry
+                    .load(v)
+                    .await
+                    .map_err(|e| service::switch_error(e, v, current.as_deref()))?;
+            }
+            let state = service::record_rollout(&registry, &patch, current.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&state)?);
+        }
+    }
     Ok(())
 }
 
