@@ -169,7 +169,7 @@ fn a_switch_under_concurrent_load_has_no_5xx_and_no_mixed_responses() {
                 let mut seen = HashSet::new();
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) || n < 20 {
-                    let user = (n % 20) + 1 + w * 0;
+                    let user = (n + w * 7) % 20 + 1;
                     let (status, body) =
                         curl("GET", &format!("{server}/recommend/{user}?k=5"), &[], None);
                     assert_eq!(status, 200, "{body}");
