@@ -24,8 +24,9 @@ lint: ## rustfmt, clippy (-D warnings), and the infra checks when infra/ exists
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	bash infra/lint.sh
 
-bench: ## Recommend latency p50/p99 at three model sizes vs the memory-bandwidth floor
+bench: ## Recommend p50/p99 at three sizes vs the bandwidth floor; S3 cold start and switch latency
 	$(CARGO) bench -p recs --bench recommend
+	$(CARGO) bench -p recs --bench s3_cold_start
 
 watch: ## Run the Lambda functions under `cargo lambda watch` on 127.0.0.1:$(WATCH_PORT)
 	@command -v cargo-lambda >/dev/null || { echo "installing cargo-lambda from PyPI"; pip install --quiet cargo-lambda; }

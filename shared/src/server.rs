@@ -59,10 +59,9 @@ async fn poll(svc: Arc<Service>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // The tick is the poll schedule (refresh_due is for Lambda, which has no timer).
         tick.tick().await;
-        if svc.refresh_due() {
-            svc.refresh().await;
-        }
+        svc.refresh().await;
     }
 }
 

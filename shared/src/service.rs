@@ -210,6 +210,7 @@ impl Service {
             refreshing: tokio::sync::Mutex::new(()),
         };
         svc.reload(None).await;
+        *svc.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         svc
     }
 
@@ -253,11 +254,12 @@ impl Service {
             .map_err(|e| SwitchError::Unavailable(e.clone()))
     }
 
-    /// True when the poll interval has passed since the last check (or a model is
-    /// missing, which is always worth retrying).
+    /// True when the poll interval has passed since the last check. A missing model
+    /// is retried on the same schedule, so an S3 outage costs a request a fast 503,
+    /// not a timeout every time.
     pub fn refresh_due(&self) -> bool {
         let last = *self.last_poll.lock().unwrap_or_else(|p| p.into_inner());
-        self.served().primary.is_err() || last.is_none_or(|t| t.elapsed() >= self.config.poll)
+        last.is_none_or(|t| t.elapsed() >= self.config.poll)
     }
 
     /// Checks active.json (conditional GET) and swaps in what changed. Concurrent
