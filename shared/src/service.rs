@@ -192,7 +192,7 @@ impl Service {
     pub async fn start(config: Config) -> Service {
         let metrics = Arc::new(Metrics::default());
         let registry = Registry::open(&config.registry).map_err(|e| e.to_string());
-        let titles = load_titles(&config);
+        let titles = load_titles(&config, registry.as_ref().ok()).await;
         let empty = Served {
             primary: Err("not loaded yet".into()),
             canary: None,
@@ -634,23 +634,19 @@ pub fn version_info(m: &LoadedModel) -> VersionInfo {
     }
 }
 
-fn load_titles(config: &Config) -> Titles {
-    let path = match &config.titles {
-        Some(p) => p.clone(),
-        None => {
-            if config.registry.contains("://") {
-                return Titles::default();
-            }
-            let p = PathBuf::from(&config.registry).join("movie_titles.csv");
-            if !p.exists() {
-                return Titles::default();
-            }
-            p
-        }
+/// Titles from `MOVIE_TITLES`, else the registry's `movie_titles.csv` (folder or S3).
+async fn load_titles(config: &Config, registry: Option<&Registry>) -> Titles {
+    let loaded = match (&config.titles, registry) {
+        (Some(path), _) => Titles::load(path),
+        (None, Some(r)) => match r.store().get("movie_titles.csv").await {
+            Ok(bytes) => Titles::parse(&format!("{}/movie_titles.csv", r.location()), bytes),
+            Err(_) => return Titles::default(),
+        },
+        (None, None) => return Titles::default(),
     };
-    match Titles::load(&path) {
+    match loaded {
         Ok(t) => {
-            tracing::info!(path = %path.display(), titles = t.len(), "titles loaded");
+            tracing::info!(titles = t.len(), "titles loaded");
             t
         }
         Err(e) => {

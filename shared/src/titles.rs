@@ -41,6 +41,12 @@ impl Titles {
             path: shown.clone(),
             source,
         })?;
+        Self::parse(&shown, bytes)
+    }
+
+    /// Parses a titles file's bytes; `name` picks the format (and names errors).
+    pub fn parse(name: &str, bytes: Vec<u8>) -> Result<Self, TitlesError> {
+        let shown = name.to_string();
         let text = match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(e) => latin1(e.as_bytes()),
