@@ -24,17 +24,29 @@ fn ml1m_size(seed: u64) -> Artifacts {
     let (users, items, f) = (6_040usize, 3_706usize, 64usize);
     let mut x = seed;
     let mut next = move || {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     };
     let uf = (0..users * f).map(|_| next()).collect();
     let itf = (0..items * f).map(|_| next()).collect();
     let rows = (0..users)
-        .map(|u| (0..95).map(|j| ((u * 131 + j * 977) % items) as u32).collect())
+        .map(|u| {
+            (0..95)
+                .map(|j| ((u * 131 + j * 977) % items) as u32)
+                .collect()
+        })
         .collect();
     Artifacts {
-        user_factors: Factors { shape: vec![users, f], data: uf },
-        item_factors: Factors { shape: vec![items, f], data: itf },
+        user_factors: Factors {
+            shape: vec![users, f],
+            data: uf,
+        },
+        item_factors: Factors {
+            shape: vec![items, f],
+            data: itf,
+        },
         users: (1..=users as i64).collect(),
         items: (1..=items as i64).collect(),
         seen: CsrPattern::from_rows(items, rows),
@@ -45,10 +57,18 @@ fn ml1m_size(seed: u64) -> Artifacts {
 
 fn get_status(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
-    String::from_utf8_lossy(&buf).split_whitespace().nth(1)?.parse().ok()
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -68,20 +88,42 @@ fn main() {
     rt.block_on(async {
         let config = aws_config::load_from_env().await;
         let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build(),
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(true)
+                .build(),
         );
-        s3.create_bucket().bucket("bench-cold-start").send().await.expect("bucket");
+        s3.create_bucket()
+            .bucket("bench-cold-start")
+            .send()
+            .await
+            .expect("bucket");
         let registry = Registry::open(&location).expect("registry");
-        registry.publish("v1.0", &ml1m_size(1)).await.expect("publish v1.0");
-        registry.publish("v1.1", &ml1m_size(2)).await.expect("publish v1.1");
+        registry
+            .publish("v1.0", &ml1m_size(1))
+            .await
+            .expect("publish v1.0");
+        registry
+            .publish("v1.1", &ml1m_size(2))
+            .await
+            .expect("publish v1.1");
     });
 
     let mut colds = Vec::new();
     for run in 0..7 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let start = Instant::now();
         let mut child = Command::new(RECS)
-            .args(["serve", "--registry", &location, "--port", &port.to_string()])
+            .args([
+                "serve",
+                "--registry",
+                &location,
+                "--port",
+                &port.to_string(),
+            ])
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
@@ -92,7 +134,10 @@ fn main() {
             if get_status(port, "/recommend/1?k=10") == Some(200) {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "no 200 within 30 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no 200 within 30 s"
+            );
             std::thread::sleep(Duration::from_micros(500));
         }
         let took = start.elapsed();
@@ -108,14 +153,25 @@ fn main() {
         .cloned()
         .chain([("ACTIVE_POLL_SECONDS", "1".to_string())])
         .collect();
-    let (a, b) = (Server::start(&location, &env_poll), Server::start(&location, &env_poll));
+    let (a, b) = (
+        Server::start(&location, &env_poll),
+        Server::start(&location, &env_poll),
+    );
     let mut switches = Vec::new();
     for target in ["v1.0", "v1.1", "v1.0", "v1.1", "v1.0"] {
         let start = Instant::now();
-        let (status, body) = curl("GET", &format!("{}/switch?model={target}", a.base), &[], None);
+        let (status, body) = curl(
+            "GET",
+            &format!("{}/switch?model={target}", a.base),
+            &[],
+            None,
+        );
         assert_eq!(status, 200, "{body}");
         let local = start.elapsed();
-        while !curl("GET", &format!("{}/healthz", b.base), &[], None).1.contains(&format!("\"version\":\"{target}\"")) {
+        while !curl("GET", &format!("{}/healthz", b.base), &[], None)
+            .1
+            .contains(&format!("\"version\":\"{target}\""))
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         switches.push((local, start.elapsed()));
@@ -134,11 +190,19 @@ fn main() {
     println!(
         "| switch call (verify + conditional write), server A | {:.0} ms | {} |",
         ms(median(local.clone())),
-        local.iter().map(|d| format!("{:.0}", ms(*d))).collect::<Vec<_>>().join(", ")
+        local
+            .iter()
+            .map(|d| format!("{:.0}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "| switch -> server B serving it (ACTIVE_POLL_SECONDS=1) | {:.0} ms | {} |",
         ms(median(other.clone())),
-        other.iter().map(|d| format!("{:.0}", ms(*d))).collect::<Vec<_>>().join(", ")
+        other
+            .iter()
+            .map(|d| format!("{:.0}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }
