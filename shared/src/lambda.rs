@@ -117,6 +117,18 @@ fn internal_error(endpoint: Endpoint) -> (http::Response<Bytes>, Outcome) {
 
 static COLD: AtomicBool = AtomicBool::new(true);
 
+/// Runs an HTTP Lambda function answering `routes`: logging set up and the model
+/// loaded once per execution environment (INIT), then one [`respond`] per event.
+pub async fn run_http(routes: &'static [Endpoint]) -> Result<(), lambda_http::Error> {
+    crate::telemetry::init();
+    let svc = Arc::new(Service::start(crate::service::Config::from_env()?).await);
+    let svc = &svc;
+    lambda_http::run(lambda_http::service_fn(move |event| async move {
+        Ok::<_, std::convert::Infallible>(respond(svc, routes, event).await)
+    }))
+    .await
+}
+
 /// Answers one Lambda invocation and writes its EMF lines to stdout.
 pub async fn respond(
     svc: &Arc<Service>,

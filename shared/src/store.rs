@@ -235,29 +235,7 @@ impl Store {
             }
             Store::S3(r) => {
                 let full = format!("{}/", r.key(dir.trim_end_matches('/')));
-                let mut pages = r
-                    .client()
-                    .await
-                    .list_objects_v2()
-                    .bucket(&r.bucket)
-                    .prefix(&full)
-                    .into_paginator()
-                    .send();
-                let mut out = Vec::new();
-                while let Some(page) = pages.next().await {
-                    let page = page.map_err(|e| {
-                        self.unavailable(format!(
-                            "LIST {dir}: {}",
-                            aws_sdk_s3::error::DisplayErrorContext(&e)
-                        ))
-                    })?;
-                    for obj in page.contents() {
-                        if let Some(rel) = obj.key().and_then(|k| k.strip_prefix(&full)) {
-                            out.push(rel.to_string());
-                        }
-                    }
-                }
-                Ok(out)
+                Ok(self.s3_list(r, &full, false).await?.0)
             }
         }
     }
@@ -283,32 +261,51 @@ impl Store {
                 } else {
                     format!("{}/", r.prefix)
                 };
-                let mut pages = r
-                    .client()
-                    .await
-                    .list_objects_v2()
-                    .bucket(&r.bucket)
-                    .prefix(&full)
-                    .delimiter("/")
-                    .into_paginator()
-                    .send();
-                let mut out = Vec::new();
-                while let Some(page) = pages.next().await {
-                    let page = page.map_err(|e| {
-                        self.unavailable(format!(
-                            "LIST: {}",
-                            aws_sdk_s3::error::DisplayErrorContext(&e)
-                        ))
-                    })?;
-                    for p in page.common_prefixes() {
-                        if let Some(name) = p.prefix().and_then(|k| k.strip_prefix(&full)) {
-                            out.push(name.trim_end_matches('/').to_string());
-                        }
-                    }
-                }
-                Ok(out)
+                Ok(self.s3_list(r, &full, true).await?.1)
             }
         }
+    }
+
+    /// Lists keys under `full` (an S3 key prefix ending in '/'), relative to it:
+    /// (objects, "folders" when `folders` groups by '/').
+    async fn s3_list(
+        &self,
+        r: &S3Root,
+        full: &str,
+        folders: bool,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let mut req = r
+            .client()
+            .await
+            .list_objects_v2()
+            .bucket(&r.bucket)
+            .prefix(full);
+        if folders {
+            req = req.delimiter("/");
+        }
+        let mut pages = req.into_paginator().send();
+        let (mut keys, mut dirs) = (Vec::new(), Vec::new());
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                self.unavailable(format!(
+                    "LIST {full}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key()?.strip_prefix(full))
+                    .map(str::to_string),
+            );
+            dirs.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix()?.strip_prefix(full))
+                    .map(|d| d.trim_end_matches('/').to_string()),
+            );
+        }
+        Ok((keys, dirs))
     }
 
     /// Writes an object (unconditionally). Local writes go through a temporary file

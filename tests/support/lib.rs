@@ -120,3 +120,52 @@ pub fn http_get(
 pub fn route(svc: &Service, req: &http::Request<Bytes>) -> http::Response<Bytes> {
     block_on(recs::api::route(svc, req))
 }
+
+/// An API Gateway HTTP API (v2) event from `events/`, parsed by lambda_http.
+pub fn lambda_event(name: &str) -> lambda_http::Request {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A service over a fresh folder registry holding planted versions (name, seed) of a
+/// small synthetic model; the last one is latest.
+pub async fn service_over(
+    versions: &[(&str, u64)],
+) -> (tempfile::TempDir, std::sync::Arc<Service>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::open(dir.path().to_str().expect("utf-8 path")).expect("open");
+    for &(version, seed) in versions {
+        let data = generate(&GenConfig {
+            users: 50,
+            items: 40,
+            seed,
+            ..GenConfig::default()
+        });
+        registry
+            .publish(version, &data.planted_artifacts())
+            .await
+            .expect("publish");
+    }
+    let config = Config {
+        registry: dir.path().display().to_string(),
+        ..Config::default()
+    };
+    (dir, std::sync::Arc::new(Service::start(config).await))
+}
+
+/// Runs an `events/` file through a function's handler: (status, JSON body).
+pub async fn invoke(
+    svc: &std::sync::Arc<Service>,
+    routes: &'static [recs::api::Endpoint],
+    name: &str,
+) -> (u16, serde_json::Value) {
+    let resp = recs::lambda::respond(svc, routes, lambda_event(name)).await;
+    let status = resp.status().as_u16();
+    let lambda_http::Body::Text(body) = resp.body() else {
+        panic!("{name}: expected a text body")
+    };
+    (status, serde_json::from_str(body).expect("JSON body"))
+}

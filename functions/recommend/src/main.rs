@@ -1,82 +1,31 @@
-//! Lambda function `recommend`: a thin adapter over the shared API logic in `recs::api`.
+//! Lambda function `recommend`: `GET /recommend/{user_id}`. A thin adapter: the
+//! request handling is `recs::api`, the Lambda glue `recs::lambda`.
 
-use std::sync::Arc;
-
-use lambda_http::{run, service_fn, Body, Error, Request, Response};
 use recs::api::Endpoint;
-use recs::service::{Config, Service};
 
 /// The routes this function answers.
 const ROUTES: &[Endpoint] = &[Endpoint::Recommend];
 
-/// Answers one invocation; never fails (errors are HTTP responses).
-async fn handler(svc: &Arc<Service>, event: Request) -> Result<Response<Body>, Error> {
-    Ok(recs::lambda::respond(svc, ROUTES, event).await)
-}
-
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    recs::telemetry::init();
-    // Loaded once per execution environment (INIT), never per request.
-    let svc = Arc::new(Service::start(Config::from_env()?).await);
-    let svc = &svc;
-    run(service_fn(move |event| handler(svc, event))).await
+async fn main() -> Result<(), lambda_http::Error> {
+    recs::lambda::run_http(ROUTES).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use recs::gen_data::{generate, GenConfig};
-    use recs::registry::Registry;
-
-    /// A service over a registry written here from synthetic data.
-    async fn service() -> (tempfile::TempDir, Arc<Service>) {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open(dir.path().to_str().unwrap()).unwrap();
-        let config = GenConfig {
-            users: 50,
-            items: 40,
-            ..GenConfig::default()
-        };
-        registry
-            .publish("v0.1", &generate(&config).planted_artifacts())
-            .await
-            .unwrap();
-        let svc = Service::start(Config {
-            registry: dir.path().display().to_string(),
-            ..Config::default()
-        })
-        .await;
-        (dir, Arc::new(svc))
-    }
-
-    /// An API Gateway HTTP API (v2) event from events/, parsed by lambda_http.
-    fn event(name: &str) -> Request {
-        let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        lambda_http::request::from_str(&text).unwrap()
-    }
-
-    async fn call(svc: &Arc<Service>, name: &str) -> (u16, serde_json::Value) {
-        let resp = handler(svc, event(name)).await.unwrap();
-        let status = resp.status().as_u16();
-        let body = match resp.body() {
-            Body::Text(t) => t.clone(),
-            other => panic!("expected a text body, got {other:?}"),
-        };
-        (status, serde_json::from_str(&body).unwrap())
-    }
+    use e2e_tests::{invoke, lambda_event, service_over};
 
     #[tokio::test]
     async fn events_answer_through_lambda_http() {
-        let (_dir, svc) = service().await;
-        let (status, body) = call(&svc, "recommend.json").await;
+        let (_dir, svc) = service_over(&[("v0.1", 42)]).await;
+        let (status, body) = invoke(&svc, ROUTES, "recommend.json").await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["user_id"], 1);
         assert_eq!(body["items"].as_array().unwrap().len(), 10);
         assert_eq!(body["provenance"]["model_version"], "v0.1");
 
-        let (status, body) = call(&svc, "recommend-unknown-user.json").await;
+        let (status, body) = invoke(&svc, ROUTES, "recommend-unknown-user.json").await;
         assert_eq!(
             (status, body["fallback"].as_str()),
             (200, Some("popularity"))
@@ -84,63 +33,41 @@ mod tests {
         assert_eq!(body["items"].as_array().unwrap().len(), 5);
 
         for bad in ["recommend-bad-k.json", "recommend-bad-user.json"] {
-            let (status, body) = call(&svc, bad).await;
+            let (status, body) = invoke(&svc, ROUTES, bad).await;
             assert_eq!(status, 400, "{bad}: {body}");
             assert_eq!(body["error_type"], "invalid_input");
         }
         // The recommend function does not answer the health route.
-        let (status, _) = call(&svc, "healthz.json").await;
+        let (status, _) = invoke(&svc, ROUTES, "healthz.json").await;
         assert_eq!(status, 404);
     }
-}
-
-#[cfg(test)]
-mod emf_tests {
-    use super::*;
 
     #[tokio::test]
     async fn every_invocation_writes_contract_emf_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = recs::registry::Registry::open(dir.path().to_str().unwrap()).unwrap();
-        let data = recs::gen_data::generate(&recs::gen_data::GenConfig {
-            users: 30,
-            items: 20,
-            ..Default::default()
-        });
-        registry
-            .publish("v0.1", &data.planted_artifacts())
-            .await
-            .unwrap();
-        let svc = Arc::new(
-            Service::start(Config {
-                registry: dir.path().display().to_string(),
-                ..Config::default()
-            })
-            .await,
-        );
-        let event = |name: &str| {
-            let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
-            lambda_http::request::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        let (_dir, svc) = service_over(&[("v0.1", 42)]).await;
+        let lines = |cold| {
+            let svc = svc.clone();
+            move |name: &str| {
+                let event = lambda_event(name);
+                async move { recs::lambda::respond_with_metrics(&svc, ROUTES, event, cold).await }
+            }
         };
         // Cold start: the model load line, then the request line.
-        let (resp, lines) =
-            recs::lambda::respond_with_metrics(&svc, ROUTES, event("recommend.json"), true).await;
+        let (resp, out) = lines(true)("recommend.json").await;
         assert_eq!(resp.status(), 200);
-        assert_eq!(lines.len(), 2);
-        let docs: Vec<_> = lines
+        let docs: Vec<_> = out
             .iter()
             .map(|l| recs::emf::check_document(l).unwrap())
             .collect();
+        assert_eq!(docs.len(), 2);
         assert!(docs[0]["model_load_seconds"].as_f64().unwrap() >= 0.0);
         assert_eq!(docs[1]["status_class"], "2xx");
         assert_eq!(docs[1]["model_version"], "v0.1");
 
         // A 400: request line plus its error line.
-        let (resp, lines) =
-            recs::lambda::respond_with_metrics(&svc, ROUTES, event("recommend-bad-k.json"), false)
-                .await;
+        let (resp, out) = lines(false)("recommend-bad-k.json").await;
         assert_eq!(resp.status(), 400);
-        let docs: Vec<_> = lines
+        let docs: Vec<_> = out
             .iter()
             .map(|l| recs::emf::check_document(l).unwrap())
             .collect();
