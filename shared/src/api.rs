@@ -220,6 +220,9 @@ pub async fn handle_with_outcome(
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         Err(e) => {
+            // One structured line per refused request: what operators grep for.
+            tracing::info!(%request_id, endpoint = endpoint.name(), status = e.status.as_u16(),
+                error_type = e.error_type, detail = %e.detail, "request refused");
             let body = json!({"detail": e.detail, "error_type": e.error_type}).to_string();
             (e.status, Some(e.error_type), body, "application/json")
         }
