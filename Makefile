@@ -7,7 +7,7 @@ MODEL_REGISTRY ?= model_registry
 WATCH_PORT ?= 9000
 CARGO ?= cargo
 
-.PHONY: help run test lint bench watch build deploy demo-registry clean-demo
+.PHONY: help run test lint bench bench-train watch build deploy demo-registry clean-demo
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -42,6 +42,16 @@ deploy: build ## sam deploy --guided (needs AWS credentials and the SAM CLI; not
 	@command -v sam >/dev/null || { echo "install the AWS SAM CLI: pip install aws-sam-cli" >&2; exit 1; }
 	cd infra && sam deploy --guided
 
-demo-registry: ## Rebuild model_registry/ from `recs gen-data` (seed 42)
+demo-registry: ## Rebuild model_registry/: `recs train` on `recs gen-data` ratings (seed 42, holdout split, gated)
 	rm -rf $(MODEL_REGISTRY) demo-data
-	$(CARGO) run --release -p recs --bin recs -- gen-data --out demo-data --publish $(MODEL_REGISTRY) --version v0.1
+	$(CARGO) build --release -p recs --bin recs
+	./target/release/recs gen-data --out demo-data
+	./target/release/recs split --ratings demo-data/ratings.csv --method holdout --seed 42 --out demo-data/split > demo-data/split.json
+	RECS_SIMD=portable ./target/release/recs train --ratings demo-data/split/train.tsv --test demo-data/split/test.tsv \
+		--registry $(MODEL_REGISTRY) --version v0.1 --seed 42 > demo-data/train.json
+	cp demo-data/movie_titles.csv $(MODEL_REGISTRY)/movie_titles.csv
+	./target/release/recs verify --registry $(MODEL_REGISTRY) v0.1
+	@du -sh $(MODEL_REGISTRY)
+
+bench-train: ## Train/eval benchmark vs implicit 0.7.3 (ml-100k NDCG, ml-1m CPU time), ratios; needs ../shared
+	bash scripts/bench_train.sh

@@ -129,6 +129,25 @@ pub fn model_load_line(seconds: f64, version: &str) -> String {
     )
 }
 
+/// One drift result: `data_drift_psi` of one feature (dimensions service, feature;
+/// unit None), with the compared model version and the window's event count as
+/// properties. The drift job writes one line per feature (a member holds one value).
+pub fn drift_line(feature: &str, psi: f64, version: &str, events: u64) -> String {
+    let mut m = Map::new();
+    m.insert("feature".into(), feature.into());
+    m.insert(names::DATA_DRIFT_PSI.into(), psi.into());
+    m.insert("model_version".into(), version.into());
+    m.insert("events".into(), events.into());
+    document(
+        now_ms(),
+        vec![directive(
+            &[&["service", "feature"]],
+            &[(names::DATA_DRIFT_PSI, "None")],
+        )],
+        m,
+    )
+}
+
 /// Writes lines to stdout in one locked write, so they never interleave with other
 /// output mid-line.
 pub fn emit(lines: &[String]) {
@@ -282,5 +301,23 @@ mod tests {
         assert_eq!(e["request_id"], "rid-1");
         let load = check_emf(&model_load_line(0.25, "v1.0"));
         assert_eq!(load[names::MODEL_LOAD_SECONDS], 0.25);
+    }
+
+    #[test]
+    fn drift_line_matches_the_contract() {
+        let v = check_emf(&drift_line("rating", 0.034, "v0.3", 18231));
+        assert_eq!(v["service"], "movie-recs");
+        assert_eq!(v["feature"], "rating");
+        assert_eq!(v[names::DATA_DRIFT_PSI], 0.034);
+        assert_eq!(
+            (v["model_version"].as_str(), v["events"].as_u64()),
+            (Some("v0.3"), Some(18231))
+        );
+        let d = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(d["Dimensions"], json!([["service", "feature"]]));
+        assert_eq!(
+            d["Metrics"],
+            json!([{"Name": "data_drift_psi", "Unit": "None"}])
+        );
     }
 }

@@ -7,9 +7,12 @@
 //! - [`lambda`], [`server`]: the two ways requests arrive.
 //! - [`metrics`] (Prometheus), [`emf`] (CloudWatch), [`telemetry`]: what operators see.
 //! - [`gen_data`]: synthetic MovieLens-format data.
+//! - [`drift`]: drift baselines, events, PSI per feature (`recs drift`, the drift function).
+//! - [`train`]: rating files, splits, ALS training, offline metrics, the quality gate.
 
 pub mod active;
 pub mod api;
+pub mod drift;
 pub mod emf;
 pub mod gen_data;
 pub mod lambda;
@@ -25,3 +28,4 @@ pub mod telemetry;
 pub mod timefmt;
 pub mod titles;
 pub mod topk;
+pub mod train;

@@ -247,6 +247,21 @@ impl Registry {
         Ok(names)
     }
 
+    /// `vX.Y` after the highest existing one (minor + 1), or `v0.1` for an empty
+    /// registry; other names (`v_ncf`) do not count.
+    pub async fn next_version(&self) -> Result<String, RegistryError> {
+        let highest = self
+            .versions()
+            .await?
+            .iter()
+            .filter_map(|v| parse_semver(v))
+            .max();
+        Ok(match highest {
+            Some((major, minor)) => format!("v{major}.{}", minor + 1),
+            None => "v0.1".into(),
+        })
+    }
+
     /// Files under `<version>/als`, as (relative path, bytes), fetched concurrently.
     async fn read_model_files(
         &self,

@@ -71,12 +71,20 @@ fn gen_data_then_serve_then_verify() {
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let base = line
-        .split_whitespace()
-        .find_map(|w| w.strip_suffix("/healthz"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    // Log lines (e.g. the RECS_ADMIN_TOKEN warning) may come before the address.
+    let base = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "recs serve exited"
+        );
+        if let Some(b) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix("/healthz"))
+        {
+            break b.to_string();
+        }
+    };
     let body = curl(&format!("{base}/recommend/1?k=10"));
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let recs_list = v["recommendations"].as_array().unwrap();

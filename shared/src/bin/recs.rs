@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use recs::active;
 use recs::gen_data::{self, GenConfig};
-use recs::registry::{parse_semver, Registry};
+use recs::registry::Registry;
 use recs::service::{self, Config, Service};
 
 #[derive(Parser)]
@@ -59,6 +59,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Split positive ratings into train.tsv and test.tsv (holdout or leave-last-out).
+    Split(recs::train::cli::SplitArgs),
+    /// Train implicit-feedback ALS, evaluate, gate and publish a new version.
+    Train(recs::train::cli::TrainArgs),
+    /// Offline metrics (P, R, NDCG, MAP, HR at k) of a version and of popularity, as JSON.
+    Eval(recs::train::cli::EvalArgs),
+    /// Data drift: PSI per feature of the last window of events against the served
+    /// version's training baseline (`recs drift baseline` builds that baseline).
+    Drift(recs::drift::cli::DriftArgs),
     /// Generate synthetic MovieLens-format ratings and titles with planted structure.
     GenData {
         /// Output folder for ratings.csv and movie_titles.csv.
@@ -134,6 +143,10 @@ async fn run(cli: Cli) -> Result<()> {
         } => verify(&registry, version, json).await,
         Command::Switch { registry, version } => switch(&registry, &version).await,
         Command::Rollout { registry, action } => rollout(&registry, action).await,
+        Command::Split(args) => recs::train::cli::run_split(args),
+        Command::Train(args) => recs::train::cli::run_train(args).await,
+        Command::Eval(args) => recs::train::cli::run_eval(args).await,
+        Command::Drift(args) => recs::drift::cli::run(args).await,
         Command::GenData {
             out,
             users,
@@ -177,7 +190,19 @@ async fn serve(registry: String, addr: SocketAddr) -> Result<()> {
     tracing::info!(address = %local, "recs serve listening");
     eprintln!("recs serve: http://{local}/recommend/1?k=10  http://{local}/healthz  http://{local}/metrics");
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        // Ctrl-C in a terminal, SIGTERM from a supervisor (systemd, docker stop, kill).
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let sigterm = async {
+            match term.as_mut() {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm => {}
+        }
         tracing::info!("shutting down");
     };
     recs::server::serve(listener, svc, shutdown).await?;
@@ -328,7 +353,7 @@ async fn gen_data(
         }
         let version = match version {
             Some(v) => v,
-            None => next_version(&registry).await?,
+            None => recs::train::next_version(&registry).await?,
         };
         let loaded = registry
             .publish(&version, &data.planted_artifacts())
@@ -351,18 +376,4 @@ async fn gen_data(
         );
     }
     Ok(())
-}
-
-/// `vX.Y` after the highest existing one (minor + 1), or v0.1 for an empty registry.
-async fn next_version(registry: &Registry) -> Result<String> {
-    let highest = registry
-        .versions()
-        .await?
-        .iter()
-        .filter_map(|v| parse_semver(v))
-        .max();
-    Ok(match highest {
-        Some((major, minor)) => format!("v{major}.{}", minor + 1),
-        None => "v0.1".into(),
-    })
 }

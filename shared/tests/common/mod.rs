@@ -103,10 +103,10 @@ pub fn shared_moto() -> &'static str {
              while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill $m",
             parent = std::process::id()
         );
-        Command::new("sh")
-            .args(["-c", &script])
-            .spawn()
-            .expect("start moto");
+        // Kept, never waited for: it outlives every test and stops itself.
+        static WATCHDOG: OnceLock<std::sync::Mutex<Child>> = OnceLock::new();
+        let child = Command::new("sh").args(["-c", &script]).spawn().expect("start moto");
+        let _ = WATCHDOG.set(std::sync::Mutex::new(child));
         wait_for_port(port);
         let endpoint = format!("http://127.0.0.1:{port}");
         // Set once, before any SDK client exists; every test calls this first.
