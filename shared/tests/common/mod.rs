@@ -105,7 +105,10 @@ pub fn shared_moto() -> &'static str {
         );
         // Kept, never waited for: it outlives every test and stops itself.
         static WATCHDOG: OnceLock<std::sync::Mutex<Child>> = OnceLock::new();
-        let child = Command::new("sh").args(["-c", &script]).spawn().expect("start moto");
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .spawn()
+            .expect("start moto");
         let _ = WATCHDOG.set(std::sync::Mutex::new(child));
         wait_for_port(port);
         let endpoint = format!("http://127.0.0.1:{port}");
