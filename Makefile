@@ -24,9 +24,10 @@ lint: ## rustfmt, clippy (-D warnings), and the infra checks when infra/ exists
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	bash infra/lint.sh
 
-bench: ## Recommend p50/p99 at three sizes vs the bandwidth floor; S3 cold start and switch latency
+bench: ## Recommend p50/p99 vs the bandwidth floor; S3 cold start and switch latency; drift events/s
 	$(CARGO) bench -p recs --bench recommend
 	$(CARGO) bench -p recs --bench s3_cold_start
+	$(CARGO) bench -p recs --bench drift
 
 watch: ## Run the Lambda functions under `cargo lambda watch` on 127.0.0.1:$(WATCH_PORT)
 	@command -v cargo-lambda >/dev/null || { echo "installing cargo-lambda from PyPI"; pip install --quiet cargo-lambda; }
@@ -50,6 +51,8 @@ demo-registry: ## Rebuild model_registry/: `recs train` on `recs gen-data` ratin
 	RECS_SIMD=portable ./target/release/recs train --ratings demo-data/split/train.tsv --test demo-data/split/test.tsv \
 		--registry $(MODEL_REGISTRY) --version v0.1 --seed 42 > demo-data/train.json
 	cp demo-data/movie_titles.csv $(MODEL_REGISTRY)/movie_titles.csv
+	# The split files carry no ratings or times: take the drift baseline from all ratings.
+	./target/release/recs drift baseline --ratings demo-data/ratings.csv --registry $(MODEL_REGISTRY) --version v0.1
 	./target/release/recs verify --registry $(MODEL_REGISTRY) v0.1
 	@du -sh $(MODEL_REGISTRY)
 

@@ -22,6 +22,9 @@ use crate::npy::{self, NpyError};
 use crate::npz::{self, CsrPattern, NpzError};
 use crate::store::{Store, StoreError};
 
+/// Top-level folders that are not versions (the drift job's results).
+const RESERVED: [&str; 1] = ["drift"];
+
 /// The folder inside a version that holds the ALS artifacts.
 pub const MODEL_DIR: &str = "als";
 const REQUIRED: [&str; 5] = [
@@ -241,7 +244,7 @@ impl Registry {
             .list_dirs()
             .await?
             .into_iter()
-            .filter(|n| validate_version(n).is_ok())
+            .filter(|n| validate_version(n).is_ok() && !RESERVED.contains(&n.as_str()))
             .collect();
         names.sort_by_key(|n| (parse_semver(n).is_none(), parse_semver(n), n.clone()));
         Ok(names)

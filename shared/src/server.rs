@@ -62,6 +62,7 @@ async fn poll(svc: Arc<Service>) {
         // The tick is the poll schedule (refresh_due is for Lambda, which has no timer).
         tick.tick().await;
         svc.refresh().await;
+        svc.refresh_drift().await;
     }
 }
 

@@ -293,6 +293,16 @@ impl Service {
         }
     }
 
+    /// Copies the last drift result (`recs drift` / the drift function write it to
+    /// the registry) into the metrics, for `/metrics` on the local server.
+    pub async fn refresh_drift(&self) {
+        if let Ok(registry) = &self.registry {
+            if let Some(summary) = crate::drift::read_latest(registry.store()).await {
+                self.metrics.set_drift(summary.psi());
+            }
+        }
+    }
+
     /// Builds and swaps in a snapshot for `state` (or, without active.json, for
     /// `MODEL_VERSION` / latest.txt), reusing models already loaded.
     async fn reload(&self, state: Option<(ActiveState, String)>) {

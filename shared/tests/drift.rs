@@ -343,6 +343,21 @@ fn the_cli_builds_a_baseline_and_stores_the_summary() {
         .block_on(drift::read_latest(&Store::open(&reg).unwrap()))
         .unwrap();
     assert_eq!(latest.features, hot.features);
+    // ... and does: /metrics carries data_drift_psi per feature after a poll.
+    let text = rt().block_on(async {
+        let svc = recs::service::Service::start(recs::service::Config {
+            registry: reg.clone(),
+            ..Default::default()
+        })
+        .await;
+        svc.refresh_drift().await;
+        svc.metrics.render_prometheus()
+    });
+    let rating = hot.features["rating"];
+    assert!(
+        text.contains(&format!("data_drift_psi{{feature=\"rating\"}} {rating}")),
+        "{text}"
+    );
     drop(dir);
 }
 

@@ -118,6 +118,10 @@ fn trained_model_beats_popularity_and_is_served() {
     let loaded = block_on(registry.load("v0.1")).unwrap();
     let m = &loaded.model;
     assert_eq!(m.factors(), 16);
+    // The drift baseline of the training data is stored beside the version.
+    let baseline = reg.join("v0.1/drift_baseline.json");
+    let b: serde_json::Value = serde_json::from_slice(&std::fs::read(&baseline).unwrap()).unwrap();
+    assert_eq!(b["version"], "v0.1");
     let row = m.user_row(1).unwrap();
     let top = m.recommend_row(row, 10);
     assert_eq!(top.len(), 10);

@@ -434,10 +434,15 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
             Some(v) => v.clone(),
             None => next_version(&registry).await?,
         };
-        registry
+        let loaded = registry
             .publish(&version, &artifacts)
             .await
             .with_context(|| format!("publishing {version} to {}", opts.registry))?;
+        // The drift job compares live traffic with the data this version learnt from.
+        let baseline = crate::drift::Baseline::from_ratings(&data.rows, &loaded.model);
+        crate::drift::save_baseline(&registry, &version, &baseline)
+            .await
+            .with_context(|| format!("writing the drift baseline of {version}"))?;
         published = Some(version);
     }
     let summary = json!({
