@@ -77,9 +77,10 @@ pub struct VersionInfo {
 
 #[derive(Default)]
 struct Series {
-    requests: BTreeMap<(String, u16), u64>,
-    latency: BTreeMap<String, Histogram>,
-    errors: BTreeMap<(String, String), u64>,
+    // Labels are static names (endpoints, error kinds): no allocation per request.
+    requests: BTreeMap<(&'static str, u16), u64>,
+    latency: BTreeMap<&'static str, Histogram>,
+    errors: BTreeMap<(&'static str, &'static str), u64>,
     version: Option<VersionInfo>,
     model_load_seconds: Option<f64>,
     drift: BTreeMap<String, f64>,
@@ -124,32 +125,25 @@ impl Metrics {
     /// Counts one answered request (every status, 4xx included) and its latency.
     pub fn observe_request(
         &self,
-        endpoint: &str,
+        endpoint: &'static str,
         status: u16,
         seconds: f64,
-        error_type: Option<&str>,
+        error_type: Option<&'static str>,
     ) {
         let mut s = self.series();
-        *s.requests
-            .entry((endpoint.to_string(), status))
-            .or_default() += 1;
-        s.latency
-            .entry(endpoint.to_string())
-            .or_default()
-            .observe(seconds);
+        *s.requests.entry((endpoint, status)).or_default() += 1;
+        s.latency.entry(endpoint).or_default().observe(seconds);
         if let Some(kind) = error_type {
-            *s.errors
-                .entry((kind.to_string(), endpoint.to_string()))
-                .or_default() += 1;
+            *s.errors.entry((kind, endpoint)).or_default() += 1;
         }
     }
 
     /// Counts an error that is not a request's answer (e.g. a failed model load).
-    pub fn count_error(&self, error_type: &str, endpoint: &str) {
+    pub fn count_error(&self, error_type: &'static str, endpoint: &'static str) {
         *self
             .series()
             .errors
-            .entry((error_type.to_string(), endpoint.to_string()))
+            .entry((error_type, endpoint))
             .or_default() += 1;
     }
 
@@ -169,10 +163,10 @@ impl Metrics {
     }
 
     /// Number of requests counted for (endpoint, status).
-    pub fn requests(&self, endpoint: &str, status: u16) -> u64 {
+    pub fn requests(&self, endpoint: &'static str, status: u16) -> u64 {
         self.series()
             .requests
-            .get(&(endpoint.to_string(), status))
+            .get(&(endpoint, status))
             .copied()
             .unwrap_or(0)
     }

@@ -425,6 +425,15 @@ impl Service {
         registry.load(version).await.map(Arc::new)
     }
 
+    /// The version served now, if any.
+    fn serving_version(&self) -> Option<String> {
+        self.served()
+            .primary
+            .as_ref()
+            .ok()
+            .map(|m| m.version.clone())
+    }
+
     /// Loads and verifies `version`, mapping failures to what a switch reports.
     async fn verified(&self, version: &str) -> Result<Arc<LoadedModel>, SwitchError> {
         validate_version(version).map_err(|e| SwitchError::BadRequest(e.to_string()))?;
@@ -442,12 +451,7 @@ impl Service {
     /// conditional write, then serves it here at once.
     pub async fn switch(&self, version: &str) -> Result<Switched, SwitchError> {
         let model = self.verified(version).await?;
-        let serving = self
-            .served()
-            .primary
-            .as_ref()
-            .ok()
-            .map(|m| m.version.clone());
+        let serving = self.serving_version();
         let state = record_switch(self.registry()?, version, serving.as_deref()).await?;
         self.metrics.count_switch();
         self.install(&state, model.clone()).await;
@@ -465,12 +469,7 @@ impl Service {
         if let Some(Some(v)) = &patch.canary_version {
             self.verified(v).await?;
         }
-        let serving = self
-            .served()
-            .primary
-            .as_ref()
-            .ok()
-            .map(|m| m.version.clone());
+        let serving = self.serving_version();
         let state = record_rollout(self.registry()?, &patch, serving.as_deref()).await?;
         let primary = self.served().primary.clone();
         if let Ok(p) = primary {
