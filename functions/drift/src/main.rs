@@ -51,7 +51,7 @@ fn flag(name: &str, default: bool) -> bool {
 impl Config {
     fn from_env() -> Result<Config> {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let Some(events) = drift::cli::events_location(get("EVENTS")) else {
+        let Some(events) = drift::events_location(get("EVENTS")) else {
             bail!("set EVENTS (or DRIFT_EVENTS_URI) to the events folder or s3://bucket/prefix");
         };
         let window = get("DRIFT_WINDOW").unwrap_or_else(|| "24h".into());

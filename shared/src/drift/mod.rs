@@ -15,7 +15,6 @@
 //! ([`write_latest`], [`read_latest`]) for `recs serve`'s `/metrics`.
 
 pub mod baseline;
-pub mod cli;
 pub mod events;
 pub mod psi;
 pub mod synth;
@@ -23,7 +22,6 @@ pub mod synth;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use baseline::{
@@ -31,7 +29,7 @@ pub use baseline::{
 };
 pub use events::{read_window, Event, ReadStats, Window};
 
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
 use crate::store::{Store, StoreError};
 
 /// Where the last summary is stored, relative to the registry root.
@@ -368,20 +366,53 @@ impl Options {
     }
 }
 
+/// The events location: `--events`/`EVENTS`, else `DRIFT_EVENTS_URI`.
+pub fn events_location(given: Option<String>) -> Option<String> {
+    given.filter(|s| !s.is_empty()).or_else(|| {
+        std::env::var("DRIFT_EVENTS_URI")
+            .ok()
+            .filter(|s| !s.is_empty())
+    })
+}
+
+/// Why the drift job could not produce a summary.
+#[derive(Debug, thiserror::Error)]
+pub enum DriftError {
+    #[error("reading active.json: {0}")]
+    Active(#[from] crate::active::ActiveError),
+    #[error(transparent)]
+    Baseline(#[from] BaselineError),
+    #[error("loading model {version}: {source}")]
+    Model {
+        version: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("reading latest.txt: {0}")]
+    Latest(#[source] RegistryError),
+    #[error("reading events under {location}: {source}")]
+    Events {
+        location: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
 /// The version instances serve: `active.json`'s, else `latest.txt`'s.
-pub async fn served_version(registry: &Registry) -> Result<String> {
-    match crate::active::read(registry.store())
-        .await
-        .context("reading active.json")?
-    {
+pub async fn served_version(registry: &Registry) -> Result<String, DriftError> {
+    match crate::active::read(registry.store()).await? {
         Some((state, _)) => Ok(state.active_version),
-        None => registry.latest().await.context("reading latest.txt"),
+        None => registry.latest().await.map_err(DriftError::Latest),
     }
 }
 
 /// The whole job: the served version's baseline and model, the window's events, PSI
 /// per feature. Logs one summary line (and a warning for an empty window).
-pub async fn run(registry: &Registry, events: &Store, opts: &Options) -> Result<Summary> {
+pub async fn run(
+    registry: &Registry,
+    events: &Store,
+    opts: &Options,
+) -> Result<Summary, DriftError> {
     let version = match &opts.version {
         Some(v) => v.clone(),
         None => served_version(registry).await?,
@@ -390,12 +421,19 @@ pub async fn run(registry: &Registry, events: &Store, opts: &Options) -> Result<
         tokio::join!(load_baseline(registry, &version), registry.load(&version));
     let mut baseline = baseline?;
     baseline.version = version.clone();
-    let model = loaded.with_context(|| format!("loading model {version}"))?;
+    let model = loaded.map_err(|source| DriftError::Model {
+        version: version.clone(),
+        source,
+    })?;
     let index = ModelIndex::new(&model.model);
     let window = Window::ending(opts.until_ms, opts.window_secs);
-    let (mut evs, stats) = read_window(events, window)
-        .await
-        .with_context(|| format!("reading events under {}", events.location()))?;
+    let (mut evs, stats) =
+        read_window(events, window)
+            .await
+            .map_err(|source| DriftError::Events {
+                location: events.location(),
+                source,
+            })?;
     if opts.ratings_only {
         evs.retain(|e| e.rating.is_some());
     }

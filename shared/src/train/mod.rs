@@ -11,7 +11,6 @@
 //! publish through [`Registry::publish`].
 
 pub mod als;
-pub mod cli;
 pub mod eval;
 pub mod gate;
 mod kernels;
@@ -23,7 +22,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::model::{AlsModel, Factors};
@@ -57,6 +55,65 @@ pub struct Dataset {
     pub matrix: Csr,
 }
 
+/// Our defaults, tuned on a validation split cut from the ml-100k holdout TRAIN
+/// file (seed 43), never on its test file: docs/TRAINING.md has the grid.
+pub const DEFAULT_FACTORS: usize = 128;
+pub const DEFAULT_REGULARIZATION: f32 = 60.0;
+pub const DEFAULT_ALPHA: f32 = 12.0;
+pub const DEFAULT_ITERATIONS: usize = 25;
+pub const DEFAULT_CG_STEPS: usize = 3;
+pub const DEFAULT_REG_EXPONENT: f32 = 0.0;
+
+/// [`AlsConfig`] with `recs train`'s defaults.
+pub fn default_als() -> als::AlsConfig {
+    als::AlsConfig {
+        factors: DEFAULT_FACTORS,
+        regularization: DEFAULT_REGULARIZATION,
+        alpha: DEFAULT_ALPHA,
+        confidence: als::Confidence::Alpha,
+        iterations: DEFAULT_ITERATIONS,
+        cg_steps: DEFAULT_CG_STEPS,
+        reg_exponent: DEFAULT_REG_EXPONENT,
+        seed: 42,
+        threads: 0,
+        calculate_loss: false,
+    }
+}
+
+/// Why training could not run or publish.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Ratings(#[from] ratings::RatingsError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error("invalid training input: {0}")]
+    Invalid(String),
+    #[error("creating {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("publishing {version} to {registry}: {source}")]
+    Publish {
+        version: String,
+        registry: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
+    #[error("writing the drift baseline of {version}: {source}")]
+    Baseline {
+        version: String,
+        #[source]
+        source: Box<crate::drift::BaselineError>,
+    },
+}
+
+type Result<T, E = TrainError> = std::result::Result<T, E>;
+
 /// Largest id `IdRows::Dense` accepts (the matrix has one row per id).
 const DENSE_MAX_ID: i64 = 50_000_000;
 
@@ -76,14 +133,13 @@ pub fn build_dataset(positives: &[Rating], id_rows: IdRows) -> Result<Dataset> {
             let max_u = positives.iter().map(|r| r.user).max().unwrap_or(0);
             let max_i = positives.iter().map(|r| r.item).max().unwrap_or(0);
             if let Some(r) = positives.iter().find(|r| r.user < 1 || r.item < 1) {
-                bail!(
+                return Err(TrainError::Invalid(format!(
                     "--id-rows dense needs ids from 1, found user {} item {}",
-                    r.user,
-                    r.item
-                );
+                    r.user, r.item
+                )));
             }
             if max_u > DENSE_MAX_ID || max_i > DENSE_MAX_ID {
-                bail!("--id-rows dense: ids up to {max_u}/{max_i} are too sparse for one row per id; use --id-rows sorted");
+                return Err(TrainError::Invalid(format!("--id-rows dense: ids up to {max_u}/{max_i} are too sparse for one row per id; use --id-rows sorted")));
             }
             ((1..=max_u).collect(), (1..=max_i).collect())
         }
@@ -201,11 +257,6 @@ pub fn git_sha() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// `vX.Y` after the highest existing one (see [`Registry::next_version`]).
-pub async fn next_version(registry: &Registry) -> Result<String> {
-    Ok(registry.next_version().await?)
-}
-
 /// Everything `recs train` needs.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -237,7 +288,7 @@ impl TrainOptions {
             min_rating: 4.0,
             registry: registry.into(),
             version: None,
-            als: cli::default_als(),
+            als: default_als(),
             id_rows: IdRows::Sorted,
             test: None,
             k: 10,
@@ -295,10 +346,10 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
     let registry = Registry::open(&opts.registry)?;
     if let Some(v) = &opts.version {
         if !opts.dry_run && registry.versions().await.unwrap_or_default().contains(v) {
-            bail!(
+            return Err(TrainError::Invalid(format!(
                 "version {v} already exists in {}; pick another --version",
                 opts.registry
-            );
+            )));
         }
     }
     let data = ratings::read_ratings(&opts.ratings, opts.format, opts.skip_bad_rows)?;
@@ -330,7 +381,7 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
                 None => format!("{:.3} s/iteration", s.seconds),
             });
         })
-        .map_err(anyhow::Error::msg)?
+        .map_err(TrainError::Invalid)?
     };
     let (fit_seconds, fit_cpu) = (wall0.elapsed().as_secs_f64(), process_cpu_seconds() - cpu0);
     bar.finish_and_clear();
@@ -428,21 +479,31 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
     let refused = gated && !gate.passed();
     if !refused && !opts.dry_run {
         if let Some(root) = (!opts.registry.contains("://")).then_some(&opts.registry) {
-            std::fs::create_dir_all(root).with_context(|| format!("creating {root}"))?;
+            std::fs::create_dir_all(root).map_err(|source| TrainError::Io {
+                path: root.clone(),
+                source,
+            })?;
         }
         let version = match &opts.version {
             Some(v) => v.clone(),
-            None => next_version(&registry).await?,
+            None => registry.next_version().await?,
         };
         let loaded = registry
             .publish(&version, &artifacts)
             .await
-            .with_context(|| format!("publishing {version} to {}", opts.registry))?;
+            .map_err(|source| TrainError::Publish {
+                version: version.clone(),
+                registry: opts.registry.clone(),
+                source: Box::new(source),
+            })?;
         // The drift job compares live traffic with the data this version learnt from.
         let baseline = crate::drift::Baseline::from_ratings(&data.rows, &loaded.model);
         crate::drift::save_baseline(&registry, &version, &baseline)
             .await
-            .with_context(|| format!("writing the drift baseline of {version}"))?;
+            .map_err(|source| TrainError::Baseline {
+                version: version.clone(),
+                source: Box::new(source),
+            })?;
         published = Some(version);
     }
     let summary = json!({

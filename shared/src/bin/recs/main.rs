@@ -7,6 +7,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod drift_cmd;
+mod train_cmd;
+
 use recs::active;
 use recs::gen_data::{self, GenConfig};
 use recs::registry::Registry;
@@ -60,14 +63,14 @@ enum Command {
         json: bool,
     },
     /// Split positive ratings into train.tsv and test.tsv (holdout or leave-last-out).
-    Split(recs::train::cli::SplitArgs),
+    Split(train_cmd::SplitArgs),
     /// Train implicit-feedback ALS, evaluate, gate and publish a new version.
-    Train(recs::train::cli::TrainArgs),
+    Train(train_cmd::TrainArgs),
     /// Offline metrics (P, R, NDCG, MAP, HR at k) of a version and of popularity, as JSON.
-    Eval(recs::train::cli::EvalArgs),
+    Eval(train_cmd::EvalArgs),
     /// Data drift: PSI per feature of the last window of events against the served
     /// version's training baseline (`recs drift baseline` builds that baseline).
-    Drift(recs::drift::cli::DriftArgs),
+    Drift(drift_cmd::DriftArgs),
     /// Generate synthetic MovieLens-format ratings and titles with planted structure.
     GenData {
         /// Output folder for ratings.csv and movie_titles.csv.
@@ -143,10 +146,10 @@ async fn run(cli: Cli) -> Result<()> {
         } => verify(&registry, version, json).await,
         Command::Switch { registry, version } => switch(&registry, &version).await,
         Command::Rollout { registry, action } => rollout(&registry, action).await,
-        Command::Split(args) => recs::train::cli::run_split(args),
-        Command::Train(args) => recs::train::cli::run_train(args).await,
-        Command::Eval(args) => recs::train::cli::run_eval(args).await,
-        Command::Drift(args) => recs::drift::cli::run(args).await,
+        Command::Split(args) => train_cmd::run_split(args),
+        Command::Train(args) => train_cmd::run_train(args).await,
+        Command::Eval(args) => train_cmd::run_eval(args).await,
+        Command::Drift(args) => drift_cmd::run(args).await,
         Command::GenData {
             out,
             users,
@@ -353,7 +356,7 @@ async fn gen_data(
         }
         let version = match version {
             Some(v) => v,
-            None => recs::train::next_version(&registry).await?,
+            None => registry.next_version().await?,
         };
         let loaded = registry
             .publish(&version, &data.planted_artifacts())

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use super::{
+use recs::drift::{
     format_window, parse_window, run as run_drift, save_baseline, served_version, synth,
     write_latest, Baseline, ModelIndex, Options, Row, LATEST_KEY,
 };
-use crate::registry::Registry;
-use crate::store::Store;
-use crate::train::ratings::{read_ratings, Format};
+use recs::registry::Registry;
+use recs::store::Store;
+use recs::train::ratings::{read_ratings, Format};
 
 /// `recs drift [--events LOC] ...` or `recs drift <baseline|gen-events> ...`.
 #[derive(Debug, Clone, clap::Args)]
@@ -49,7 +49,7 @@ pub struct RunArgs {
     #[arg(long, env = "DRIFT_UNTIL")]
     pub until: Option<String>,
     /// Do not report a feature with fewer observations than this in the window.
-    #[arg(long, env = "DRIFT_MIN_COUNT", default_value_t = super::DEFAULT_MIN_COUNT)]
+    #[arg(long, env = "DRIFT_MIN_COUNT", default_value_t = recs::drift::DEFAULT_MIN_COUNT)]
     pub min_count: u64,
     /// Compare with this version instead of the served one (active.json, else latest.txt).
     #[arg(long = "model-version")]
@@ -121,8 +121,8 @@ pub struct GenEventsArgs {
 /// A window end given as RFC 3339 or epoch seconds/milliseconds; `None` = now.
 pub fn parse_until(s: Option<&str>) -> Result<i64> {
     match s {
-        None => Ok(super::now_ms()),
-        Some(t) => super::events::parse_time(t)
+        None => Ok(recs::drift::now_ms()),
+        Some(t) => recs::drift::events::parse_time(t)
             .with_context(|| format!("{t:?} is not RFC 3339 or epoch seconds/milliseconds")),
     }
 }
@@ -140,17 +140,8 @@ pub async fn run(args: DriftArgs) -> Result<()> {
     }
 }
 
-/// The events location: `--events`/`EVENTS`, else `DRIFT_EVENTS_URI`.
-pub fn events_location(given: Option<String>) -> Option<String> {
-    given.filter(|s| !s.is_empty()).or_else(|| {
-        std::env::var("DRIFT_EVENTS_URI")
-            .ok()
-            .filter(|s| !s.is_empty())
-    })
-}
-
 async fn drift(a: RunArgs) -> Result<()> {
-    let Some(events) = events_location(a.events) else {
+    let Some(events) = recs::drift::events_location(a.events) else {
         bail!("give --events LOC (a folder or s3://bucket/prefix), or set EVENTS");
     };
     let registry = Registry::open(&a.registry)?;
@@ -204,7 +195,7 @@ async fn baseline(a: BaselineArgs) -> Result<()> {
     println!(
         "wrote {}/{version}/{}: {} rows ({} with a timestamp, {} malformed skipped); features: {}; events_per_user windows: {}",
         registry.location(),
-        super::baseline::BASELINE_FILE,
+        recs::drift::baseline::BASELINE_FILE,
         b.rows,
         b.rows_with_time,
         ratings.skipped,
@@ -246,8 +237,8 @@ async fn gen_events(a: GenEventsArgs) -> Result<()> {
                 "wrote {} events in {files} files under {} ({} .. {}, model {version}{})",
                 events.len(),
                 store.location(),
-                crate::timefmt::rfc3339((start / 1000) as u64),
-                crate::timefmt::rfc3339((end / 1000) as u64),
+                recs::timefmt::rfc3339((start / 1000) as u64),
+                recs::timefmt::rfc3339((end / 1000) as u64),
                 if a.shift { ", shifted" } else { "" }
             );
         }

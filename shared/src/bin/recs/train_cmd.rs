@@ -6,37 +6,15 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::als::{AlsConfig, Confidence};
-use super::eval::{self, TestSet};
-use super::ratings::{self, Format};
-use super::split::{self, Method, Pair};
-use super::{IdRows, TrainOptions};
-use crate::registry::Registry;
-
-/// Our defaults, tuned on a validation split cut from the ml-100k holdout TRAIN
-/// file (seed 43), never on its test file: docs/TRAINING.md has the grid.
-pub const DEFAULT_FACTORS: usize = 128;
-pub const DEFAULT_REGULARIZATION: f32 = 60.0;
-pub const DEFAULT_ALPHA: f32 = 12.0;
-pub const DEFAULT_ITERATIONS: usize = 25;
-pub const DEFAULT_CG_STEPS: usize = 3;
-pub const DEFAULT_REG_EXPONENT: f32 = 0.0;
-
-/// [`AlsConfig`] with `recs train`'s defaults.
-pub fn default_als() -> AlsConfig {
-    AlsConfig {
-        factors: DEFAULT_FACTORS,
-        regularization: DEFAULT_REGULARIZATION,
-        alpha: DEFAULT_ALPHA,
-        confidence: Confidence::Alpha,
-        iterations: DEFAULT_ITERATIONS,
-        cg_steps: DEFAULT_CG_STEPS,
-        reg_exponent: DEFAULT_REG_EXPONENT,
-        seed: 42,
-        threads: 0,
-        calculate_loss: false,
-    }
-}
+use recs::registry::Registry;
+use recs::train::als::{AlsConfig, Confidence};
+use recs::train::eval::{self, TestSet};
+use recs::train::ratings::{self, Format};
+use recs::train::split::{self, Method, Pair};
+use recs::train::{
+    IdRows, TrainOptions, DEFAULT_ALPHA, DEFAULT_CG_STEPS, DEFAULT_FACTORS, DEFAULT_ITERATIONS,
+    DEFAULT_REGULARIZATION, DEFAULT_REG_EXPONENT,
+};
 
 /// Where and how to read a rating file.
 #[derive(Debug, Clone, clap::Args)]
@@ -248,7 +226,7 @@ pub async fn run_train(args: TrainArgs) -> Result<()> {
         dry_run: args.dry_run,
         progress: true,
     };
-    let report = super::train(&opts).await?;
+    let report = recs::train::train(&opts).await?;
     print_json(&report.summary);
     note_skipped(&report.summary["model"]["data"]);
     for note in &report.gate.notes {
