@@ -383,13 +383,14 @@ unsafe fn rows_avx512<const K: usize>(p: &Problem, row0: usize, xs: &mut [f32]) 
     solve_rows::<x86::Avx512, K>(p, row0, xs)
 }
 
+use super::als::Simd;
+
 fn fits(f: usize, w: usize) -> bool {
     f > 0 && f.is_multiple_of(w) && f / w <= 16
 }
 
 /// The register kernel for `f` factors on `simd`, if there is one.
-pub(super) fn kernel_for(simd: super::als::Simd, f: usize) -> Option<RowsFn> {
-    use super::als::Simd;
+pub(super) fn kernel_for(simd: Simd, f: usize) -> Option<RowsFn> {
     match simd {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 if fits(f, 16) => pick_k!(rows_avx512, RowsFn, f / 16),
@@ -401,8 +402,7 @@ pub(super) fn kernel_for(simd: super::als::Simd, f: usize) -> Option<RowsFn> {
 }
 
 /// The Y'Y accumulation kernel for `f` factors on `simd`, if there is one.
-pub(super) fn gram_kernel_for(simd: super::als::Simd, f: usize) -> Option<GramFn> {
-    use super::als::Simd;
+pub(super) fn gram_kernel_for(simd: Simd, f: usize) -> Option<GramFn> {
     match simd {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 if fits(f, 16) => pick_k!(gram_avx512, GramFn, f / 16),
