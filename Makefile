@@ -37,7 +37,7 @@ watch: ## Run the Lambda functions under `cargo lambda watch` on 127.0.0.1:$(WAT
 build: ## Lambda binaries for arm64 (target/lambda/<function>/bootstrap; sam deploy zips each folder)
 	@command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda ziglang
 	rustup target add aarch64-unknown-linux-gnu
-	$(CARGO) lambda build --release --arm64
+	$(CARGO) lambda build --release --arm64 -p recommend -p health -p switch -p drift
 
 deploy: build ## sam deploy --guided (needs AWS credentials and the SAM CLI; not run in CI)
 	@command -v sam >/dev/null || { echo "install the AWS SAM CLI: pip install aws-sam-cli" >&2; exit 1; }
