@@ -86,17 +86,7 @@ fn main() {
         std::env::set_var(k, v);
     }
     rt.block_on(async {
-        let config = aws_config::load_from_env().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&config)
-                .force_path_style(true)
-                .build(),
-        );
-        s3.create_bucket()
-            .bucket("bench-cold-start")
-            .send()
-            .await
-            .expect("bucket");
+        common::create_bucket("bench-cold-start").await;
         let registry = Registry::open(&location).expect("registry");
         registry
             .publish("v1.0", &ml1m_size(1))

@@ -134,6 +134,11 @@ pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
 /// Creates a bucket on the shared moto server.
 pub async fn bucket(name: &str) {
     shared_moto();
+    create_bucket(name).await;
+}
+
+/// Creates a bucket on the S3 server the AWS environment of this process points at.
+pub async fn create_bucket(name: &str) {
     let config = aws_config::load_from_env().await;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&config)
