@@ -192,7 +192,6 @@ impl Service {
     pub async fn start(config: Config) -> Service {
         let metrics = Arc::new(Metrics::default());
         let registry = Registry::open(&config.registry).map_err(|e| e.to_string());
-        let titles = load_titles(&config, registry.as_ref().ok()).await;
         let empty = Served {
             primary: Err("not loaded yet".into()),
             canary: None,
@@ -200,16 +199,21 @@ impl Service {
             previous_version: None,
             etag: None,
         };
-        let svc = Service {
+        let mut svc = Service {
             config,
-            titles,
+            titles: Titles::default(),
             metrics,
             registry,
             served: ArcSwap::from_pointee(empty),
             last_poll: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
         };
-        svc.reload(None).await;
+        // Titles and the model are independent fetches: one round trip, not two.
+        let (titles, ()) = tokio::join!(
+            load_titles(&svc.config, svc.registry.as_ref().ok()),
+            svc.reload(None)
+        );
+        svc.titles = titles;
         *svc.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         svc
     }
