@@ -114,12 +114,7 @@ fn known_user_gets_unseen_items_with_titles_and_provenance() {
     assert_eq!(body["user_id"], 1);
     assert_eq!(body["model"], "v0.1");
     assert!(body["fallback"].is_null() && body["variant"].is_null());
-    let items: Vec<i64> = body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
+    let items = e2e_tests::items(&body);
     assert_eq!(items.len(), 10);
     assert!(
         items.iter().all(|i| !seen.contains(i)),
@@ -163,12 +158,7 @@ fn unknown_user_gets_popularity_fallback() {
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert_eq!(body["fallback"], "popularity");
-    let items: Vec<i64> = body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
+    let items = e2e_tests::items(&body);
     assert_eq!(items, expected);
     // The generated request id is a UUID, echoed in the header and provenance.
     let rid = resp.headers()["x-request-id"].to_str().unwrap();

@@ -29,12 +29,7 @@ fn needs_shared_implicit_ml100k_serves_implicits_top10_for_every_user() {
         assert_eq!(resp.status(), 200, "user {user}");
         let body = json(&resp);
         assert!(body["fallback"].is_null(), "user {user} is in the model");
-        let got_items: Vec<i64> = body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
+        let got_items = e2e_tests::items(&body);
         let got_scores: Vec<f64> = body["recommendations"]
             .as_array()
             .unwrap()

@@ -113,15 +113,22 @@ fn index_ids(ids: &[i64], name: &'static str) -> Result<HashMap<i64, u32>, Model
     Ok(map)
 }
 
+/// The first NaN or infinity of a C-order matrix with `cols` columns, as
+/// (row, column, value).
+pub fn first_non_finite(data: &[f32], cols: usize) -> Option<(usize, usize, f32)> {
+    let cols = cols.max(1);
+    let i = data.iter().position(|v| !v.is_finite())?;
+    Some((i / cols, i % cols, data[i]))
+}
+
 fn check_finite(m: &Array2<f32>, file: &'static str) -> Result<(), ModelError> {
-    let cols = m.ncols().max(1);
-    match m.iter().position(|v| !v.is_finite()) {
+    match first_non_finite(m.as_slice().expect("C order"), m.ncols()) {
         None => Ok(()),
-        Some(i) => Err(ModelError::NonFinite {
+        Some((row, col, value)) => Err(ModelError::NonFinite {
             file,
-            row: i / cols,
-            col: i % cols,
-            value: m.as_slice().expect("C order")[i],
+            row,
+            col,
+            value,
         }),
     }
 }

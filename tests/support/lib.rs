@@ -84,6 +84,16 @@ pub fn json(resp: &http::Response<Bytes>) -> serde_json::Value {
     })
 }
 
+/// The `items` (movie ids) of a recommend response body.
+pub fn items(body: &serde_json::Value) -> Vec<i64> {
+    body["items"]
+        .as_array()
+        .expect("items is an array")
+        .iter()
+        .map(|v| v.as_i64().expect("integer movie id"))
+        .collect()
+}
+
 /// A raw HTTP/1.1 GET over TCP: (status, lower-cased headers, body).
 pub fn http_get(
     addr: SocketAddr,

@@ -79,27 +79,13 @@ pub fn check_structure(
         !empty,
         format!("model has {users} users, {items} items, {factors} factors"),
     );
-    let bad = |v: &[f32]| v.iter().position(|x| !x.is_finite());
+    let bad = |v: &[f32]| crate::model::first_non_finite(v, factors);
     let finite = match (bad(user_factors), bad(item_factors)) {
         (None, None) => (true, "all factors are finite".to_string()),
-        (Some(i), _) => (
-            false,
-            format!(
-                "user factor row {}, column {} is {}",
-                i / factors.max(1),
-                i % factors.max(1),
-                user_factors[i]
-            ),
-        ),
-        (None, Some(i)) => (
-            false,
-            format!(
-                "item factor row {}, column {} is {}",
-                i / factors.max(1),
-                i % factors.max(1),
-                item_factors[i]
-            ),
-        ),
+        (Some((row, col, v)), _) => (false, format!("user factor row {row}, column {col} is {v}")),
+        (None, Some((row, col, v))) => {
+            (false, format!("item factor row {row}, column {col} is {v}"))
+        }
     };
     report.push("finite", finite.0, finite.1);
     report
