@@ -3,9 +3,9 @@
 //! known users never see what they already rated.
 
 use e2e_tests::{block_on, get, json, service, synthetic_registry};
-use recs::api;
-use recs::service::Service;
-use recs::titles::Titles;
+use recs_core::Titles;
+use recs_serve::api;
+use recs_serve::Service;
 
 fn svc() -> (tempfile::TempDir, Service) {
     let (dir, registry) = synthetic_registry();

@@ -2,8 +2,8 @@
 //! serve implicit's own top-10 lists; the Python team's swapped v0.3 must be refused.
 
 use e2e_tests::{block_on, get, json, service, shared_or_skip};
-use recs::registry::Registry;
-use recs::titles::Titles;
+use recs_core::Registry;
+use recs_core::Titles;
 
 #[test]
 fn needs_shared_implicit_ml100k_serves_implicits_top10_for_every_user() {

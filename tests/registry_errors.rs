@@ -4,11 +4,11 @@
 use std::path::Path;
 
 use e2e_tests::{block_on, get, json, small_config, synthetic_registry};
-use recs::gen_data::generate;
-use recs::model::Factors;
-use recs::npz::CsrPattern;
-use recs::registry::{artifact_sha, Registry};
-use recs::service::{Config, Service};
+use recs_core::CsrPattern;
+use recs_core::Factors;
+use recs_core::{artifact_sha, Registry};
+use recs_serve::{Config, Service};
+use recs_train::gen_data::generate;
 
 fn als(root: &Path) -> std::path::PathBuf {
     root.join("v0.1/als")
@@ -39,7 +39,7 @@ fn load_err(registry: &Registry) -> String {
 }
 
 fn npy_f(shape: &[usize], data: &[f32]) -> Vec<u8> {
-    recs::npy::write_f32(shape, data)
+    recs_core::npy::write_f32(shape, data)
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn wrong_dtype_is_refused() {
     // A well-formed float64 file of the right shape: numpy's default dtype, a
     // plausible exporter slip. The header is the float32 one relabelled '<f8'.
     let f32_file = npy_f(&[rows, cols], &vec![0.0; rows * cols]);
-    let offset = recs::npy::parse_header(&f32_file).unwrap().data_offset;
+    let offset = recs_core::npy::parse_header(&f32_file).unwrap().data_offset;
     let mut f64_file = f32_file[..offset].to_vec();
     let at = f64_file.windows(5).position(|w| w == b"'<f4'").unwrap();
     f64_file[at + 3] = b'8';
@@ -135,7 +135,7 @@ fn empty_model_is_refused_like_the_python_v04_to_v014() {
     std::fs::write(d.join("items.json"), "[]").unwrap();
     std::fs::write(
         d.join("seen_csr.npz"),
-        recs::npz::write_csr(&CsrPattern::from_rows(0, vec![])),
+        recs_core::npz::write_csr(&CsrPattern::from_rows(0, vec![])),
     )
     .unwrap();
     rehash(dir.path());

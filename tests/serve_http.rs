@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use e2e_tests::{block_on, http_get, service, synthetic_registry};
-use recs::titles::Titles;
+use recs_core::Titles;
 
 #[test]
 fn local_server_answers_over_http() {

@@ -1,23 +1,33 @@
 #!/usr/bin/env python3
 """Static checks of infra/ that cfn-lint and promtool do not make.
 
-    python3 infra/tests/check_template.py [--template T] [--rules R] [--prometheus-config P]
-                                          [--rules-test RT] [--grafana G] [--metrics-doc M]
+    python3 infra/tests/check_template.py [--template T] [--rules R] [--rules-test RT ...]
+                                          [--prometheus-config P] [--slo S] [--grafana G]
+                                          [--metrics-doc M]
 
-Checks that the SAM template implements the runbook's eight alerts with the runbook's
-thresholds and windows (the ALERTS table below), that every alarm notifies the SNS topic,
-that the alarms use the metric contract of infra/METRICS.md (names and exact dimension
-sets, otherwise CloudWatch silently finds no data), that the switch/rollout routes need
-AWS_IAM, that every function is provided.al2023 on arm64 with least-privilege S3/CloudWatch
-permissions and a log group with retention, that the Prometheus rules are the same eight
-alerts with the same thresholds (and a ServiceDown that names the scraped job), that every
-alert has a firing and a quiet promtool test, and that the Grafana dashboards have the right
-uids and datasource. Prints every failure and exits 1 if there is any.
+The runbook's numbers are restated below (ALERTS, BURN, PLATFORM) independently of
+infra/slo.yaml, and every threshold is compared as a number, never as text. Checks that:
+  * infra/slo.yaml has the runbook's thresholds, windows, severities and anchors;
+  * the SAM template implements every alert as CloudWatch alarm(s) on the metric contract
+    of infra/METRICS.md (exact dimension sets, or CloudWatch silently finds no data), with
+    the traffic guard (AlarmMinRequests) on ratio and percentile alarms, only GET /recommend
+    in the SLO numbers, API Gateway's latency beside the handler's, burn-rate window alarms
+    joined by composite alarms, and alarms on Lambda Errors/Throttles, API Gateway 5xx and
+    missing drift results; every alarm that notifies uses the SNS topic;
+  * a first deploy can succeed: current canary runtime, canary name derived from the stack,
+    function timeouts under the HTTP API's 30 s, required AlarmEmail, throttling parameters
+    with tighter admin routes, an optional JWT authorizer on /recommend, X-Ray tracing;
+  * routes, IAM (least privilege), runtime, log groups, the dashboard;
+  * the Prometheus rules are the same alerts with the same numbers, and every alert has a
+    promtool test just above its threshold (fires) and just below it (quiet);
+  * the Grafana dashboards and the EMF examples of METRICS.md.
+Prints every failure and exits 1 if there is any.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import re
 import shutil
@@ -37,13 +47,16 @@ NAMESPACE = "MovieRecs"
 SERVICE = "movie-recs"
 # metric -> the EMF DimensionSets it is published with (infra/METRICS.md)
 CONTRACT = {
-    "recommend_requests_total": [["service"], ["service", "endpoint"], ["service", "status_class"]],
+    "recommend_requests_total": [["service"], ["service", "endpoint"], ["service", "status_class"],
+                                 ["service", "endpoint", "status_class"]],
     "recommend_latency_seconds": [["service"], ["service", "endpoint"]],
     "recommend_errors_total": [["service", "error_type"]],
     "model_load_seconds": [["service"]],
     "model_switches_total": [["service"]],
     "data_drift_psi": [["service", "feature"]],
 }
+ERROR_TYPES = ["model_load", "switch_refused", "model_unavailable", "invalid_input", "invalid_model",
+               "not_found", "method_not_allowed", "registry_unavailable", "internal_error"]
 DRIFT_FEATURES = ["rating", "events_per_user", "item_popularity", "unknown_user_share",
                   "unknown_item_share", "hour_of_day", "user", "item"]
 PROM_METRICS = ["recommend_requests_total", "recommend_latency_seconds_bucket", "recommend_errors_total",
@@ -53,86 +66,96 @@ PROM_METRICS = ["recommend_requests_total", "recommend_latency_seconds_bucket", 
 
 FUNCTIONS = {"recommend": "RecommendFunction", "health": "HealthFunction",
              "switch": "SwitchFunction", "drift": "DriftFunction"}
-# (method, path) -> (function, authorizer)
+HTTP_FUNCTIONS = ["recommend", "health", "switch"]
+RECOMMEND_ROUTE = "GET /recommend/{user_id}"
+ADMIN_ROUTES = ["GET /switch", "POST /switch", "GET /rollout/status", "POST /rollout/update"]
+# route key -> (function, authorization); "JWT?" = JWT when JwtIssuer is set, else none
 ROUTES = {
-    ("GET", "/recommend/{user_id}"): ("recommend", None),
-    ("GET", "/healthz"): ("health", None),
-    ("GET", "/switch"): ("switch", "AWS_IAM"),
-    ("POST", "/switch"): ("switch", "AWS_IAM"),
-    ("GET", "/rollout/status"): ("switch", "AWS_IAM"),
-    ("POST", "/rollout/update"): ("switch", "AWS_IAM"),
+    RECOMMEND_ROUTE: ("recommend", "JWT?"),
+    "GET /healthz": ("health", "NONE"),
+    **{k: ("switch", "AWS_IAM") for k in ADMIN_ROUTES},
 }
+HTTP_API_LIMIT_S = 30           # API Gateway HTTP API integration timeout
+MIN_NODE22_PUPPETEER = 12       # syn-nodejs-puppeteer-12.0 and later run on Node.js 22
 
-_REQ_TOTAL = ("recommend_requests_total", {"service": SERVICE})
-_REQ_5XX = ("recommend_requests_total", {"service": SERVICE, "status_class": "5xx"})
+AVAILABILITY = 0.999
+_REC = {"service": SERVICE, "endpoint": "recommend"}
+_REC_5XX = {"service": SERVICE, "endpoint": "recommend", "status_class": "5xx"}
+_GW_ROUTE = {"ApiId": {"Ref": "HttpApi"}, "Stage": "$default", "Route": RECOMMEND_ROUTE}
+_GW_API = {"ApiId": {"Ref": "HttpApi"}, "Stage": "$default"}
 
-# The runbook's alerts (RUNBOOK.md "Alert Handling", DESIGN.md "Alerts"); windows and
-# `for` durations from the old alert_rules.yml where the design line is silent.
-#   cw:   CloudWatch alarm - statistic, threshold, comparison, Period x EvaluationPeriods
-#         (DatapointsToAlarm), missing-data policy, and for metric math the inputs.
-#   prom: Prometheus rule - `for`, the comparison with its threshold, and fragments the
-#         expression must contain (window, filters).
+# The runbook's alerts (RUNBOOK.md "Alert Handling", DESIGN.md "Alerts"); windows and `for`
+# from the old alert_rules.yml where the runbook is silent.
+#   cw:   CloudWatch - kind, statistic, Period x EvaluationPeriods (DatapointsToAlarm),
+#         missing-data policy
+#   prom: Prometheus - `for`, window, the comparisons the expression must make, in order
 ALERTS = {
     "HighLatencyP95": {
-        "severity": "warning", "anchor": "high-latency-p95",
-        "cw": {"metric": ("recommend_latency_seconds", {"service": SERVICE, "endpoint": "recommend"}),
-               "ext": "p95", "threshold": 0.1, "op": "GreaterThanThreshold",
-               "period": 60, "evals": 2, "dta": 2, "missing": "notBreaching"},
-        "prom": {"for": "2m", "cmp": "> 0.1",
-                 "contains": ["histogram_quantile(0.95", 'endpoint="recommend"', "[5m]"]},
+        "severity": "warning", "anchor": "high-latency-p95", "op": ">", "threshold": 0.1,
+        "cw": {"kind": "latency", "stat": "p95", "period": 60, "evals": 2, "dta": 2, "missing": "notBreaching"},
+        "prom": {"for": "2m", "window": "5m", "quantile": 0.95},
     },
     "HighLatencyP99": {
-        "severity": "critical", "anchor": "high-latency-p95",
-        "cw": {"metric": ("recommend_latency_seconds", {"service": SERVICE, "endpoint": "recommend"}),
-               "ext": "p99", "threshold": 0.5, "op": "GreaterThanThreshold",
-               "period": 60, "evals": 2, "dta": 2, "missing": "notBreaching"},
-        "prom": {"for": "2m", "cmp": "> 0.5",
-                 "contains": ["histogram_quantile(0.99", 'endpoint="recommend"', "[5m]"]},
+        "severity": "critical", "anchor": "high-latency-p95", "op": ">", "threshold": 0.5,
+        "cw": {"kind": "latency", "stat": "p99", "period": 60, "evals": 2, "dta": 2, "missing": "notBreaching"},
+        "prom": {"for": "2m", "window": "5m", "quantile": 0.99},
     },
     "HighErrorRate": {
-        "severity": "warning", "anchor": "high-error-rate",
-        "cw": {"math": {"total": _REQ_TOTAL, "err5xx": _REQ_5XX}, "stat": "Sum", "guard": "IF(total > 0",
-               "threshold": 0.01, "op": "GreaterThanThreshold",
-               "period": 300, "evals": 1, "dta": 1, "missing": "notBreaching"},
-        "prom": {"for": "2m", "cmp": "> 0.01", "contains": ['status=~"5.."', "[5m]", 'endpoint!="metrics"']},
+        "severity": "warning", "anchor": "high-error-rate", "op": ">", "threshold": 0.01,
+        "cw": {"kind": "ratio", "period": 300, "evals": 1, "dta": 1, "missing": "notBreaching"},
+        "prom": {"for": "2m", "window": "5m"},
     },
     "CriticalErrorRate": {
-        "severity": "critical", "anchor": "high-error-rate",
-        "cw": {"math": {"total": _REQ_TOTAL, "err5xx": _REQ_5XX}, "stat": "Sum", "guard": "IF(total > 0",
-               "threshold": 0.05, "op": "GreaterThanThreshold",
-               "period": 300, "evals": 1, "dta": 1, "missing": "notBreaching"},
-        "prom": {"for": "1m", "cmp": "> 0.05", "contains": ['status=~"5.."', "[5m]", 'endpoint!="metrics"']},
+        "severity": "critical", "anchor": "high-error-rate", "op": ">", "threshold": 0.05,
+        "cw": {"kind": "ratio", "period": 300, "evals": 1, "dta": 1, "missing": "notBreaching"},
+        "prom": {"for": "1m", "window": "5m"},
     },
     "ServiceDown": {
-        "severity": "critical", "anchor": "service-down",
-        "cw": {"canary": True, "stat": "Maximum", "threshold": 100, "op": "LessThanThreshold",
-               "period": 60, "evals": 2, "dta": 2, "missing": "breaching"},
-        "prom": {"for": "1m", "cmp": "== 0", "contains": ["up{job=", "absent(up{job="]},
+        "severity": "critical", "anchor": "service-down", "op": "<", "threshold": 100,
+        "cw": {"kind": "canary", "stat": "Maximum", "period": 60, "evals": 2, "dta": 2, "missing": "breaching"},
+        "prom": {"for": "1m"},
     },
     "LowAvailability": {
-        "severity": "warning", "anchor": "low-availability",
-        "cw": {"math": {"total": _REQ_TOTAL, "err5xx": _REQ_5XX}, "stat": "Sum", "guard": "IF(total > 0",
-               "threshold": 0.999, "op": "LessThanThreshold",
-               "period": 1800, "evals": 1, "dta": 1, "missing": "notBreaching"},
-        "prom": {"for": "5m", "cmp": "< 0.999", "contains": ['status=~"5.."', "[30m]", 'endpoint!="metrics"']},
+        "severity": "warning", "anchor": "low-availability", "op": "<", "threshold": AVAILABILITY,
+        "cw": {"kind": "availability", "period": 1800, "evals": 1, "dta": 1, "missing": "notBreaching"},
+        "prom": {"for": "5m", "window": "30m"},
     },
     "ModelLoadFailure": {
-        "severity": "warning", "anchor": "model-load-failure",
-        "cw": {"metric": ("recommend_errors_total", {"service": SERVICE, "error_type": "model_load"}),
-               "stat": "Sum", "threshold": 10, "op": "GreaterThanThreshold",
-               "period": 300, "evals": 1, "dta": 1, "missing": "notBreaching"},
-        "prom": {"for": "2m", "cmp": "> 10", "contains": ['error_type="model_load"', "[5m]", "increase("]},
+        "severity": "warning", "anchor": "model-load-failure", "op": ">", "threshold": 10,
+        "cw": {"kind": "count", "stat": "Sum", "period": 300, "evals": 1, "dta": 1, "missing": "notBreaching",
+               "metric": ("recommend_errors_total", {"service": SERVICE, "error_type": "model_load"})},
+        "prom": {"for": "2m", "window": "5m"},
     },
     "HighDataDrift": {
-        "severity": "warning", "anchor": "high-data-drift",
-        "cw": {"math": {f"psi_{f}": ("data_drift_psi", {"service": SERVICE, "feature": f}) for f in DRIFT_FEATURES},
-               "stat": "Maximum", "guard": "MAX([", "threshold": 0.2, "op": "GreaterThanThreshold",
-               "period": 3600, "evals": 1, "dta": 1, "missing": "ignore"},
-        "prom": {"for": "5m", "cmp": "> 0.2", "contains": ["data_drift_psi"]},
+        "severity": "warning", "anchor": "high-data-drift", "op": ">", "threshold": 0.2,
+        "cw": {"kind": "drift", "stat": "Maximum", "period": 3600, "evals": 1, "dta": 1, "missing": "ignore"},
+        "prom": {"for": "5m"},
     },
 }
+# Multiwindow, multi-burn-rate (Google SRE workbook): (long, short, factor) pairs.
+BURN = {
+    "AvailabilityBurnRatePage": {"severity": "critical", "anchor": "low-availability",
+                                 "pairs": [("1h", 3600, "5m", 300, 14.4), ("6h", 21600, "30m", 1800, 6)]},
+    "AvailabilityBurnRateTicket": {"severity": "warning", "anchor": "low-availability",
+                                   "pairs": [("1d", 86400, "2h", 7200, 3), ("3d", 259200, "6h", 21600, 1)]},
+}
+# The platform's own failures, AWS only: name -> (namespace, metric, threshold, op)
+PLATFORM = {
+    **{f"{short}Lambda{m}": ("AWS/Lambda", m, 0, ">", logical)
+       for m in ("Errors", "Throttles")
+       for short, logical in (("Recommend", "RecommendFunction"), ("Health", "HealthFunction"),
+                              ("Switch", "SwitchFunction"), ("Drift", "DriftFunction"))},
+}
+PLATFORM_MATH = {"ApiGateway5xx": 0.01, "DriftResultsMissing": 1}
 
 PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d{1,10})?|100)$")
+
+
+def close(a, b) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- helpers
@@ -176,6 +199,19 @@ def as_list(value):
     return value if isinstance(value, list) else [value]
 
 
+def dims_of(got_dims) -> dict:
+    return {d["Name"]: d["Value"] for d in got_dims or []}
+
+
+# PromQL comparisons with a number on the right: (op, value) in order of appearance.
+# Label matchers (=, !=, =~ followed by a string) never match: a number must follow.
+_PROM_CMP = re.compile(r"(?<![=!<>~])(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\w.])")
+
+
+def prom_comparisons(expr: str) -> list[tuple[str, float]]:
+    return [(op, float(v)) for op, v in _PROM_CMP.findall(expr)]
+
+
 class Report:
     def __init__(self):
         self.failures: list[str] = []
@@ -188,18 +224,49 @@ class Report:
         return ok
 
 
+# --------------------------------------------------------------------------- slo.yaml
+def check_slo(slo: dict, r: Report):
+    """infra/slo.yaml holds the runbook's numbers (the generator renders whatever it says)."""
+    alerts = slo.get("alerts") or {}
+    r.check(close((slo.get("slo") or {}).get("availability"), AVAILABILITY),
+            f"slo.yaml: slo.availability {(slo.get('slo') or {}).get('availability')} != {AVAILABILITY}")
+    r.check(slo.get("namespace") == NAMESPACE and slo.get("service") == SERVICE,
+            f"slo.yaml: namespace/service must be {NAMESPACE}/{SERVICE}")
+    for name, spec in ALERTS.items():
+        a = alerts.get(name)
+        if not r.check(a is not None, f"slo.yaml: runbook alert {name} is missing"):
+            continue
+        r.check(close(a.get("threshold"), spec["threshold"]),
+                f"slo.yaml {name}: threshold {a.get('threshold')} != runbook {spec['threshold']}")
+        r.check(a.get("op") == spec["op"], f"slo.yaml {name}: op {a.get('op')!r} != {spec['op']!r}")
+        r.check(a.get("severity") == spec["severity"], f"slo.yaml {name}: severity {a.get('severity')!r}")
+        r.check(a.get("runbook") == spec["anchor"], f"slo.yaml {name}: runbook anchor {a.get('runbook')!r}")
+        r.check(str(a.get("for")) == spec["prom"]["for"], f"slo.yaml {name}: for {a.get('for')!r} != {spec['prom']['for']!r}")
+    for name, spec in BURN.items():
+        a = alerts.get(name)
+        if not r.check(a is not None, f"slo.yaml: burn-rate alert {name} is missing"):
+            continue
+        got = [(w.get("long"), w.get("short"), float(w.get("factor"))) for w in a.get("windows") or []]
+        want = [(lg, sh, float(f)) for lg, _, sh, _, f in spec["pairs"]]
+        r.check(got == want, f"slo.yaml {name}: windows {got} != {want}")
+        r.check(a.get("severity") == spec["severity"], f"slo.yaml {name}: severity {a.get('severity')!r}")
+    r.check(isinstance(slo.get("min_requests"), int) and slo["min_requests"] >= 1,
+            "slo.yaml: min_requests must be a positive integer")
+
+
 # --------------------------------------------------------------------------- template
-def check_template(tpl: dict, r: Report):
+def check_template(tpl: dict, slo: dict, r: Report):
     r.check(tpl.get("Transform") == "AWS::Serverless-2016-10-31",
             "template: Transform must be AWS::Serverless-2016-10-31")
     res = tpl.get("Resources", {})
     glob = (tpl.get("Globals") or {}).get("Function", {})
     params = tpl.get("Parameters", {})
+    conds = tpl.get("Conditions", {})
 
     def of_type(t):
         return {k: v for k, v in res.items() if v.get("Type") == t}
 
-    # ---- functions: runtime, architecture, code location
+    # ---- functions: runtime, architecture, code location, tracing, timeouts
     fns = of_type("AWS::Serverless::Function")
     by_name = {}
     for logical, fn in fns.items():
@@ -210,52 +277,133 @@ def check_template(tpl: dict, r: Report):
         r.check(runtime == "provided.al2023", f"{logical}: Runtime is {runtime!r}, want provided.al2023")
         r.check(arch == ["arm64"], f"{logical}: Architectures is {arch!r}, want [arm64]")
         r.check(handler == "bootstrap", f"{logical}: Handler is {handler!r}, want bootstrap")
+        r.check(p.get("Tracing", glob.get("Tracing")) == "Active", f"{logical}: X-Ray Tracing must be Active")
         m = re.fullmatch(r"\.\./target/lambda/([a-z0-9_-]+)/", str(p.get("CodeUri", "")))
         if r.check(bool(m), f"{logical}: CodeUri {p.get('CodeUri')!r} is not ../target/lambda/<name>/ "
                             "(the cargo lambda output, relative to infra/)"):
             by_name[m.group(1)] = logical
+        r.check(not [e for e in (p.get("Events") or {}).values() if e.get("Type") in ("HttpApi", "Api")],
+                f"{logical}: no SAM HttpApi events - routes are AWS::ApiGatewayV2::Route resources "
+                "(API Gateway drops routes created beside an OpenAPI body)")
+    r.check(glob.get("Tracing") == "Active", "Globals.Function: Tracing must be Active (X-Ray)")
     r.check(set(by_name) == set(FUNCTIONS),
             f"template: functions {sorted(by_name)} != expected {sorted(FUNCTIONS)}")
+    for name in HTTP_FUNCTIONS:
+        if name in by_name:
+            t = res[by_name[name]]["Properties"].get("Timeout", glob.get("Timeout"))
+            r.check(isinstance(t, int) and t < HTTP_API_LIMIT_S,
+                    f"{by_name[name]}: Timeout {t!r} must be under the HTTP API's {HTTP_API_LIMIT_S} s "
+                    "integration limit (29 s or less)")
     env = ((glob.get("Environment") or {}).get("Variables") or {})
     reg = text_of(env.get("MODEL_REGISTRY", ""))
     r.check(reg.startswith("s3://${") and "${RegistryBucket}" in reg,
             f"Globals: MODEL_REGISTRY must be s3://<bucket>/<prefix> built from parameters, got {reg!r}")
 
-    # ---- HTTP API and routes
-    apis = of_type("AWS::Serverless::HttpApi")
-    r.check(len(apis) == 1, f"template: want exactly one AWS::Serverless::HttpApi, found {len(apis)}")
-    api_id = next(iter(apis), None)
-    if api_id:
-        ap = apis[api_id].get("Properties", {})
-        r.check(ap.get("StageName", "$default") == "$default", f"{api_id}: stage must be $default")
-        r.check((ap.get("Auth") or {}).get("EnableIamAuthorizer") is True,
-                f"{api_id}: Auth.EnableIamAuthorizer must be true for the AWS_IAM routes")
-    seen_routes = {}
+    # ---- HTTP API: one API, the $default stage, throttling, routes, authorizers, permissions
+    apis = of_type("AWS::ApiGatewayV2::Api")
+    r.check(list(apis) == ["HttpApi"] and apis["HttpApi"]["Properties"].get("ProtocolType") == "HTTP",
+            f"template: want exactly one AWS::ApiGatewayV2::Api HttpApi (HTTP), found {sorted(apis)}")
+    r.check(not of_type("AWS::Serverless::HttpApi"), "template: no AWS::Serverless::HttpApi (see the routes check)")
+    r.check("Body" not in apis.get("HttpApi", {}).get("Properties", {}) and
+            "BodyS3Location" not in apis.get("HttpApi", {}).get("Properties", {}),
+            "HttpApi: no OpenAPI body (it would delete the Route resources on update)")
+    stages = of_type("AWS::ApiGatewayV2::Stage")
+    r.check(len(stages) == 1, f"template: want one HTTP API stage, found {sorted(stages)}")
+    routes = {v["Properties"].get("RouteKey"): (k, v["Properties"]) for k, v in of_type("AWS::ApiGatewayV2::Route").items()}
+    integrations = of_type("AWS::ApiGatewayV2::Integration")
+    for logical, st in stages.items():
+        sp = st.get("Properties", {})
+        r.check(sp.get("StageName") == "$default" and sp.get("AutoDeploy") is True,
+                f"{logical}: want the auto-deployed $default stage")
+        r.check(sp.get("ApiId") == {"Ref": "HttpApi"}, f"{logical}: ApiId must reference HttpApi")
+        d = sp.get("DefaultRouteSettings") or {}
+        r.check(d.get("ThrottlingBurstLimit") == {"Ref": "ApiThrottlingBurstLimit"} and
+                d.get("ThrottlingRateLimit") == {"Ref": "ApiThrottlingRateLimit"},
+                f"{logical}: DefaultRouteSettings throttling must use the ApiThrottling* parameters")
+        r.check(d.get("DetailedMetricsEnabled") is True,
+                f"{logical}: DefaultRouteSettings.DetailedMetricsEnabled (per-route metrics the latency alarms read)")
+        rs = sp.get("RouteSettings") or {}
+        for key in ADMIN_ROUTES:
+            s = rs.get(key) or {}
+            r.check(s.get("ThrottlingBurstLimit") == {"Ref": "AdminThrottlingBurstLimit"} and
+                    s.get("ThrottlingRateLimit") == {"Ref": "AdminThrottlingRateLimit"} and
+                    s.get("DetailedMetricsEnabled") is True,
+                    f"{logical}: RouteSettings[{key!r}] must use the AdminThrottling* parameters "
+                    "(and repeat DetailedMetricsEnabled)")
+        r.check(set(rs) <= set(routes), f"{logical}: RouteSettings name routes that do not exist: {sorted(set(rs) - set(routes))}")
+        deps = set(as_list(st.get("DependsOn", [])))
+        need = {routes[k][0] for k in rs if k in routes}
+        r.check(need <= deps, f"{logical}: must DependsOn the routes its RouteSettings name {sorted(need - deps)} "
+                              "(else the first deploy fails: 'Unable to find Route by key')")
+    for kind in ("Burst", "Rate"):
+        dflt = (params.get(f"ApiThrottling{kind}Limit") or {}).get("Default")
+        admin = (params.get(f"AdminThrottling{kind}Limit") or {}).get("Default")
+        r.check(isinstance(dflt, (int, float)) and isinstance(admin, (int, float)) and 0 < admin < dflt,
+                f"parameters: AdminThrottling{kind}Limit ({admin}) must be a number below ApiThrottling{kind}Limit ({dflt})")
+    r.check(set(routes) == set(ROUTES), f"routes {sorted(map(str, routes))} != {sorted(ROUTES)}")
+    fn_of_integration = {}
+    for logical, it in integrations.items():
+        ip = it["Properties"]
+        uri = ip.get("IntegrationUri", {})
+        target = (uri.get("Fn::GetAtt") or [None])[0] if isinstance(uri, dict) else None
+        fn_of_integration[logical] = target
+        r.check(ip.get("IntegrationType") == "AWS_PROXY" and str(ip.get("PayloadFormatVersion")) == "2.0",
+                f"{logical}: want a Lambda proxy integration, payload format 2.0 (lambda_http)")
+        r.check(int(ip.get("TimeoutInMillis", 30000)) <= HTTP_API_LIMIT_S * 1000, f"{logical}: TimeoutInMillis over 30000")
+        r.check(ip.get("ApiId") == {"Ref": "HttpApi"}, f"{logical}: ApiId must reference HttpApi")
+    for key, (want_fn, want_auth) in ROUTES.items():
+        if key not in routes:
+            continue
+        logical, rp = routes[key]
+        m = re.fullmatch(r"integrations/\$\{(\w+)\}", text_of(rp.get("Target", "")))
+        fn = fn_of_integration.get(m.group(1)) if m else None
+        r.check(fn == FUNCTIONS[want_fn], f"route {key} goes to {fn}, want {FUNCTIONS[want_fn]}")
+        r.check(rp.get("ApiId") == {"Ref": "HttpApi"}, f"{logical}: ApiId must reference HttpApi")
+        auth = rp.get("AuthorizationType")
+        if want_auth == "JWT?":
+            r.check(auth == {"Fn::If": ["HasJwtAuthorizer", "JWT", "NONE"]} and
+                    rp.get("AuthorizerId") == {"Fn::If": ["HasJwtAuthorizer", {"Ref": "RecommendJwtAuthorizer"},
+                                                          {"Ref": "AWS::NoValue"}]},
+                    f"route {key}: authorization must be JWT (RecommendJwtAuthorizer) if HasJwtAuthorizer, else NONE")
+        else:
+            r.check(auth == want_auth, f"route {key}: AuthorizationType {auth!r}, want {want_auth!r}")
+    # optional JWT authorizer: empty issuer = none
+    for p in ("JwtIssuer", "JwtAudience"):
+        r.check((params.get(p) or {}).get("Default") == "", f"parameter {p} must default to '' (no authorizer)")
+    r.check(conds.get("HasJwtAuthorizer") == {"Fn::Not": [{"Fn::Equals": [{"Ref": "JwtIssuer"}, ""]}]},
+            "Conditions: HasJwtAuthorizer must be JwtIssuer != ''")
+    jwt = res.get("RecommendJwtAuthorizer", {})
+    jp = jwt.get("Properties", {})
+    r.check(jwt.get("Type") == "AWS::ApiGatewayV2::Authorizer" and jwt.get("Condition") == "HasJwtAuthorizer" and
+            jp.get("AuthorizerType") == "JWT" and (jp.get("JwtConfiguration") or {}).get("Issuer") == {"Ref": "JwtIssuer"}
+            and "JwtAudience" in json.dumps((jp.get("JwtConfiguration") or {}).get("Audience")),
+            "RecommendJwtAuthorizer: a JWT authorizer on JwtIssuer/JwtAudience with Condition HasJwtAuthorizer")
+    # API Gateway may invoke each HTTP function
+    perms = [v["Properties"] for v in of_type("AWS::Lambda::Permission").values()]
+    for name in HTTP_FUNCTIONS:
+        mine = [p for p in perms if p.get("FunctionName") == {"Ref": FUNCTIONS[name]}]
+        r.check(mine and all(p.get("Principal") == "apigateway.amazonaws.com" and
+                             ":${HttpApi}/" in text_of(p.get("SourceArn", "")) for p in mine),
+                f"{FUNCTIONS[name]}: needs an AWS::Lambda::Permission for apigateway.amazonaws.com on ${{HttpApi}}")
+
+    # ---- drift schedule (and the period DriftResultsMissing counts in)
     schedules = []
     for name, logical in by_name.items():
-        for ev_name, ev in (res[logical].get("Properties", {}).get("Events") or {}).items():
-            ep = ev.get("Properties", {})
-            if ev.get("Type") == "HttpApi":
-                key = (str(ep.get("Method", "")).upper(), ep.get("Path"))
-                auth = (ep.get("Auth") or {}).get("Authorizer")
-                r.check(ep.get("ApiId") == {"Ref": api_id}, f"{logical}.{ev_name}: ApiId must reference {api_id}")
-                r.check(key not in seen_routes, f"route {key} defined twice")
-                seen_routes[key] = (name, auth)
-            elif ev.get("Type") in ("Schedule", "ScheduleV2"):
+        for ev in (res[logical].get("Properties", {}).get("Events") or {}).values():
+            if ev.get("Type") in ("Schedule", "ScheduleV2"):
+                ep = ev.get("Properties", {})
                 schedules.append((name, ep.get("Schedule", ep.get("ScheduleExpression"))))
-    for key, (want_fn, want_auth) in ROUTES.items():
-        got = seen_routes.get(key)
-        if not r.check(got is not None, f"route {key[0]} {key[1]} is missing"):
-            continue
-        r.check(got[0] == want_fn, f"route {key[0]} {key[1]} goes to {got[0]}, want {want_fn}")
-        r.check(got[1] == want_auth,
-                f"route {key[0]} {key[1]}: authorizer {got[1]!r}, want {want_auth!r}")
-    extra = set(seen_routes) - set(ROUTES)
-    r.check(not extra, f"unexpected routes {sorted(extra)}")
-    r.check(schedules == [("drift", {"Ref": "DriftSchedule"})],
-            f"drift must have one schedule event using the DriftSchedule parameter, got {schedules}")
-    r.check((params.get("DriftSchedule") or {}).get("Default") == "rate(1 hour)",
-            "parameter DriftSchedule must default to rate(1 hour)")
+    r.check(schedules == [("drift", {"Fn::FindInMap": ["DriftSchedules", {"Ref": "DriftScheduleHours"}, "Expression"]})],
+            f"drift must have one schedule event from the DriftSchedules mapping, got {schedules}")
+    hours_param = params.get("DriftScheduleHours") or {}
+    r.check(str(hours_param.get("Default")) == "1", "parameter DriftScheduleHours must default to 1 (hourly)")
+    mapping = (tpl.get("Mappings") or {}).get("DriftSchedules") or {}
+    r.check(set(map(str, hours_param.get("AllowedValues", []))) == set(mapping),
+            "DriftSchedules must have one entry per DriftScheduleHours value")
+    for h, row in mapping.items():
+        want = "rate(1 hour)" if h == "1" else ("rate(1 day)" if h == "24" else f"rate({h} hours)")
+        r.check(row.get("Expression") == want and row.get("Seconds") == int(h) * 3600,
+                f"DriftSchedules[{h}]: want {want} and {int(h) * 3600} s, got {row}")
 
     # ---- IAM: least privilege
     def statements(logical):
@@ -307,35 +455,68 @@ def check_template(tpl: dict, r: Report):
         r.check(len(match) == 1 and "RetentionInDays" in match[0]["Properties"],
                 f"{logical}: needs a log group {want} with RetentionInDays")
 
+    # ---- alarm subscribers: a required decision, with an explicit opt-out
+    email = params.get("AlarmEmail") or {}
+    r.check("Default" not in email, "parameter AlarmEmail must have no Default (who gets paged is a decision)")
+    r.check(re.fullmatch(str(email.get("AllowedPattern", "x")), "none") is not None and
+            re.fullmatch(str(email.get("AllowedPattern", "x")), "") is None,
+            "parameter AlarmEmail: AllowedPattern must accept 'none' (opt-out) and refuse ''")
+    r.check(conds.get("HasAlarmEmail") == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, "none"]}]},
+            "Conditions: HasAlarmEmail must be AlarmEmail != 'none'")
+    subs = of_type("AWS::SNS::Subscription")
+    r.check(subs and all(s.get("Condition") == "HasAlarmEmail" and s["Properties"].get("Endpoint") == {"Ref": "AlarmEmail"}
+                         for s in subs.values()), "the e-mail subscription must use AlarmEmail under HasAlarmEmail")
+
     # ---- alarms
     topics = list(of_type("AWS::SNS::Topic"))
     r.check(len(topics) == 1, f"template: want one SNS topic for alarm actions, found {topics}")
     topic_ref = {"Ref": topics[0]} if topics else None
-    alarms = {}
-    for logical, al in of_type("AWS::CloudWatch::Alarm").items():
-        p = al.get("Properties", {})
-        r.check(topic_ref in as_list(p.get("AlarmActions", [])),
-                f"{logical}: AlarmActions must reference the SNS topic {topics}")
-        r.check(topic_ref in as_list(p.get("OKActions", [])),
-                f"{logical}: OKActions must reference the SNS topic {topics}")
-        name = text_of(p.get("AlarmName", ""))
-        m = re.fullmatch(r"\$\{AWS::StackName\}-([A-Za-z0-9]+)", name)
-        if r.check(bool(m), f"{logical}: AlarmName {name!r} is not ${{AWS::StackName}}-<Alert>"):
-            alarms[m.group(1)] = (logical, p)
-    r.check(set(alarms) == set(ALERTS),
-            f"alarms {sorted(alarms)} != runbook alerts {sorted(ALERTS)}")
-    canaries = of_type("AWS::Synthetics::Canary")
+    min_req = params.get("AlarmMinRequests") or {}
+    r.check(min_req.get("Type") == "Number" and min_req.get("Default") == slo.get("min_requests"),
+            f"parameter AlarmMinRequests must be a Number defaulting to slo.yaml min_requests "
+            f"({slo.get('min_requests')}), got {min_req.get('Default')!r}")
+    metric_alarms, composites = {}, {}
+    for typ, into in (("AWS::CloudWatch::Alarm", metric_alarms), ("AWS::CloudWatch::CompositeAlarm", composites)):
+        for logical, al in of_type(typ).items():
+            p = al.get("Properties", {})
+            name = text_of(p.get("AlarmName", ""))
+            m = re.fullmatch(r"\$\{AWS::StackName\}-([A-Za-z0-9]+)", name)
+            if r.check(bool(m), f"{logical}: AlarmName {name!r} is not ${{AWS::StackName}}-<Alert>"):
+                r.check(logical == m.group(1) + "Alarm", f"{logical}: logical id must be {m.group(1)}Alarm")
+                into[m.group(1)] = (logical, p)
+            r.check("Unit" not in p, f"{logical}: no Unit filter (a unit mismatch makes the alarm see no data)")
+    notifying = {n for n, (_, p) in {**metric_alarms, **composites}.items() if p.get("AlarmActions")}
+    for n, (logical, p) in {**metric_alarms, **composites}.items():
+        if n in notifying:
+            r.check(topic_ref in as_list(p.get("AlarmActions", [])) and topic_ref in as_list(p.get("OKActions", [])),
+                    f"{logical}: AlarmActions and OKActions must reference the SNS topic {topics}")
+    want_notifying = set(ALERTS) | set(BURN) | set(PLATFORM) | set(PLATFORM_MATH)
+    r.check(notifying == want_notifying, f"notifying alarms {sorted(notifying)} != {sorted(want_notifying)} "
+                                         "(runbook alerts, burn-rate composites, platform alarms)")
     for alert, spec in ALERTS.items():
-        if alert in alarms:
-            check_alarm(alert, spec, *alarms[alert], canaries, r)
+        if r.check(alert in metric_alarms, f"no CloudWatch alarm {alert}"):
+            check_alarm(alert, spec, *metric_alarms[alert], of_type("AWS::Synthetics::Canary"), r)
+    silent = set(metric_alarms) - notifying
+    check_burn(metric_alarms, composites, silent, r)
+    check_platform(metric_alarms, r)
 
-    # ---- canary behind ServiceDown
+    # ---- canary behind ServiceDown: current runtime, a name no other stack can take
+    canaries = of_type("AWS::Synthetics::Canary")
+    r.check(len(canaries) == 1, f"template: want one health canary, found {sorted(canaries)}")
     for logical, c in canaries.items():
         cp = c.get("Properties", {})
-        r.check((cp.get("Schedule") or {}).get("Expression") == "rate(1 minute)",
-                f"{logical}: must probe every minute")
-        r.check("/healthz" in text_of((cp.get("Code") or {}).get("Script", "")),
-                f"{logical}: must probe GET /healthz")
+        r.check((cp.get("Schedule") or {}).get("Expression") == "rate(1 minute)", f"{logical}: must probe every minute")
+        r.check("/healthz" in text_of((cp.get("Code") or {}).get("Script", "")), f"{logical}: must probe GET /healthz")
+        r.check(cp.get("RuntimeVersion") == {"Ref": "CanaryRuntimeVersion"},
+                f"{logical}: RuntimeVersion must be the CanaryRuntimeVersion parameter")
+        rt = str((params.get("CanaryRuntimeVersion") or {}).get("Default", ""))
+        m = re.fullmatch(r"syn-nodejs-puppeteer-(\d+)\.(\d+)", rt)
+        r.check(bool(m) and int(m.group(1)) >= MIN_NODE22_PUPPETEER,
+                f"parameter CanaryRuntimeVersion: default {rt!r} must be syn-nodejs-puppeteer-{MIN_NODE22_PUPPETEER}.0 "
+                "or newer (earlier ones run on Node.js 20 or older, deprecated)")
+        r.check(canary_name_ok(cp.get("Name"), params),
+                f"{logical}: Name must come from the stack (e.g. a prefix + the stack id's last 12 hex digits) or a "
+                "parameter without a default, and fit 21 lower-case characters; got {cp.get('Name')!r}")
 
     # ---- dashboard
     dashes = of_type("AWS::CloudWatch::Dashboard")
@@ -350,69 +531,118 @@ def check_template(tpl: dict, r: Report):
         widgets = parsed.get("widgets", [])
         blob = json.dumps(widgets)
         for needle in ["recommend_requests_total", "recommend_latency_seconds", '"p95"', '"p99"',
-                       "IF(total > 0", "data_drift_psi", "SuccessPercent"]:
+                       "IF(total > 0", "data_drift_psi", "SuccessPercent", "switch_refused", "Throttles", "@initDuration"]:
             r.check(needle in blob, f"{logical}: dashboard has no panel using {needle}")
+        both = [w for w in widgets if "recommend_latency_seconds" in json.dumps(w)
+                and '"AWS/ApiGateway", "Latency"' in json.dumps(w)]
+        r.check(bool(both), f"{logical}: one latency widget must show the handler's (EMF) and API Gateway's latency")
         values = {a.get("value") for w in widgets
                   for a in ((w.get("properties") or {}).get("annotations") or {}).get("horizontal", [])}
-        for v in (0.1, 0.5, 0.999, 0.01, 0.2, 0.3, 0.5):
+        for v in (0.1, 0.5, 0.999, 0.01, 0.2, 0.3, 0.5, 14.4, 6, 3, 1):
             r.check(v in values, f"{logical}: dashboard lacks the {v} target/band line")
-        alarm_widget = [w for w in widgets if w.get("type") == "alarm"]
-        r.check(alarm_widget and len(alarm_widget[0]["properties"]["alarms"]) == len(ALERTS),
-                f"{logical}: want an alarm-status widget with all {len(ALERTS)} alarms")
+        listed_raw = set(re.findall(r"\$\{(\w+)Alarm\.Arn\}", body))
+        r.check(listed_raw == notifying, f"{logical}: alarm widgets list {sorted(listed_raw)}, want every notifying "
+                                         f"alarm {sorted(notifying)}")
+
+
+def canary_name_ok(name, params) -> bool:
+    """A Join of a lower-case prefix and the stack id's last UUID group, or a parameter with no default."""
+    if isinstance(name, dict) and "Ref" in name:
+        p = params.get(name["Ref"]) or {}
+        return "Default" not in p and "{1,21}" in str(p.get("AllowedPattern", ""))
+    if not (isinstance(name, dict) and "Fn::Join" in name):
+        return False
+    sep, parts = name["Fn::Join"]
+    uuid_tail = {"Fn::Select": [4, {"Fn::Split": ["-", {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}]}]}
+    if sep != "" or len(parts) != 2 or parts[1] != uuid_tail or not isinstance(parts[0], str):
+        return False
+    return re.fullmatch(r"[0-9a-z_-]+", parts[0]) is not None and len(parts[0]) + 12 <= 21
+
+
+def _queries(p):
+    metrics = p.get("Metrics") or []
+    return ({m["Id"]: m for m in metrics if "MetricStat" in m},
+            [m for m in metrics if "Expression" in m], [m for m in metrics if m.get("ReturnData", True)])
+
+
+def check_math(where, p, want: dict, period, r: Report, guard=True):
+    """A metric-math alarm: want = {id: (namespace, metric, dims, stat)}; one returned expression using all ids."""
+    queries, exprs, returned = _queries(p)
+    r.check(bool(p.get("Metrics")) and "MetricName" not in p, f"{where}: want a metric-math alarm (Metrics)")
+    r.check(len(exprs) == 1 and returned == exprs, f"{where}: want exactly one expression with ReturnData true")
+    r.check(set(queries) == set(want), f"{where}: metric ids {sorted(queries)} != {sorted(want)}")
+    for qid, (ns, metric, dims, stat) in want.items():
+        q = queries.get(qid)
+        if not q:
+            continue
+        ms = q["MetricStat"]
+        r.check(ms["Metric"].get("Namespace") == ns and ms["Metric"].get("MetricName") == metric,
+                f"{where}.{qid}: want {ns}/{metric}, got {ms['Metric'].get('Namespace')}/{ms['Metric'].get('MetricName')}")
+        got = dims_of(ms["Metric"].get("Dimensions"))
+        r.check(got == dims, f"{where}.{qid}: dimensions {got} != {dims}")
+        if ns == NAMESPACE and metric in CONTRACT:
+            r.check(sorted(got) in [sorted(s) for s in CONTRACT[metric]],
+                    f"{where}.{qid}: dimension set {sorted(got)} is not one {metric} is published with "
+                    f"({CONTRACT[metric]}) - CloudWatch would find no data")
+        r.check(ms.get("Period") == period, f"{where}.{qid}: Period {ms.get('Period')} != {period}")
+        r.check(ms.get("Stat") == stat, f"{where}.{qid}: Stat {ms.get('Stat')} != {stat}")
+    if not exprs:
+        return ""
+    expr = text_of(exprs[0]["Expression"])
+    # ids start with a lower-case letter; functions (IF, FILL, MAX) are upper case
+    used = set(re.findall(r"\b([a-z][A-Za-z0-9_]*)\b", expr))
+    r.check(used <= set(queries), f"{where}: expression uses unknown ids {sorted(used - set(queries))}")
+    r.check(used >= set(queries), f"{where}: expression ignores {sorted(set(queries) - used)}")
+    if guard:
+        r.check(expr.startswith("IF(") and ">= ${AlarmMinRequests}" in expr and
+                isinstance(exprs[0]["Expression"], dict) and "Fn::Sub" in exprs[0]["Expression"],
+                f"{where}: expression must start IF(<requests> >= ${{AlarmMinRequests}}, ...) (the traffic guard), got {expr!r}")
+    return expr
+
+
+def check_evaluation(where, p, cw, threshold, op, r: Report):
+    ops = {">": "GreaterThanThreshold", "<": "LessThanThreshold"}
+    r.check(close(p.get("Threshold"), threshold), f"{where}: Threshold {p.get('Threshold')} != {threshold}")
+    r.check(p.get("ComparisonOperator") == ops[op], f"{where}: ComparisonOperator {p.get('ComparisonOperator')} != {ops[op]}")
+    r.check(p.get("EvaluationPeriods") == cw["evals"], f"{where}: EvaluationPeriods {p.get('EvaluationPeriods')} != {cw['evals']}")
+    r.check(p.get("DatapointsToAlarm", p.get("EvaluationPeriods")) == cw["dta"],
+            f"{where}: DatapointsToAlarm {p.get('DatapointsToAlarm')} != {cw['dta']}")
+    r.check(p.get("TreatMissingData") == cw["missing"], f"{where}: TreatMissingData {p.get('TreatMissingData')} != {cw['missing']}")
+
+
+def ratio_queries():
+    return {"requests": (NAMESPACE, "recommend_requests_total", _REC, "Sum"),
+            "errors": (NAMESPACE, "recommend_requests_total", _REC_5XX, "Sum")}
 
 
 def check_alarm(alert, spec, logical, p, canaries, r: Report):
     cw = spec["cw"]
     where = f"{logical} ({alert})"
-    r.check(p.get("Threshold") == cw["threshold"], f"{where}: Threshold {p.get('Threshold')} != {cw['threshold']}")
-    r.check(p.get("ComparisonOperator") == cw["op"], f"{where}: ComparisonOperator {p.get('ComparisonOperator')} != {cw['op']}")
-    r.check(p.get("EvaluationPeriods") == cw["evals"], f"{where}: EvaluationPeriods {p.get('EvaluationPeriods')} != {cw['evals']}")
-    r.check(p.get("DatapointsToAlarm", p.get("EvaluationPeriods")) == cw["dta"],
-            f"{where}: DatapointsToAlarm {p.get('DatapointsToAlarm')} != {cw['dta']}")
-    r.check(p.get("TreatMissingData") == cw["missing"], f"{where}: TreatMissingData {p.get('TreatMissingData')} != {cw['missing']}")
+    check_evaluation(where, p, cw, spec["threshold"], spec["op"], r)
     r.check(f"#{spec['anchor']}" in text_of(p.get("AlarmDescription", "")) and
             f"[{spec['severity']}]" in text_of(p.get("AlarmDescription", "")),
             f"{where}: AlarmDescription needs [{spec['severity']}] and the runbook link #{spec['anchor']}")
-    r.check("Unit" not in p, f"{where}: no Unit filter (a unit mismatch makes the alarm see no data)")
-
-    def check_dims(metric, dims, got_dims, ctx):
-        got = {d["Name"]: d["Value"] for d in got_dims or []}
-        r.check(got == dims, f"{ctx}: dimensions {got} != {dims}")
-        if metric in CONTRACT:
-            r.check(sorted(got) in [sorted(s) for s in CONTRACT[metric]],
-                    f"{ctx}: dimension set {sorted(got)} is not one {metric} is published with "
-                    f"({CONTRACT[metric]}) - CloudWatch would find no data")
-
-    if "math" in cw:
-        metrics = p.get("Metrics") or []
-        r.check(bool(metrics) and "MetricName" not in p, f"{where}: want a metric-math alarm (Metrics)")
-        queries = {m["Id"]: m for m in metrics if "MetricStat" in m}
-        exprs = [m for m in metrics if "Expression" in m]
-        returned = [m for m in metrics if m.get("ReturnData", True)]
-        r.check(len(exprs) == 1 and returned == exprs, f"{where}: want exactly one expression with ReturnData true")
-        r.check(set(queries) == set(cw["math"]), f"{where}: metric ids {sorted(queries)} != {sorted(cw['math'])}")
-        for qid, (metric, dims) in cw["math"].items():
-            q = queries.get(qid)
-            if not q:
-                continue
-            ms = q["MetricStat"]
-            r.check(ms["Metric"].get("Namespace") == NAMESPACE and ms["Metric"].get("MetricName") == metric,
-                    f"{where}.{qid}: want {NAMESPACE}/{metric}")
-            check_dims(metric, dims, ms["Metric"].get("Dimensions"), f"{where}.{qid}")
-            r.check(ms.get("Period") == cw["period"], f"{where}.{qid}: Period {ms.get('Period')} != {cw['period']}")
-            r.check(ms.get("Stat") == cw["stat"], f"{where}.{qid}: Stat {ms.get('Stat')} != {cw['stat']}")
-        if exprs:
-            expr = exprs[0]["Expression"]
-            r.check(expr.replace(" ", "").startswith(cw["guard"].replace(" ", "")),
-                    f"{where}: expression {expr!r} must start with {cw['guard']!r}")
-            # ids start with a lower-case letter; functions (IF, FILL, MAX) are upper case
-            used = set(re.findall(r"\b([a-z][A-Za-z0-9_]*)\b", expr))
-            r.check(used <= set(queries), f"{where}: expression uses unknown ids {sorted(used - set(queries))}")
-            r.check(used >= set(queries), f"{where}: expression ignores {sorted(set(queries) - used)}")
-        return
-
-    r.check(p.get("Period") == cw["period"], f"{where}: Period {p.get('Period')} != {cw['period']}")
-    if cw.get("canary"):
+    k = cw["kind"]
+    if k == "latency":
+        stat = cw["stat"]
+        r.check(bool(PERCENTILE.match(stat)), f"{where}: {stat!r} is not a valid percentile")
+        expr = check_math(where, p, {
+            "requests": (NAMESPACE, "recommend_requests_total", _REC, "Sum"),
+            "gwrequests": ("AWS/ApiGateway", "Count", _GW_ROUTE, "Sum"),
+            "handler": (NAMESPACE, "recommend_latency_seconds", _REC, stat),
+            "gateway": ("AWS/ApiGateway", "Latency", _GW_ROUTE, stat),   # milliseconds
+        }, cw["period"], r)
+        r.check("gateway, 0) / 1000" in expr, f"{where}: API Gateway Latency is in ms: divide it by 1000 ({expr!r})")
+    elif k in ("ratio", "availability"):
+        expr = check_math(where, p, ratio_queries(), cw["period"], r)
+        body = "1 - FILL(errors, 0) / requests, 1)" if k == "availability" else "FILL(errors, 0) / requests, 0)"
+        r.check(expr.endswith(body), f"{where}: expression must end with {body!r}: {expr!r}")
+    elif k == "drift":
+        expr = check_math(where, p, {f"psi_{f}": (NAMESPACE, "data_drift_psi", {"service": SERVICE, "feature": f}, cw["stat"])
+                                     for f in DRIFT_FEATURES}, cw["period"], r, guard=False)
+        r.check(expr.startswith("MAX(["), f"{where}: want the MAX over the features, got {expr!r}")
+    elif k == "canary":
+        r.check(p.get("Period") == cw["period"], f"{where}: Period {p.get('Period')} != {cw['period']}")
         r.check(p.get("Namespace") == "CloudWatchSynthetics" and p.get("MetricName") == "SuccessPercent",
                 f"{where}: want CloudWatchSynthetics/SuccessPercent")
         dims = p.get("Dimensions") or []
@@ -420,74 +650,207 @@ def check_alarm(alert, spec, logical, p, canaries, r: Report):
                 dims[0]["Value"] in [{"Ref": c} for c in canaries],
                 f"{where}: must watch the health canary (CanaryName = Ref of the canary)")
         r.check(p.get("Statistic") == cw["stat"], f"{where}: Statistic {p.get('Statistic')} != {cw['stat']}")
-        return
-    metric, dims = cw["metric"]
-    r.check(p.get("Namespace") == NAMESPACE and p.get("MetricName") == metric, f"{where}: want {NAMESPACE}/{metric}")
-    check_dims(metric, dims, p.get("Dimensions"), where)
-    if "ext" in cw:
-        ext = p.get("ExtendedStatistic", "")
-        r.check(bool(PERCENTILE.match(ext)), f"{where}: ExtendedStatistic {ext!r} is not a valid percentile")
-        r.check(ext == cw["ext"] and "Statistic" not in p, f"{where}: want ExtendedStatistic {cw['ext']} only")
-        r.check(p.get("EvaluateLowSampleCountPercentile") in ("evaluate", "ignore"),
-                f"{where}: set EvaluateLowSampleCountPercentile")
-    else:
+    elif k == "count":
+        metric, dims = cw["metric"]
+        r.check(p.get("Period") == cw["period"], f"{where}: Period {p.get('Period')} != {cw['period']}")
+        r.check(p.get("Namespace") == NAMESPACE and p.get("MetricName") == metric, f"{where}: want {NAMESPACE}/{metric}")
+        got = dims_of(p.get("Dimensions"))
+        # model_load only: a refused /switch (error_type switch_refused) is not a load failure
+        r.check(got == dims, f"{where}: dimensions {got} != {dims}")
         r.check(p.get("Statistic") == cw["stat"], f"{where}: Statistic {p.get('Statistic')} != {cw['stat']}")
 
 
+def check_burn(metric_alarms, composites, silent, r: Report):
+    """Each pair = two window alarms (no actions of their own) ANDed in the composite's rule."""
+    used = set()
+    for name, spec in BURN.items():
+        if not r.check(name in composites, f"no composite alarm {name}"):
+            continue
+        logical, p = composites[name]
+        rule = text_of(p.get("AlarmRule", ""))
+        r.check(f"[{spec['severity']}]" in text_of(p.get("AlarmDescription", "")) and
+                f"#{spec['anchor']}" in text_of(p.get("AlarmDescription", "")),
+                f"{logical}: AlarmDescription needs [{spec['severity']}] and #{spec['anchor']}")
+        pairs = re.findall(r'\(ALARM\("\$\{(\w+)Alarm\}"\) AND ALARM\("\$\{(\w+)Alarm\}"\)\)', rule)
+        r.check(" OR ".join(f'(ALARM("${{{a}Alarm}}") AND ALARM("${{{b}Alarm}}"))' for a, b in pairs) == rule,
+                f"{logical}: AlarmRule must be (ALARM(long) AND ALARM(short)) OR ...: {rule!r}")
+        r.check(len(pairs) == len(spec["pairs"]), f"{logical}: {len(pairs)} window pairs, want {len(spec['pairs'])}")
+        for (a, b), (lname, lsec, sname, ssec, factor) in zip(pairs, spec["pairs"]):
+            thr = factor * (1 - AVAILABILITY)
+            for wname, secs in ((a, lsec), (b, ssec)):
+                used.add(wname)
+                if not r.check(wname in metric_alarms, f"{logical}: AlarmRule names unknown alarm {wname}"):
+                    continue
+                wl, wp = metric_alarms[wname]
+                where = f"{wl} ({name} {factor}x)"
+                check_evaluation(where, wp, {"evals": 1, "dta": 1, "missing": "notBreaching"}, thr, ">", r)
+                expr = check_math(where, wp, ratio_queries(), secs, r)
+                r.check(expr.endswith("FILL(errors, 0) / requests, 0)"), f"{where}: want the 5xx ratio, got {expr!r}")
+                r.check(not wp.get("AlarmActions") and not wp.get("OKActions"),
+                        f"{where}: window alarms notify through {name} only")
+            r.check(a.endswith(lname) and b.endswith(sname), f"{logical}: pair ({a}, {b}) is not the {lname}/{sname} windows")
+    r.check(silent == used, f"alarms without actions {sorted(silent)} must be exactly the burn-rate windows {sorted(used)}")
+
+
+def check_platform(metric_alarms, r: Report):
+    for name, (ns, metric, thr, op, fn) in PLATFORM.items():
+        if not r.check(name in metric_alarms, f"no platform alarm {name} ({ns} {metric} of {fn})"):
+            continue
+        logical, p = metric_alarms[name]
+        check_evaluation(logical, p, {"evals": 1, "dta": 1, "missing": "notBreaching"}, thr, op, r)
+        r.check(p.get("Namespace") == ns and p.get("MetricName") == metric and p.get("Statistic") == "Sum" and
+                dims_of(p.get("Dimensions")) == {"FunctionName": {"Ref": fn}},
+                f"{logical}: want {ns}/{metric} Sum of FunctionName={fn}")
+    if "ApiGateway5xx" in metric_alarms:
+        logical, p = metric_alarms["ApiGateway5xx"]
+        check_evaluation(logical, p, {"evals": 1, "dta": 1, "missing": "notBreaching"}, PLATFORM_MATH["ApiGateway5xx"], ">", r)
+        check_math(logical, p, {"requests": ("AWS/ApiGateway", "Count", _GW_API, "Sum"),
+                                "errors": ("AWS/ApiGateway", "5xx", _GW_API, "Sum")}, 300, r)
+    else:
+        r.check(False, "no ApiGateway5xx alarm (AWS/ApiGateway 5xx of the HTTP API)")
+    if "DriftResultsMissing" in metric_alarms:
+        logical, p = metric_alarms["DriftResultsMissing"]
+        # missing data breaches: no PSI for two schedule periods = the job stopped
+        check_evaluation(logical, p, {"evals": 2, "dta": 2, "missing": "breaching"}, PLATFORM_MATH["DriftResultsMissing"], "<", r)
+        period = {"Fn::FindInMap": ["DriftSchedules", {"Ref": "DriftScheduleHours"}, "Seconds"]}
+        expr = check_math(logical, p, {f"n_{f}": (NAMESPACE, "data_drift_psi", {"service": SERVICE, "feature": f}, "SampleCount")
+                                       for f in DRIFT_FEATURES}, period, r, guard=False)
+        r.check(expr.startswith("MAX(["), f"{logical}: want the MAX over the features, got {expr!r}")
+    else:
+        r.check(False, "no DriftResultsMissing alarm (drift job produced no PSI)")
+
+
 # --------------------------------------------------------------------------- prometheus
-def check_prometheus(rules_doc: dict, test_doc: dict, prom_cfg: dict, r: Report):
-    rules = {}
+def check_prometheus(rules_doc: dict, test_docs: dict, prom_cfg: dict, slo: dict, r: Report):
+    rules, records = {}, {}
     for g in rules_doc.get("groups", []):
         for rule in g.get("rules", []):
             if "alert" in rule:
                 r.check(rule["alert"] not in rules, f"alert_rules.yml: {rule['alert']} defined twice")
                 rules[rule["alert"]] = rule
-    r.check(set(rules) == set(ALERTS), f"alert_rules.yml: alerts {sorted(rules)} != runbook alerts {sorted(ALERTS)}")
+            elif "record" in rule:
+                records[rule["record"]] = " ".join(rule["expr"].split())
+    want = set(ALERTS) | set(BURN)
+    r.check(set(rules) == want, f"alert_rules.yml: alerts {sorted(rules)} != {sorted(want)}")
+    n = slo.get("min_requests")
+
+    # recording rules: GET /recommend only, 5xx over all
+    for rec, expr in records.items():
+        m = re.fullmatch(r"movie_recs:slo_(errors_per_request:ratio_rate|requests:increase)(\w+)", rec)
+        if not r.check(bool(m), f"alert_rules.yml: unexpected recording rule {rec}"):
+            continue
+        w = m.group(2)
+        if m.group(1).startswith("errors"):
+            r.check(expr == f'sum(rate(recommend_requests_total{{endpoint="recommend",status=~"5.."}}[{w}])) / '
+                            f'sum(rate(recommend_requests_total{{endpoint="recommend"}}[{w}]))',
+                    f"alert_rules.yml {rec}: must be the 5xx ratio of GET /recommend over [{w}]: {expr}")
+        else:
+            r.check(expr == f'sum(increase(recommend_requests_total{{endpoint="recommend"}}[{w}]))',
+                    f"alert_rules.yml {rec}: must count GET /recommend over [{w}]: {expr}")
+
+    def ratio(w):
+        return f"movie_recs:slo_errors_per_request:ratio_rate{w}"
+
+    def count(w):
+        return f"movie_recs:slo_requests:increase{w}"
 
     jobs = {sc["job_name"]: sc for sc in prom_cfg.get("scrape_configs", [])}
     targets = {t for sc in jobs.values() for stc in sc.get("static_configs", []) for t in stc.get("targets", [])}
     r.check("127.0.0.1:8080" in targets, "prometheus.yml: must scrape recs serve on 127.0.0.1:8080")
     r.check("alert_rules.yml" in prom_cfg.get("rule_files", []), "prometheus.yml: must load alert_rules.yml")
+    r.check(str((prom_cfg.get("global") or {}).get("evaluation_interval")) == "30s",
+            "prometheus.yml: global evaluation_interval must be 30s (the rule groups set none)")
+
+    def common(alert, rule, severity, anchor):
+        labels, ann = rule.get("labels") or {}, rule.get("annotations") or {}
+        r.check(labels.get("severity") == severity, f"alert_rules.yml {alert}: severity {labels.get('severity')!r} != {severity!r}")
+        r.check(labels.get("service") == SERVICE, f"alert_rules.yml {alert}: label service must be {SERVICE}")
+        r.check(str(ann.get("runbook_url", "")).endswith("#" + anchor), f"alert_rules.yml {alert}: runbook_url must link #{anchor}")
+        r.check(bool(ann.get("summary")) and bool(ann.get("description")), f"alert_rules.yml {alert}: needs summary and description")
 
     for alert, spec in ALERTS.items():
         rule = rules.get(alert)
         if not rule:
             continue
-        pr = spec["prom"]
+        pr, thr, op = spec["prom"], spec["threshold"], spec["op"]
         expr = " ".join(rule["expr"].split())
+        common(alert, rule, spec["severity"], spec["anchor"])
         r.check(rule.get("for") == pr["for"], f"alert_rules.yml {alert}: for {rule.get('for')!r} != {pr['for']!r}")
-        r.check(pr["cmp"] in expr, f"alert_rules.yml {alert}: expression lacks {pr['cmp']!r}: {expr}")
-        for frag in pr["contains"]:
-            r.check(frag in expr, f"alert_rules.yml {alert}: expression lacks {frag!r}: {expr}")
-        labels = rule.get("labels") or {}
-        ann = rule.get("annotations") or {}
-        r.check(labels.get("severity") == spec["severity"],
-                f"alert_rules.yml {alert}: severity {labels.get('severity')!r} != {spec['severity']!r}")
-        r.check(str(ann.get("runbook_url", "")).endswith("#" + spec["anchor"]),
-                f"alert_rules.yml {alert}: runbook_url must link #{spec['anchor']}")
-        r.check(bool(ann.get("summary")) and bool(ann.get("description")),
-                f"alert_rules.yml {alert}: needs summary and description")
-        # same number on both sides
-        num = float(pr["cmp"].split()[-1])
-        if alert != "ServiceDown":
-            r.check(num == spec["cw"]["threshold"],
-                    f"{alert}: Prometheus threshold {num} != CloudWatch threshold {spec['cw']['threshold']}")
-        # every job the rule names must be scraped (the old ServiceDown named a job that did not exist)
+        w = pr.get("window")
+        k = spec["cw"]["kind"]
+        got = prom_comparisons(expr)
+        if k == "latency":
+            want_cmp = [(op, thr), (">=", n)]
+            q = re.match(r"histogram_quantile\(\s*([0-9.]+)\s*, sum by \(le\) \(rate\(recommend_latency_seconds_bucket"
+                         r"\{endpoint=\"recommend\"\}\[(\w+)\]\)\) \) " + re.escape(op), expr)
+            r.check(bool(q) and close(q.group(1), pr["quantile"]) and q.group(2) == w,
+                    f"alert_rules.yml {alert}: want histogram_quantile({pr['quantile']}) of GET /recommend over [{w}] {op} ...: {expr}")
+            r.check(f"and on() {count(w)} >=" in expr, f"alert_rules.yml {alert}: needs the traffic guard {count(w)} >= {n}")
+        elif k in ("ratio", "availability"):
+            want_cmp = [(op, thr), (">=", n)]
+            lhs = ratio(w) if k == "ratio" else f"(1 - {ratio(w)})"
+            r.check(expr.startswith(f"{lhs} {op} ") and f"and on() {count(w)} >=" in expr,
+                    f"alert_rules.yml {alert}: want `{lhs} {op} <threshold> and on() {count(w)} >= {n}`: {expr}")
+            r.check(ratio(w) in records and count(w) in records, f"alert_rules.yml {alert}: recording rules for [{w}] missing")
+        elif k == "canary":
+            want_cmp = [("==", 0), ("==", 0)]
+            for frag in ('up{job=', "service_health_status{job=", "absent(up{job="):
+                r.check(frag in expr, f"alert_rules.yml {alert}: expression lacks {frag!r}: {expr}")
+        elif k == "count":
+            want_cmp = [(op, thr)]
+            r.check(expr.startswith(f'sum(increase(recommend_errors_total{{error_type="model_load"}}[{w}])) {op}'),
+                    f"alert_rules.yml {alert}: want sum(increase(recommend_errors_total{{error_type=\"model_load\"}}[{w}])): {expr}")
+        else:  # drift
+            want_cmp = [(op, thr)]
+            r.check(expr.startswith(f"data_drift_psi {op}"), f"alert_rules.yml {alert}: want data_drift_psi {op} ...: {expr}")
+        r.check(len(got) == len(want_cmp) and all(g[0] == w_[0] and close(g[1], w_[1]) for g, w_ in zip(got, want_cmp)),
+                f"alert_rules.yml {alert}: comparisons {got} != {want_cmp} (thresholds compared as numbers)")
         for job in sorted(set(re.findall(r'job="([^"]+)"', expr))):
             r.check(job in jobs, f"alert_rules.yml {alert}: job {job!r} is not a scrape job in prometheus.yml {sorted(jobs)}")
 
-    # every alert: one test where it fires (with labels) and one where it stays quiet
-    fires, quiet = set(), set()
-    for t in test_doc.get("tests", []):
-        for at in t.get("alert_rule_test", []):
-            exp = at.get("exp_alerts") or []
-            if exp and all("exp_labels" in e for e in exp):
-                fires.add(at["alertname"])
-            elif not exp:
-                quiet.add(at["alertname"])
-    for alert in ALERTS:
-        r.check(alert in fires, f"alert_rules_test.yml: no test where {alert} fires (with exp_labels)")
-        r.check(alert in quiet, f"alert_rules_test.yml: no test where {alert} stays quiet")
+    for alert, spec in BURN.items():
+        rule = rules.get(alert)
+        if not rule:
+            continue
+        expr = " ".join(rule["expr"].split())
+        common(alert, rule, spec["severity"], spec["anchor"])
+        branches = []
+        for lname, _, sname, _, factor in spec["pairs"]:
+            t = factor * (1 - AVAILABILITY)
+            branches.append((lname, sname, t))
+        got = re.findall(r"\( (\S+) > ([0-9.e-]+) and (\S+) > ([0-9.e-]+) and on\(\) (\S+) >= (\d+) \)", expr)
+        r.check(" or ".join(f"( {a} > {b} and {c} > {d} and on() {e} >= {f} )" for a, b, c, d, e, f in got) == expr,
+                f"alert_rules.yml {alert}: want `( long > t and short > t and on() requests >= n ) or ...`: {expr}")
+        r.check(len(got) == len(branches), f"alert_rules.yml {alert}: {len(got)} window pairs, want {len(branches)}")
+        for (lr, lt, sr, st, cr, cn), (lname, sname, t) in zip(got, branches):
+            r.check(lr == ratio(lname) and sr == ratio(sname) and cr == count(lname),
+                    f"alert_rules.yml {alert}: pair reads {lr}, {sr}, {cr}; want {ratio(lname)}, {ratio(sname)}, {count(lname)}")
+            r.check(close(lt, t) and close(st, t) and close(cn, n),
+                    f"alert_rules.yml {alert}: pair {lname}/{sname}: thresholds {lt}, {st} != {t} or guard {cn} != {n}")
+            for rec in (lr, sr, cr):
+                r.check(rec in records, f"alert_rules.yml {alert}: recording rule {rec} missing")
+
+    # every alert: a firing and a quiet test, and one just above / one just below its threshold
+    fires, quiet, above, below = set(), set(), set(), set()
+    for fname, test_doc in test_docs.items():
+        for t in test_doc.get("tests", []):
+            tname = str(t.get("name", ""))
+            for at in t.get("alert_rule_test", []):
+                exp = at.get("exp_alerts") or []
+                alert = at["alertname"]
+                if exp and all("exp_labels" in e for e in exp):
+                    fires.add(alert)
+                    if tname.startswith(f"{alert} just above"):
+                        above.add(alert)
+                elif not exp:
+                    quiet.add(alert)
+                    if tname.startswith(f"{alert} just below"):
+                        below.add(alert)
+    for alert in sorted(want):
+        r.check(alert in fires, f"promtool tests: no test where {alert} fires (with exp_labels)")
+        r.check(alert in quiet, f"promtool tests: no test where {alert} stays quiet")
+        r.check(alert in above, f"promtool tests: no test named '{alert} just above ...' where it fires")
+        r.check(alert in below, f"promtool tests: no test named '{alert} just below ...' where it stays quiet")
 
 
 # --------------------------------------------------------------------------- grafana
@@ -579,39 +942,50 @@ def check_emf_examples(doc: str, r: Report):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--template", type=pathlib.Path, default=INFRA / "template.yaml")
+    ap.add_argument("--slo", type=pathlib.Path, default=INFRA / "slo.yaml")
     ap.add_argument("--rules", type=pathlib.Path, default=INFRA / "prometheus" / "alert_rules.yml")
-    ap.add_argument("--rules-test", type=pathlib.Path, default=INFRA / "prometheus" / "alert_rules_test.yml")
+    ap.add_argument("--rules-test", type=pathlib.Path, nargs="+",
+                    default=[INFRA / "prometheus" / "alert_rules_test.yml",
+                             INFRA / "prometheus" / "alert_rules_burn_rate_test.yml"])
     ap.add_argument("--prometheus-config", type=pathlib.Path, default=INFRA / "prometheus" / "prometheus.yml")
     ap.add_argument("--grafana", type=pathlib.Path, default=INFRA / "grafana")
     ap.add_argument("--metrics-doc", type=pathlib.Path, default=INFRA / "METRICS.md")
     args = ap.parse_args(argv)
 
     r = Report()
+    slo = yaml.safe_load(args.slo.read_text())
+    check_slo(slo, r)
+    n_slo = r.checked
     tpl = yaml.load(args.template.read_text(), Loader=CfnLoader)
-    check_template(tpl, r)
-    n_tpl = r.checked
-    check_prometheus(yaml.safe_load(args.rules.read_text()), yaml.safe_load(args.rules_test.read_text()),
-                     yaml.safe_load(args.prometheus_config.read_text()), r)
-    n_prom = r.checked - n_tpl
+    check_template(tpl, slo, r)
+    n_tpl = r.checked - n_slo
+    tests = {f.name: yaml.safe_load(f.read_text()) for f in args.rules_test}
+    check_prometheus(yaml.safe_load(args.rules.read_text()), tests,
+                     yaml.safe_load(args.prometheus_config.read_text()), slo, r)
+    n_prom = r.checked - n_slo - n_tpl
     exprs = check_grafana(args.grafana, r)
     promql_syntax(exprs, r)
-    n_graf = r.checked - n_tpl - n_prom
+    n_graf = r.checked - n_slo - n_tpl - n_prom
     doc = args.metrics_doc.read_text() if args.metrics_doc.exists() else ""
     r.check(bool(doc), f"missing {args.metrics_doc}")
-    for name in dict.fromkeys(list(CONTRACT) + PROM_METRICS + DRIFT_FEATURES + [NAMESPACE, "probe_success"]):
+    for name in dict.fromkeys(list(CONTRACT) + PROM_METRICS + DRIFT_FEATURES + ERROR_TYPES + [NAMESPACE, "probe_success"]):
         r.check(name in doc, f"{args.metrics_doc.name}: does not document {name}")
+    r.check('["service","endpoint","status_class"]' in doc.replace(" ", ""),
+            f"{args.metrics_doc.name}: must document the [service, endpoint, status_class] set the SLO alarms read")
 
     check_emf_examples(doc, r)
 
-    print(f"check_template: {n_tpl} template checks, {n_prom} Prometheus checks, {n_graf} Grafana checks, "
-          f"{r.checked - n_tpl - n_prom - n_graf} METRICS.md checks")
+    n_doc = r.checked - n_slo - n_tpl - n_prom - n_graf
+    print(f"check_template: {n_slo} slo.yaml checks, {n_tpl} template checks, {n_prom} Prometheus checks, "
+          f"{n_graf} Grafana checks, {n_doc} METRICS.md checks")
     if r.failures:
         print(f"FAILED: {len(r.failures)} problem(s):", file=sys.stderr)
         for f in r.failures:
             print(f"  - {f}", file=sys.stderr)
         return 1
-    print("check_template: OK - 8 alerts x (CloudWatch alarm + Prometheus rule + promtool tests), "
-          "routes/IAM/runtime, dashboards")
+    print(f"check_template: OK - {len(ALERTS)} runbook alerts + {len(BURN)} burn-rate alerts (CloudWatch + Prometheus "
+          f"+ promtool tests just above/below), {len(PLATFORM) + len(PLATFORM_MATH)} platform alarms, "
+          "routes/IAM/runtime/first-deploy settings, dashboards")
     return 0
 
 

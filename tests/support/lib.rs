@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use recs::gen_data::{generate, GenConfig};
-use recs::registry::{LoadedModel, Registry};
-use recs::service::{Config, Service};
-use recs::titles::Titles;
+use recs_core::Titles;
+use recs_core::{LoadedModel, Registry};
+use recs_serve::{Config, Service};
+use recs_train::gen_data::{generate, GenConfig};
 
 /// `../shared` beside the repository (or `$RECS_SHARED_DIR`), when present.
 pub fn shared_dir() -> Option<PathBuf> {
@@ -126,9 +126,9 @@ pub fn http_get(
     (status, headers, body.to_string())
 }
 
-/// Routes one request through `recs::api::route` (every endpoint), synchronously.
+/// Routes one request through `recs_serve::api::route` (every endpoint), synchronously.
 pub fn route(svc: &Service, req: &http::Request<Bytes>) -> http::Response<Bytes> {
-    block_on(recs::api::route(svc, req))
+    block_on(recs_serve::api::route(svc, req))
 }
 
 /// An API Gateway HTTP API (v2) event from `events/`, parsed by lambda_http.
@@ -169,10 +169,10 @@ pub async fn service_over(
 /// Runs an `events/` file through a function's handler: (status, JSON body).
 pub async fn invoke(
     svc: &std::sync::Arc<Service>,
-    routes: &'static [recs::api::Endpoint],
+    routes: &'static [recs_serve::api::Endpoint],
     name: &str,
 ) -> (u16, serde_json::Value) {
-    let resp = recs::lambda::respond(svc, routes, lambda_event(name)).await;
+    let resp = recs_serve::lambda::respond(svc, routes, lambda_event(name)).await;
     let status = resp.status().as_u16();
     let lambda_http::Body::Text(body) = resp.body() else {
         panic!("{name}: expected a text body")

@@ -1,6 +1,6 @@
 //! Lambda function `drift`: on an EventBridge schedule, PSI per feature of the last
 //! window of events against the served version's training baseline
-//! (`recs::drift::run`, the same computation as `recs drift`). Writes one EMF line per
+//! (`recs_drift::run`, the same computation as `recs drift`). Writes one EMF line per
 //! feature (`data_drift_psi`, dimensions service + feature), sends the same values
 //! with CloudWatch `PutMetricData`, and logs one summary line.
 //!
@@ -20,11 +20,9 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 
-use recs::drift::{self, Summary};
-use recs::emf;
-use recs::metrics::names;
-use recs::registry::Registry;
-use recs::store::Store;
+use recs_core::{Registry, Store};
+use recs_drift::{self as drift, Summary};
+use recs_telemetry::{emf, names};
 
 /// Settings from the environment.
 #[derive(Debug, Clone)]
@@ -85,8 +83,8 @@ fn window_of(payload: &Value, cfg: &Config) -> Result<(u64, i64)> {
         .or_else(|| payload.get("time"))
         .and_then(Value::as_str);
     let until_ms = match until {
-        Some(t) => drift::events::parse_time(t).with_context(|| format!("time {t:?}"))?,
-        None => drift::now_ms(),
+        Some(t) => recs_core::time::parse_time(t).with_context(|| format!("time {t:?}"))?,
+        None => recs_core::time::now_ms(),
     };
     Ok((secs, until_ms))
 }
@@ -171,7 +169,7 @@ async fn invoke(
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    recs::telemetry::init();
+    recs_telemetry::init_logging();
     let cfg = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
     let cw = aws_sdk_cloudwatch::Client::new(&aws);
@@ -200,8 +198,9 @@ mod tests {
     use aws_sdk_cloudwatch::operation::put_metric_data::{PutMetricDataInput, PutMetricDataOutput};
     use aws_sdk_cloudwatch::Client;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
-    use recs::drift::{synth, Baseline, Row};
-    use recs::gen_data::{generate, GenConfig};
+    use recs_core::Interaction;
+    use recs_drift::{synth, Baseline};
+    use recs_train::gen_data::{generate, GenConfig};
 
     /// The schedule's time in events/drift-schedule.json.
     const UNTIL: i64 = 1_795_824_000_000;
@@ -231,7 +230,7 @@ mod tests {
             .unwrap();
         let synth_cfg = synth::SynthConfig::from_model(&model.model, 1);
         let train = synth::events(&synth_cfg, UNTIL - 15 * DAY, UNTIL - DAY);
-        let rows: Vec<Row> = train.iter().map(Row::from).collect();
+        let rows: Vec<Interaction> = train.iter().map(Interaction::from).collect();
         drift::save_baseline(&registry, "v0.1", &Baseline::compute(&rows, &model.model))
             .await
             .unwrap();

@@ -1,14 +1,14 @@
 //! Lambda function `health`: `GET /healthz`, 503 with the reason when no model is
-//! servable. A thin adapter over `recs::api` / `recs::lambda`.
+//! servable. A thin adapter over `recs_serve::api` / `recs_serve::lambda`.
 
-use recs::api::Endpoint;
+use recs_serve::api::Endpoint;
 
 /// The routes this function answers.
 const ROUTES: &[Endpoint] = &[Endpoint::Health];
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    recs::lambda::run_http(ROUTES).await
+    recs_serve::lambda::run_http(ROUTES).await
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
 //! Lambda function `recommend`: `GET /recommend/{user_id}`. A thin adapter: the
-//! request handling is `recs::api`, the Lambda glue `recs::lambda`.
+//! request handling is `recs_serve::api`, the Lambda glue `recs_serve::lambda`.
 
-use recs::api::Endpoint;
+use recs_serve::api::Endpoint;
 
 /// The routes this function answers.
 const ROUTES: &[Endpoint] = &[Endpoint::Recommend];
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    recs::lambda::run_http(ROUTES).await
+    recs_serve::lambda::run_http(ROUTES).await
 }
 
 #[cfg(test)]
@@ -49,7 +49,7 @@ mod tests {
             let svc = svc.clone();
             move |name: &str| {
                 let event = lambda_event(name);
-                async move { recs::lambda::respond_with_metrics(&svc, ROUTES, event, cold).await }
+                async move { recs_serve::lambda::respond_with_metrics(&svc, ROUTES, event, cold).await }
             }
         };
         // Cold start: the model load line, then the request line.
@@ -57,7 +57,7 @@ mod tests {
         assert_eq!(resp.status(), 200);
         let docs: Vec<_> = out
             .iter()
-            .map(|l| recs::emf::check_document(l).unwrap())
+            .map(|l| recs_telemetry::emf::check_document(l).unwrap())
             .collect();
         assert_eq!(docs.len(), 2);
         assert!(docs[0]["model_load_seconds"].as_f64().unwrap() >= 0.0);
@@ -69,7 +69,7 @@ mod tests {
         assert_eq!(resp.status(), 400);
         let docs: Vec<_> = out
             .iter()
-            .map(|l| recs::emf::check_document(l).unwrap())
+            .map(|l| recs_telemetry::emf::check_document(l).unwrap())
             .collect();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0]["status_class"], "4xx");

@@ -1,16 +1,16 @@
 //! Lambda function `switch`: model switching and rollout (`GET|POST /switch`,
-//! `GET /rollout/status`, `POST /rollout/update`), a thin adapter over `recs::api`.
+//! `GET /rollout/status`, `POST /rollout/update`), a thin adapter over `recs_serve::api`.
 //! API Gateway's AWS_IAM authorizer guards these routes; `RECS_ADMIN_TOKEN`, when set,
 //! adds a bearer-token check.
 
-use recs::api::Endpoint;
+use recs_serve::api::Endpoint;
 
 /// The routes this function answers.
 const ROUTES: &[Endpoint] = &Endpoint::ADMIN;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    recs::lambda::run_http(ROUTES).await
+    recs_serve::lambda::run_http(ROUTES).await
 }
 
 #[cfg(test)]

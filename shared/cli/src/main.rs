@@ -1,0 +1,395 @@
+//! `recs`: the operator CLI (DESIGN.md, "CLI").
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+mod drift_cmd;
+mod train_cmd;
+
+use recs_core::active;
+use recs_core::Registry;
+use recs_serve::control::{self, RolloutPatch};
+use recs_serve::{Config, Service};
+use recs_train::gen_data::{self, GenConfig};
+
+#[derive(Parser)]
+#[command(name = "recs", version, about = "movie-recs operator CLI")]
+struct Cli {
+    /// Registry: a folder or s3://bucket/prefix (before or after the subcommand).
+    #[arg(
+        long,
+        global = true,
+        env = "MODEL_REGISTRY",
+        default_value = "model_registry"
+    )]
+    registry: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every route (/recommend, /healthz, /metrics, /switch, /rollout/*) on one local port.
+    Serve {
+        /// Port to listen on.
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
+        /// Address to bind (loopback by default: the local server has no auth).
+        #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+        host: IpAddr,
+    },
+    /// Verify a version and make it the one every instance serves (recorded in
+    /// the registry's active.json; instances pick it up within ACTIVE_POLL_SECONDS).
+    Switch {
+        /// The version to serve, e.g. v0.2.
+        version: String,
+    },
+    /// Show or change the rollout (strategy, canary version and percentage, salt).
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
+    /// Load and verify a version (checksum, shapes, finiteness) without serving it.
+    Verify {
+        /// Version to verify (default: the one served, active.json's, else latest.txt's).
+        version: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Split positive ratings into train.tsv and test.tsv (holdout or leave-last-out).
+    Split(train_cmd::SplitArgs),
+    /// Train implicit-feedback ALS, evaluate, gate and publish a new version.
+    Train(train_cmd::TrainArgs),
+    /// Offline metrics (P, R, NDCG, MAP, HR at k) of a version and of popularity, as JSON.
+    Eval(train_cmd::EvalArgs),
+    /// Data drift: PSI per feature of the last window of events against the served
+    /// version's training baseline (`recs drift baseline` builds that baseline).
+    Drift(drift_cmd::DriftArgs),
+    /// Generate synthetic MovieLens-format ratings and titles with planted structure.
+    GenData {
+        /// Output folder for ratings.csv and movie_titles.csv.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 600)]
+        users: usize,
+        #[arg(long, default_value_t = 400)]
+        items: usize,
+        /// Dimensions of the planted latent structure.
+        #[arg(long, default_value_t = 8)]
+        factors: usize,
+        /// Median ratings per user.
+        #[arg(long, default_value_t = 40)]
+        ratings_per_user: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Also publish the planted factors as a version in this registry (a
+        /// stand-in model for demos and tests), with the titles beside it.
+        #[arg(long)]
+        publish: Option<String>,
+        /// Version name for --publish (default: the next vX.Y).
+        #[arg(long, requires = "publish")]
+        version: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutAction {
+    /// Print active.json (active, previous, rollout, history).
+    Status,
+    /// Change only the fields given; a canary version is verified first.
+    Update {
+        /// fixed | canary | ab_test | shadow
+        #[arg(long)]
+        strategy: Option<String>,
+        /// The canary (or variant_B) version; "none" clears it.
+        #[arg(long)]
+        canary_version: Option<String>,
+        /// Share of users on the canary, 0-100.
+        #[arg(long)]
+        canary_percentage: Option<f64>,
+        /// A new salt reassigns users to variants.
+        #[arg(long)]
+        salt: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    // A closed pipe (`recs rollout status | head`) ends the process quietly, as it
+    // does for other Unix tools, instead of a panic in println!.
+    // SAFETY: called before any other thread exists; SIG_DFL is always valid.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    recs_telemetry::init_logging();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", cause_chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The whole cause chain on one line, each cause once: a library error whose
+/// message already quotes its source is not followed by that source again.
+fn cause_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || out.contains(text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(text);
+    }
+    out
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let registry = cli.registry;
+    match cli.command {
+        Command::Serve { port, host } => serve(registry, SocketAddr::new(host, port)).await,
+        Command::Verify { version, json } => verify(&registry, version, json).await,
+        Command::Switch { version } => switch(&registry, &version).await,
+        Command::Rollout { action } => rollout(&registry, action).await,
+        Command::Split(args) => train_cmd::run_split(args),
+        Command::Train(args) => train_cmd::run_train(args).await,
+        Command::Eval(args) => train_cmd::run_eval(args).await,
+        Command::Drift(args) => drift_cmd::run(args).await,
+        Command::GenData {
+            out,
+            users,
+            items,
+            factors,
+            ratings_per_user,
+            seed,
+            publish,
+            version,
+        } => {
+            if users == 0 || items < 2 || factors == 0 || ratings_per_user == 0 {
+                bail!("--users, --factors and --ratings-per-user must be positive and --items at least 2");
+            }
+            let config = GenConfig {
+                users,
+                items,
+                factors,
+                ratings_per_user,
+                seed,
+                ..GenConfig::default()
+            };
+            gen_data(&out, &config, publish, version).await
+        }
+    }
+}
+
+async fn serve(registry: String, addr: SocketAddr) -> Result<()> {
+    // A folder that does not exist is a typo, not an outage: stop here. An
+    // unreachable S3 registry is retried (it may come back).
+    if let Some(root) = Registry::open(&registry)?.local_root() {
+        if !root.is_dir() {
+            bail!("registry folder {} does not exist", root.display());
+        }
+    }
+    let config = Config {
+        registry,
+        ..Config::from_env().context("reading configuration")?
+    };
+    if config.admin_token.is_none() {
+        tracing::warn!(
+            "RECS_ADMIN_TOKEN is not set: /switch and /rollout/update accept any local caller"
+        );
+    }
+    let svc = Arc::new(Service::start(config).await);
+    let (listener, local) = recs::server::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(address = %local, "recs serve listening");
+    eprintln!("recs serve: http://{local}/recommend/1?k=10  http://{local}/healthz  http://{local}/metrics");
+    let shutdown = async {
+        // Ctrl-C in a terminal, SIGTERM from a supervisor (systemd, docker stop, kill).
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let sigterm = async {
+            match term.as_mut() {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm => {}
+        }
+        tracing::info!("shutting down");
+    };
+    recs::server::serve(listener, svc, shutdown).await?;
+    Ok(())
+}
+
+/// What is served now ([`active::served_version`]): active.json's, else latest.txt's.
+async fn serving(registry: &Registry) -> Result<Option<String>> {
+    match active::served_version(registry, None).await {
+        Ok((_, v)) => Ok(Some(v)),
+        Err(active::ServedError::Latest(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn switch(location: &str, version: &str) -> Result<()> {
+    let registry = Registry::open(location)?;
+    let current = serving(&registry).await?;
+    let done = control::switch(&registry, version, current.as_deref(), &[]).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "status": "ok",
+            "model_version": done.state.active_version,
+            "previous_version": done.previous_version,
+            "revision": done.state.revision,
+        })
+    );
+    Ok(())
+}
+
+async fn rollout(location: &str, action: RolloutAction) -> Result<()> {
+    let registry = Registry::open(location)?;
+    match action {
+        RolloutAction::Status => match active::read(registry.store()).await? {
+            Some((state, _)) => println!("{}", serde_json::to_string_pretty(&state)?),
+            None => println!(
+                "{}",
+                serde_json::json!({"active_version": registry.latest().await.ok(), "rollout": active::Rollout::default(), "note": "no active.json yet: serving latest.txt"})
+            ),
+        },
+        RolloutAction::Update {
+            strategy,
+            canary_version,
+            canary_percentage,
+            salt,
+        } => {
+            let strategy = strategy
+                .map(|s| {
+                    active::Strategy::parse(&s).with_context(|| {
+                        format!("unknown strategy {s:?} (fixed, canary, ab_test, shadow)")
+                    })
+                })
+                .transpose()?;
+            let canary_version = canary_version.map(|v| (v != "none").then_some(v));
+            let patch = RolloutPatch {
+                strategy,
+                canary_version,
+                canary_percentage,
+                salt,
+            };
+            let current = serving(&registry).await?;
+            let (state, _) =
+                control::update_rollout(&registry, &patch, current.as_deref(), &[]).await?;
+            println!("{}", serde_json::to_string_pretty(&state)?);
+        }
+    }
+    Ok(())
+}
+
+async fn verify(location: &str, version: Option<String>, json: bool) -> Result<()> {
+    let registry = Registry::open(location)?;
+    let version = match version {
+        Some(v) => v,
+        None => active::served_version(&registry, None).await?.1,
+    };
+    let loaded = registry
+        .load(&version)
+        .await
+        .with_context(|| format!("version {version} in {location} failed verification"))?;
+    let m = &loaded.model;
+    let summary = serde_json::json!({
+        "version": loaded.version,
+        "ok": true,
+        "users": m.n_users(),
+        "items": m.n_items(),
+        "factors": m.factors(),
+        "seen_interactions": m.seen().nnz(),
+        "artifact_sha": loaded.artifact_sha,
+        "artifact_size": loaded.artifact_size,
+        "checksum_checked": loaded.meta.artifact_sha.is_some(),
+        "load_seconds": loaded.load_seconds,
+    });
+    if json {
+        println!("{summary}");
+    } else {
+        println!(
+            "{version}: OK ({} users, {} items, {} factors, artifact_sha {}{})",
+            m.n_users(),
+            m.n_items(),
+            m.factors(),
+            &loaded.artifact_sha[..12],
+            if loaded.meta.artifact_sha.is_some() {
+                ", checksum matches meta.json"
+            } else {
+                ", no checksum in meta.json"
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn gen_data(
+    out: &std::path::Path,
+    config: &GenConfig,
+    publish: Option<String>,
+    version: Option<String>,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let data = gen_data::generate(config);
+    let ratings = out.join("ratings.csv");
+    let titles = out.join("movie_titles.csv");
+    data.write_ratings_csv(&ratings)
+        .with_context(|| format!("writing {}", ratings.display()))?;
+    data.write_titles_csv(&titles)
+        .with_context(|| format!("writing {}", titles.display()))?;
+    println!(
+        "wrote {} ratings by {} users of {} movies to {} (seed {})",
+        data.ratings.len(),
+        config.users,
+        config.items,
+        ratings.display(),
+        config.seed
+    );
+    if let Some(location) = publish {
+        let registry = Registry::open(&location)?;
+        if let Some(root) = registry.local_root() {
+            std::fs::create_dir_all(root).with_context(|| format!("creating {location}"))?;
+        }
+        let version = match version {
+            Some(v) => v,
+            None => registry.next_version().await?,
+        };
+        let loaded = registry
+            .publish(&version, &data.planted_artifacts())
+            .await
+            .with_context(|| format!("publishing {version} to {location}"))?;
+        let titles_bytes =
+            std::fs::read(&titles).with_context(|| format!("reading {}", titles.display()))?;
+        registry
+            .store()
+            .put("movie_titles.csv", titles_bytes)
+            .await
+            .with_context(|| format!("copying titles to {location}"))?;
+        println!(
+            "published planted model {} to {location} ({} users, {} items, {} factors); latest.txt -> {}",
+            loaded.version,
+            loaded.model.n_users(),
+            loaded.model.n_items(),
+            loaded.model.factors(),
+            loaded.version
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! `recs split`, `recs train` and `recs eval`: arguments and what they print. The
+//! binary only routes to these; the work is in the sibling modules.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use recs_core::Registry;
+use recs_train::als::{AlsConfig, Confidence};
+use recs_train::eval::{self, TestSet};
+use recs_train::ratings::{self, Format};
+use recs_train::split::{self, Method, Pair};
+use recs_train::{
+    IdRows, TrainOptions, DEFAULT_ALPHA, DEFAULT_CG_STEPS, DEFAULT_FACTORS, DEFAULT_ITERATIONS,
+    DEFAULT_REGULARIZATION, DEFAULT_REG_EXPONENT,
+};
+
+/// Where and how to read a rating file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InputArgs {
+    /// Rating file: ml-100k u.data, ml-1m ratings.dat, MovieLens CSV, or user,item[,rating[,ts]] CSV/TSV.
+    #[arg(long)]
+    pub ratings: PathBuf,
+    /// File format (auto: detected from the first line).
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// Drop malformed rows (and count them) instead of failing on the first one.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Ratings at or above this are positives (rows without a rating always are).
+    #[arg(long, default_value_t = 4.0)]
+    pub min_rating: f32,
+}
+
+/// `recs split`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SplitArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// holdout: per-user random 80/20 (splitmix64); llo: each user's latest positive is TEST.
+    #[arg(long, value_enum, default_value_t = Method::Holdout)]
+    pub method: Method,
+    /// Holdout seed (42 for the peer's split, 43 for its validation split of TRAIN).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Holdout share of each user's positives.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Output folder for train.tsv and test.tsv (user \t item, sorted).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `recs train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Registry to publish to.
+    #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
+    pub registry: String,
+    /// Version name (default: vX.Y after the highest existing one).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Latent factors.
+    #[arg(long, default_value_t = DEFAULT_FACTORS)]
+    pub factors: usize,
+    /// L2 regularisation lambda (plain lambda * I, as implicit).
+    #[arg(long, default_value_t = DEFAULT_REGULARIZATION)]
+    pub regularization: f32,
+    /// Confidence weight of a positive.
+    #[arg(long, default_value_t = DEFAULT_ALPHA)]
+    pub alpha: f32,
+    /// alpha: C = alpha * r (implicit); one-plus-alpha: C = 1 + alpha * r (Hu et al.).
+    #[arg(long, value_enum, default_value_t = Confidence::Alpha)]
+    pub confidence: Confidence,
+    /// ALS iterations (each solves all users, then all items).
+    #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
+    pub iterations: usize,
+    /// Conjugate-gradient steps per solve (implicit: 3).
+    #[arg(long, default_value_t = DEFAULT_CG_STEPS)]
+    pub cg_steps: usize,
+    /// Frequency-scaled regularisation: row u gets lambda * (W_u / n)^NU, W_u its total
+    /// confidence over n cells (0: implicit's plain lambda).
+    #[arg(long, default_value_t = DEFAULT_REG_EXPONENT)]
+    pub reg_exponent: f32,
+    /// Worker threads (0: one per core). Results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Seed of the initial factors (numpy default_rng(seed), as implicit's random_state).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// How ids become matrix rows (dense: row = id - 1, the peer's matrix).
+    #[arg(long, value_enum, default_value_t = IdRows::Sorted)]
+    pub id_rows: IdRows,
+    /// Held-out positives to evaluate on (and to gate with).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Cut-off of the offline metrics.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Publish even if the quality gate would refuse.
+    #[arg(long)]
+    pub no_gate: bool,
+    /// How far below the latest version's NDCG@k the new one may be.
+    #[arg(long, default_value_t = 0.01)]
+    pub gate_margin: f64,
+    /// Compute the training loss after every iteration (costs a pass per iteration).
+    #[arg(long)]
+    pub loss: bool,
+    /// Train, evaluate and gate, but publish nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `recs eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// Registry to read.
+    #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
+    pub registry: String,
+    /// Version to evaluate (default: latest.txt's).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Held-out positives.
+    #[arg(long)]
+    pub test: PathBuf,
+    /// Format of the test file.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// Ratings at or above this are positives (rows without a rating always are).
+    #[arg(long, default_value_t = 4.0)]
+    pub min_rating: f32,
+    /// Cut-off.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+}
+
+/// Tells stderr about rows `--skip-bad-rows` dropped (from a `Ratings::summary`).
+fn note_skipped(data: &serde_json::Value) {
+    let n = data["skipped_bad_rows"].as_u64().unwrap_or(0);
+    if n > 0 {
+        eprintln!(
+            "skipped {n} malformed rows of {} ({})",
+            data["file"].as_str().unwrap_or("?"),
+            data["skipped_examples"]
+                .as_array()
+                .map(|v| v
+                    .iter()
+                    .filter_map(|e| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "))
+                .unwrap_or_default()
+        );
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON serialises")
+    );
+}
+
+/// `recs split`: writes OUT/train.tsv and OUT/test.tsv, prints a JSON summary.
+pub fn run_split(args: SplitArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.test_fraction) {
+        bail!("--test-fraction must be within 0..=1");
+    }
+    let i = &args.input;
+    let data = ratings::read_ratings(&i.ratings, i.format, i.skip_bad_rows)?;
+    let pairs: Vec<Pair> = data.positives(i.min_rating);
+    let s = match args.method {
+        Method::Holdout => split::holdout(&pairs, args.seed, args.test_fraction),
+        Method::Llo => split::leave_last_out(&pairs)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", i.ratings.display()))?,
+    };
+    let files = split::write_split(&args.out, &s)
+        .with_context(|| format!("writing the split to {}", args.out.display()))?;
+    note_skipped(&data.summary(i.min_rating));
+    print_json(&json!({
+        "method": args.method,
+        "seed": args.seed,
+        "input": data.summary(i.min_rating),
+        "files": files,
+    }));
+    Ok(())
+}
+
+/// `recs train`: prints a JSON summary; fails (non-zero exit) when the gate refuses.
+pub async fn run_train(args: TrainArgs) -> Result<()> {
+    let i = args.input;
+    let opts = TrainOptions {
+        ratings: i.ratings,
+        format: i.format,
+        skip_bad_rows: i.skip_bad_rows,
+        min_rating: i.min_rating,
+        registry: args.registry,
+        version: args.version,
+        als: AlsConfig {
+            factors: args.factors,
+            regularization: args.regularization,
+            alpha: args.alpha,
+            confidence: args.confidence,
+            iterations: args.iterations,
+            cg_steps: args.cg_steps,
+            reg_exponent: args.reg_exponent,
+            seed: args.seed,
+            threads: args.threads,
+            calculate_loss: args.loss,
+        },
+        id_rows: args.id_rows,
+        test: args.test,
+        k: args.k,
+        gate: !args.no_gate,
+        gate_margin: args.gate_margin,
+        dry_run: args.dry_run,
+        progress: true,
+    };
+    let report = recs_train::train(&opts).await?;
+    print_json(&report.summary);
+    note_skipped(&report.summary["model"]["data"]);
+    for note in &report.gate.notes {
+        eprintln!("gate: {note}");
+    }
+    if report.refused() {
+        bail!(
+            "quality gate refused to publish (latest.txt unchanged): {}",
+            report.gate.reasons()
+        );
+    }
+    if !report.gate.passed() {
+        eprintln!(
+            "gate: --no-gate: published despite: {}",
+            report.gate.reasons()
+        );
+    }
+    match &report.published {
+        Some(v) => eprintln!("published {v} to {}; latest.txt -> {v}", opts.registry),
+        None => eprintln!("dry run: nothing published"),
+    }
+    Ok(())
+}
+
+/// `recs eval`: offline metrics of a version and of popularity, as JSON.
+pub async fn run_eval(args: EvalArgs) -> Result<()> {
+    let registry = Registry::open(&args.registry)?;
+    let version = match args.version {
+        Some(v) => v,
+        None => registry.latest().await?,
+    };
+    let loaded = registry
+        .load(&version)
+        .await
+        .with_context(|| format!("loading {version} from {}", args.registry))?;
+    let t = ratings::read_ratings(&args.test, args.format, false)?;
+    let set = TestSet::from_ratings(&t, args.min_rating);
+    let e = eval::evaluate(&loaded.model, &set, args.k);
+    let mut out = e.to_json();
+    out["version"] = json!(version);
+    out["registry"] = json!(args.registry);
+    out["test_file"] = json!(t.path);
+    out["test_sha256"] = json!(t.sha256);
+    print_json(&out);
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! A verified, servable implicit-feedback ALS model: factor matrices, id lists, the
+//! training interactions to exclude, and a popularity ranking for unknown users.
+//! Every check happens in [`AlsModel::new`]; a value of this type is always servable.
+
+use std::collections::HashMap;
+
+use ndarray::Array2;
+
+use crate::csr::CsrPattern;
+use crate::topk::{dot, Scored, TopK};
+
+/// Why a set of model artifacts is not servable.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    /// User and item factors have each other's row counts (the trainer's `fit(UI.T)` bug).
+    #[error(
+        "factors look swapped: user_factors.npy is {user_rows}x{f_user} but users.json lists {n_users} users, \
+         item_factors.npy is {item_rows}x{f_item} but items.json lists {n_items} items \
+         (the Python trainer's fit(UI.T) bug); refusing to serve it"
+    )]
+    Swapped {
+        /// Rows of `user_factors.npy`.
+        user_rows: usize,
+        /// Columns (factors) of `user_factors.npy`.
+        f_user: usize,
+        /// Rows of `item_factors.npy`.
+        item_rows: usize,
+        /// Columns (factors) of `item_factors.npy`.
+        f_item: usize,
+        /// Ids listed in `users.json`.
+        n_users: usize,
+        /// Ids listed in `items.json`.
+        n_items: usize,
+    },
+    /// A factor matrix's row count differs from the length of its id list.
+    #[error("{file} has {rows} rows but {ids} lists {n} ids")]
+    RowMismatch {
+        /// The factor file, `user_factors.npy` or `item_factors.npy`.
+        file: &'static str,
+        /// Rows in that file.
+        rows: usize,
+        /// The id list it must match, `users.json` or `items.json`.
+        ids: &'static str,
+        /// Ids in that list.
+        n: usize,
+    },
+    /// User and item factors have different column counts (user, item).
+    #[error("factor widths differ: user_factors has {0} columns, item_factors has {1}")]
+    WidthMismatch(usize, usize),
+    /// A factor file is not 2-D (file name, shape found).
+    #[error("{0} must be a 2-D array, found shape {1:?}")]
+    NotMatrix(&'static str, Vec<usize>),
+    /// The model has no users, no items or zero factors.
+    #[error("empty model: {users} users, {items} items, {factors} factors")]
+    Empty {
+        /// Number of users.
+        users: usize,
+        /// Number of items.
+        items: usize,
+        /// Number of factors (columns).
+        factors: usize,
+    },
+    /// A factor matrix holds a NaN or infinity; the first one is reported.
+    #[error("{file} has a non-finite value ({value}) at row {row}, column {col}")]
+    NonFinite {
+        /// The factor file holding it.
+        file: &'static str,
+        /// Row of the first non-finite value.
+        row: usize,
+        /// Column of the first non-finite value.
+        col: usize,
+        /// The value itself (NaN or an infinity).
+        value: f32,
+    },
+    /// An id list names the same id twice.
+    #[error("{ids} lists id {id} twice (rows {first} and {second})")]
+    DuplicateId {
+        /// The id list, `users.json` or `items.json`.
+        ids: &'static str,
+        /// The repeated raw id.
+        id: i64,
+        /// Row of its first occurrence.
+        first: usize,
+        /// Row of the repeat.
+        second: usize,
+    },
+    /// The seen-interactions matrix is not users x items.
+    #[error("seen_csr.npz is {rows}x{cols} but the model has {users} users and {items} items")]
+    SeenShape {
+        /// Rows of `seen_csr.npz`.
+        rows: usize,
+        /// Columns of `seen_csr.npz`.
+        cols: usize,
+        /// Users in the model.
+        users: usize,
+        /// Items in the model.
+        items: usize,
+    },
+}
+
+/// A servable ALS model.
+#[derive(Debug)]
+pub struct AlsModel {
+    user_factors: Array2<f32>,
+    item_factors: Array2<f32>,
+    users: Vec<i64>,
+    items: Vec<i64>,
+    user_rows: HashMap<i64, u32>,
+    seen: CsrPattern,
+    /// Item rows by descending interaction count, ties by lower row.
+    popularity: Vec<Scored>,
+}
+
+/// The shape of a factor matrix as read from its `.npy`: (rows, cols, C-order data).
+pub struct Factors {
+    /// Dimensions from the `.npy` header; [`AlsModel::new`] requires exactly two.
+    pub shape: Vec<usize>,
+    /// Elements in C (row-major) order, as many as the shape's product.
+    pub data: Vec<f32>,
+}
+
+fn matrix(name: &'static str, f: Factors) -> Result<Array2<f32>, ModelError> {
+    match f.shape[..] {
+        [r, c] => Ok(Array2::from_shape_vec((r, c), f.data).expect("npy reader checked the size")),
+        _ => Err(ModelError::NotMatrix(name, f.shape)),
+    }
+}
+
+fn index_ids(ids: &[i64], name: &'static str) -> Result<HashMap<i64, u32>, ModelError> {
+    let mut map = HashMap::with_capacity(ids.len());
+    for (row, &id) in ids.iter().enumerate() {
+        if let Some(first) = map.insert(id, row as u32) {
+            return Err(ModelError::DuplicateId {
+                ids: name,
+                id,
+                first: first as usize,
+                second: row,
+            });
+        }
+    }
+    Ok(map)
+}
+
+/// The first NaN or infinity of a C-order matrix with `cols` columns, as
+/// (row, column, value).
+pub fn first_non_finite(data: &[f32], cols: usize) -> Option<(usize, usize, f32)> {
+    let cols = cols.max(1);
+    let i = data.iter().position(|v| !v.is_finite())?;
+    Some((i / cols, i % cols, data[i]))
+}
+
+fn check_finite(m: &Array2<f32>, file: &'static str) -> Result<(), ModelError> {
+    match first_non_finite(m.as_slice().expect("C order"), m.ncols()) {
+        None => Ok(()),
+        Some((row, col, value)) => Err(ModelError::NonFinite {
+            file,
+            row,
+            col,
+            value,
+        }),
+    }
+}
+
+impl AlsModel {
+    /// Verifies and assembles a model. Refuses swapped factors, row counts that do
+    /// not match the id lists, unequal widths, empty models, non-finite values,
+    /// duplicate ids and a seen matrix of the wrong shape.
+    pub fn new(
+        user_factors: Factors,
+        item_factors: Factors,
+        users: Vec<i64>,
+        items: Vec<i64>,
+        seen: CsrPattern,
+    ) -> Result<Self, ModelError> {
+        let uf = matrix("user_factors.npy", user_factors)?;
+        let itf = matrix("item_factors.npy", item_factors)?;
+        let (n_users, n_items) = (users.len(), items.len());
+        if uf.nrows() != n_users || itf.nrows() != n_items {
+            if uf.nrows() == n_items && itf.nrows() == n_users && n_users != n_items {
+                return Err(ModelError::Swapped {
+                    user_rows: uf.nrows(),
+                    f_user: uf.ncols(),
+                    item_rows: itf.nrows(),
+                    f_item: itf.ncols(),
+                    n_users,
+                    n_items,
+                });
+            }
+            return Err(if uf.nrows() != n_users {
+                ModelError::RowMismatch {
+                    file: "user_factors.npy",
+                    rows: uf.nrows(),
+                    ids: "users.json",
+                    n: n_users,
+                }
+            } else {
+                ModelError::RowMismatch {
+                    file: "item_factors.npy",
+                    rows: itf.nrows(),
+                    ids: "items.json",
+                    n: n_items,
+                }
+            });
+        }
+        if uf.ncols() != itf.ncols() {
+            return Err(ModelError::WidthMismatch(uf.ncols(), itf.ncols()));
+        }
+        if n_users == 0 || n_items == 0 || uf.ncols() == 0 {
+            return Err(ModelError::Empty {
+                users: n_users,
+                items: n_items,
+                factors: uf.ncols(),
+            });
+        }
+        check_finite(&uf, "user_factors.npy")?;
+        check_finite(&itf, "item_factors.npy")?;
+        let user_rows = index_ids(&users, "users.json")?;
+        index_ids(&items, "items.json")?;
+        if seen.rows != n_users || seen.cols != n_items {
+            return Err(ModelError::SeenShape {
+                rows: seen.rows,
+                cols: seen.cols,
+                users: n_users,
+                items: n_items,
+            });
+        }
+        let mut popularity: Vec<Scored> = seen
+            .column_counts()
+            .into_iter()
+            .enumerate()
+            .map(|(row, c)| Scored {
+                row: row as u32,
+                score: c as f32,
+            })
+            .collect();
+        popularity.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
+        Ok(AlsModel {
+            user_factors: uf,
+            item_factors: itf,
+            users,
+            items,
+            user_rows,
+            seen,
+            popularity,
+        })
+    }
+
+    /// Number of users (rows of the user factors).
+    pub fn n_users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Number of items (rows of the item factors).
+    pub fn n_items(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Number of latent factors (columns of both factor matrices).
+    pub fn factors(&self) -> usize {
+        self.user_factors.ncols()
+    }
+
+    /// Raw user ids in row order.
+    pub fn users(&self) -> &[i64] {
+        &self.users
+    }
+
+    /// Raw movie ids in row order.
+    pub fn items(&self) -> &[i64] {
+        &self.items
+    }
+
+    /// The training interactions (users x items).
+    pub fn seen(&self) -> &CsrPattern {
+        &self.seen
+    }
+
+    /// The users x factors matrix, rows in [`users`](Self::users) order.
+    pub fn user_factors(&self) -> &Array2<f32> {
+        &self.user_factors
+    }
+
+    /// The items x factors matrix, rows in [`items`](Self::items) order.
+    pub fn item_factors(&self) -> &Array2<f32> {
+        &self.item_factors
+    }
+
+    /// The raw movie id of an item row.
+    pub fn item_id(&self, row: u32) -> i64 {
+        self.items[row as usize]
+    }
+
+    /// The row of a raw user id, if the model knows the user.
+    pub fn user_row(&self, user_id: i64) -> Option<usize> {
+        self.user_rows.get(&user_id).map(|&r| r as usize)
+    }
+
+    /// Top-`k` unseen items for a known user row by dot-product score, best first;
+    /// equal scores rank the lower row first.
+    pub fn recommend_row(&self, user_row: usize, k: usize) -> Vec<Scored> {
+        let user = self.user_factors.row(user_row);
+        let user = user.as_slice().expect("C order");
+        let items = self.item_factors.as_slice().expect("C order");
+        let f = self.factors();
+        let seen = self.seen.row(user_row);
+        let mut top = TopK::new(k);
+        let mut next_seen = seen.iter().copied().peekable();
+        for (row, item) in items.chunks_exact(f).enumerate() {
+            let row = row as u32;
+            // `seen` is sorted, so one forward pass skips every seen item.
+            if next_seen.peek() == Some(&row) {
+                next_seen.next();
+                continue;
+            }
+            top.push(dot(user, item), row);
+        }
+        top.into_sorted()
+    }
+
+    /// The `k` most interacted-with items (for users the model does not know).
+    pub fn popular(&self, k: usize) -> &[Scored] {
+        &self.popularity[..k.min(self.popularity.len())]
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn factors(rows: usize, cols: usize, data: Vec<f32>) -> Factors {
+        Factors {
+            shape: vec![rows, cols],
+            data,
+        }
+    }
+
+    /// 2 users x 4 items, 2 factors; user 10 has seen item 100.
+    pub fn tiny() -> AlsModel {
+        AlsModel::new(
+            factors(2, 2, vec![1.0, 0.0, 0.0, 1.0]),
+            factors(4, 2, vec![0.9, 0.1, 0.5, 0.5, 0.5, 0.5, 0.1, 0.9]),
+            vec![10, 20],
+            vec![100, 200, 300, 400],
+            CsrPattern::from_rows(4, vec![vec![0], vec![3, 2]]),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn recommends_unseen_by_score_with_row_tiebreak() {
+        let m = tiny();
+        let r = m.recommend_row(m.user_row(10).unwrap(), 10);
+        let rows: Vec<u32> = r.iter().map(|s| s.row).collect();
+        // Item row 0 is seen; rows 1 and 2 tie at 0.5, lower row first.
+        assert_eq!(rows, vec![1, 2, 3]);
+        assert_eq!(m.recommend_row(1, 1)[0].row, 1);
+        assert!(m.user_row(30).is_none());
+    }
+
+    #[test]
+    fn popularity_counts_seen_columns() {
+        let m = tiny();
+        let rows: Vec<u32> = m.popular(10).iter().map(|s| s.row).collect();
+        assert_eq!(rows, vec![0, 2, 3, 1]);
+        assert_eq!(m.popular(2).len(), 2);
+    }
+
+    #[test]
+    fn refuses_swapped_factors_naming_shapes() {
+        let err = AlsModel::new(
+            factors(3, 2, vec![0.0; 6]),
+            factors(2, 2, vec![0.0; 4]),
+            vec![1, 2],
+            vec![7, 8, 9],
+            CsrPattern::from_rows(3, vec![vec![], vec![]]),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("swapped") && msg.contains("3x2") && msg.contains("lists 2 users"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_models() {
+        let nan = AlsModel::new(
+            factors(1, 2, vec![0.0, f32::NAN]),
+            factors(1, 2, vec![0.0; 2]),
+            vec![1],
+            vec![2],
+            CsrPattern::from_rows(1, vec![vec![]]),
+        );
+        assert!(matches!(
+            nan,
+            Err(ModelError::NonFinite { row: 0, col: 1, .. })
+        ));
+        let empty = AlsModel::new(
+            factors(0, 64, vec![]),
+            factors(0, 64, vec![]),
+            vec![],
+            vec![],
+            CsrPattern::from_rows(0, vec![]),
+        );
+        assert!(matches!(empty, Err(ModelError::Empty { .. })));
+        let width = AlsModel::new(
+            factors(1, 2, vec![0.0; 2]),
+            factors(1, 3, vec![0.0; 3]),
+            vec![1],
+            vec![2],
+            CsrPattern::from_rows(1, vec![vec![]]),
+        );
+        assert_eq!(width.unwrap_err(), ModelError::WidthMismatch(2, 3));
+        let dup = AlsModel::new(
+            factors(2, 1, vec![0.0; 2]),
+            factors(1, 1, vec![0.0]),
+            vec![5, 5],
+            vec![2],
+            CsrPattern::from_rows(1, vec![vec![], vec![]]),
+        );
+        assert!(matches!(dup, Err(ModelError::DuplicateId { id: 5, .. })));
+        let seen = AlsModel::new(
+            factors(1, 1, vec![0.0]),
+            factors(1, 1, vec![0.0]),
+            vec![1],
+            vec![2],
+            CsrPattern::from_rows(2, vec![vec![]]),
+        );
+        assert!(matches!(seen, Err(ModelError::SeenShape { .. })));
+    }
+}

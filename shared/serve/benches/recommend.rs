@@ -1,0 +1,229 @@
+//! `make bench`: in-process recommend latency (p50, p99) at three model sizes, each
+//! next to the memory-bandwidth floor measured in the same run: a request must read
+//! every item factor once, so bytes(item_factors) / bandwidth is the least it can take.
+//!
+//! Sizes: implicit's ml-100k model (from ../shared when present), a synthetic model
+//! of ml-1m size (6,040 x 3,706, 64 factors) and one of ml-25m size (162,541 x 59,047,
+//! 128 factors). The machine is shared: read the ratios, not the absolute numbers.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
+
+use bytes::Bytes;
+use recs_core::CsrPattern;
+use recs_core::Titles;
+use recs_core::{AlsModel, Factors};
+use recs_core::{LoadedModel, Registry, VersionMeta};
+use recs_serve::api;
+use recs_serve::{Config, Service};
+
+/// A small, fast, deterministic generator (splitmix64) for synthetic factors.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+}
+
+fn synthetic(users: usize, items: usize, factors: usize, seen_per_user: usize) -> LoadedModel {
+    let mut rng = SplitMix(7);
+    let uf = (0..users * factors).map(|_| rng.unit()).collect();
+    let itf = (0..items * factors).map(|_| rng.unit()).collect();
+    let rows = (0..users)
+        .map(|_| {
+            (0..seen_per_user)
+                .map(|_| (rng.next() % items as u64) as u32)
+                .collect()
+        })
+        .collect();
+    let model = AlsModel::new(
+        Factors {
+            shape: vec![users, factors],
+            data: uf,
+        },
+        Factors {
+            shape: vec![items, factors],
+            data: itf,
+        },
+        (1..=users as i64).collect(),
+        (1..=items as i64).collect(),
+        CsrPattern::from_rows(items, rows),
+    )
+    .expect("synthetic model is valid");
+    LoadedModel {
+        version: "bench".into(),
+        meta: VersionMeta::default(),
+        model_meta: serde_json::Value::Null,
+        model,
+        artifact_sha: String::new(),
+        artifact_size: 0,
+        load_seconds: 0.0,
+    }
+}
+
+/// Sequential read bandwidth in bytes/s: the best of several passes summing a
+/// buffer far larger than the caches.
+fn memory_bandwidth() -> f64 {
+    let buf: Vec<f32> = (0..64 << 20).map(|i| (i % 7) as f32).collect(); // 256 MiB
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut acc = [0f32; 16];
+        for chunk in buf.chunks_exact(16) {
+            for l in 0..16 {
+                acc[l] += chunk[l];
+            }
+        }
+        black_box(acc);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (buf.len() * 4) as f64 / best
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct Row {
+    name: String,
+    shape: String,
+    core_p50: f64,
+    core_p99: f64,
+    api_p50: f64,
+    api_p99: f64,
+    floor: f64,
+}
+
+fn measure(name: &str, loaded: LoadedModel, calls: usize, bandwidth: f64) -> Row {
+    let m = &loaded.model;
+    let shape = format!("{} x {} x {}", m.n_users(), m.n_items(), m.factors());
+    let floor = (m.n_items() * m.factors() * 4) as f64 / bandwidth;
+    let users: Vec<i64> = m.users().to_vec();
+    let mut rng = SplitMix(11);
+    let picks: Vec<usize> = (0..calls)
+        .map(|_| (rng.next() % users.len() as u64) as usize)
+        .collect();
+
+    // The core: score every item, skip the seen ones, keep the top 10.
+    for &u in picks.iter().take(calls / 10) {
+        black_box(m.recommend_row(u, 10));
+    }
+    let mut core: Vec<f64> = picks
+        .iter()
+        .map(|&u| {
+            let t = Instant::now();
+            black_box(m.recommend_row(u, 10));
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+
+    // The whole request path: parsing, validation, titles, JSON, metrics.
+    let svc = Service::with_model(Config::default(), loaded, Titles::default());
+    let requests: Vec<http::Request<Bytes>> = picks
+        .iter()
+        .map(|&u| {
+            http::Request::builder()
+                .uri(format!("/recommend/{}?k=10", users[u]))
+                .body(Bytes::new())
+                .expect("request")
+        })
+        .collect();
+    // The API is async (admin routes do I/O); recommend never awaits, so a
+    // current-thread runtime adds only its poll overhead.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut full: Vec<f64> = requests
+        .iter()
+        .map(|req| {
+            let t = Instant::now();
+            let resp = rt.block_on(api::route(&svc, req));
+            assert_eq!(resp.status(), 200);
+            black_box(resp);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    core.sort_by(f64::total_cmp);
+    full.sort_by(f64::total_cmp);
+    Row {
+        name: name.into(),
+        shape,
+        core_p50: percentile(&core, 0.5),
+        core_p99: percentile(&core, 0.99),
+        api_p50: percentile(&full, 0.5),
+        api_p99: percentile(&full, 0.99),
+        floor,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a filter argument is not supported here.
+    let bandwidth = memory_bandwidth();
+    println!(
+        "memory bandwidth (sequential read, best of 5): {:.1} GB/s",
+        bandwidth / 1e9
+    );
+    let mut rows = Vec::new();
+
+    let shared =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/implicit-ml100k");
+    if shared.is_dir() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let registry = Registry::open(shared.to_str().expect("utf-8")).expect("registry");
+        let loaded = rt
+            .block_on(registry.load("v1.0"))
+            .expect("implicit fixture loads");
+        rows.push(measure("implicit ml-100k", loaded, 20_000, bandwidth));
+    } else {
+        println!("(skipping implicit ml-100k: ../shared/fixtures is not present)");
+    }
+    rows.push(measure(
+        "synthetic ml-1m size",
+        synthetic(6_040, 3_706, 64, 95),
+        20_000,
+        bandwidth,
+    ));
+    rows.push(measure(
+        "synthetic ml-25m size",
+        synthetic(162_541, 59_047, 128, 150),
+        1_000,
+        bandwidth,
+    ));
+
+    let us = |s: f64| format!("{:.1}", s * 1e6);
+    println!();
+    println!("| model | users x items x factors | core p50 (us) | core p99 (us) | API p50 (us) | API p99 (us) | bandwidth floor (us) | p50 / floor |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            r.name,
+            r.shape,
+            us(r.core_p50),
+            us(r.core_p99),
+            us(r.api_p50),
+            us(r.api_p99),
+            us(r.floor),
+            r.core_p50 / r.floor
+        );
+    }
+    println!();
+    println!("core = AlsModel::recommend_row (score all items, skip seen, top-10);");
+    println!(
+        "API = recs_serve::api::route for GET /recommend/{{user}}?k=10 (validation, JSON, metrics)."
+    );
+    println!("floor = bytes of item factors / measured bandwidth; the target is API p99 < 200 us at ml-1m size.");
+}

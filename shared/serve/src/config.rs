@@ -1,0 +1,131 @@
+//! Settings read from the environment (README, "Configuration"), once per process.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Largest `k` accepted unless `MAX_K` says otherwise.
+pub const DEFAULT_MAX_K: usize = 100;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}={value:?} is invalid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// Settings read from the environment (README, "Configuration").
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `MODEL_REGISTRY`: a folder or `s3://bucket/prefix` (default `./model_registry`).
+    pub registry: String,
+    /// `MODEL_VERSION`: serve this version when the registry has no active.json.
+    pub version: Option<String>,
+    /// `MAX_K`: the largest `k` a request may ask for (default 100).
+    pub max_k: usize,
+    /// `MOVIE_TITLES`: a titles file; default `<registry>/movie_titles.csv` when present.
+    pub titles: Option<PathBuf>,
+    /// `CONTAINER_IMAGE_DIGEST`: reported in provenance when the version meta has none.
+    pub image_digest: Option<String>,
+    /// `ENVIRONMENT`: reported by `/healthz` (default `production`).
+    pub environment: String,
+    /// `ACTIVE_POLL_SECONDS`: how often to check active.json (default 10).
+    pub poll: Duration,
+    /// `RECS_ADMIN_TOKEN`: bearer token for /switch and /rollout/update; when unset
+    /// they are open (API Gateway's AWS_IAM protects them on AWS).
+    pub admin_token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            registry: "model_registry".into(),
+            version: None,
+            max_k: DEFAULT_MAX_K,
+            titles: None,
+            image_digest: None,
+            environment: "production".into(),
+            poll: Duration::from_secs(10),
+            admin_token: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration from environment variables.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads the configuration through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let d = Config::default();
+        let number =
+            |name: &'static str, lo: u64, hi: u64, default: u64, reason: &'static str| match get(
+                name,
+            ) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+                    _ => Err(ConfigError::Invalid {
+                        name,
+                        value: v,
+                        reason,
+                    }),
+                },
+            };
+        let max_k = number(
+            "MAX_K",
+            1,
+            10_000,
+            d.max_k as u64,
+            "must be an integer in 1..=10000",
+        )? as usize;
+        let poll = number(
+            "ACTIVE_POLL_SECONDS",
+            0,
+            3600,
+            10,
+            "must be an integer in 0..=3600",
+        )?;
+        Ok(Config {
+            registry: get("MODEL_REGISTRY").unwrap_or(d.registry),
+            version: get("MODEL_VERSION"),
+            max_k,
+            titles: get("MOVIE_TITLES").map(PathBuf::from),
+            image_digest: get("CONTAINER_IMAGE_DIGEST"),
+            environment: get("ENVIRONMENT").unwrap_or(d.environment),
+            poll: Duration::from_secs(poll),
+            admin_token: get("RECS_ADMIN_TOKEN"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!((c.max_k, c.registry.as_str()), (100, "model_registry"));
+        assert_eq!(c.poll, Duration::from_secs(10));
+        let env: HashMap<&str, &str> = [
+            ("MAX_K", "50"),
+            ("MODEL_VERSION", "v1.0"),
+            ("ACTIVE_POLL_SECONDS", "1"),
+        ]
+        .into();
+        let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!((c.max_k, c.version.as_deref()), (50, Some("v1.0")));
+        assert_eq!(c.poll, Duration::from_secs(1));
+        for bad in ["0", "-1", "abc", "100000"] {
+            let err = Config::from_lookup(|k| (k == "MAX_K").then(|| bad.to_string()));
+            assert!(err.is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! movie-recs serving: what the HTTP Lambda functions and `recs serve` run.
+//!
+//! - [`Config`]: settings from the environment.
+//! - [`Service`]: one execution environment's served snapshot, its reload and polling.
+//! - [`control`]: switch and rollout, implemented once (HTTP routes and CLI).
+//! - [`api`]: the HTTP contract, one route table, one error-to-response mapping.
+//! - [`Metrics`]: the Prometheus side; EMF lines come from [`recs_telemetry`].
+//! - [`lambda`]: the adapter between lambda_http's events and [`api`].
+
+#![warn(missing_docs)]
+
+pub mod api;
+mod config;
+pub mod control;
+pub mod lambda;
+mod metrics;
+mod state;
+
+pub use config::{Config, ConfigError, DEFAULT_MAX_K};
+pub use metrics::{Metrics, VersionInfo};
+pub use state::{ModelState, Served, Service};

@@ -1,0 +1,528 @@
+//! Training and offline evaluation (docs/TRAINING.md):
+//!
+//! - [`ratings`]: rating files in the MovieLens formats, malformed rows, duplicates.
+//! - [`split`]: the peer's holdout and leave-last-out splits, byte for byte.
+//! - [`als`]: implicit-feedback ALS with implicit 0.7.3's conjugate-gradient solver.
+//! - [`eval`]: P, R, NDCG, MAP, HR at k, ALS and popularity side by side.
+//! - [`gate`]: what must hold before `recs train` publishes.
+//! - [`cli`]: `recs split`, `recs train`, `recs eval`.
+//!
+//! [`train`] runs the whole pipeline: read, build the matrix, fit, evaluate, gate,
+//! publish through [`Registry::publish`].
+
+#![warn(missing_docs)]
+
+pub mod als;
+pub mod eval;
+pub mod gate;
+pub mod gen_data;
+mod kernels;
+pub mod ratings;
+pub mod rng;
+pub mod split;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use als::{AlsConfig, AlsFactors, Csr};
+use eval::{Evaluation, TestSet};
+use gate::{GateReport, Incumbent};
+use ratings::{Format, Rating};
+use recs_core::{
+    validate_version, AlsModel, Artifacts, CsrPattern, Factors, Registry, RegistryError,
+};
+
+/// How raw ids become matrix rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum IdRows {
+    /// The distinct ids that have a positive, ascending.
+    Sorted,
+    /// Row = id - 1 for ids 1..=max (as the peer script and implicit's MovieLens
+    /// examples index): rows without positives take part in the random
+    /// initialisation and the first Y'Y, as in implicit, and are dropped from the
+    /// published model. With the same seed this starts from exactly implicit's
+    /// factors for `csr_matrix(..., shape=(max user id, max item id))`.
+    Dense,
+}
+
+/// The training matrix and the raw id of every row and column.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub users: Vec<i64>,
+    pub items: Vec<i64>,
+    /// users x items, 1.0 per positive.
+    pub matrix: Csr,
+}
+
+/// Our defaults, tuned on a validation split cut from the ml-100k holdout TRAIN
+/// file (seed 43), never on its test file: docs/TRAINING.md has the grid.
+pub const DEFAULT_FACTORS: usize = 128;
+pub const DEFAULT_REGULARIZATION: f32 = 60.0;
+pub const DEFAULT_ALPHA: f32 = 12.0;
+pub const DEFAULT_ITERATIONS: usize = 25;
+pub const DEFAULT_CG_STEPS: usize = 3;
+pub const DEFAULT_REG_EXPONENT: f32 = 0.0;
+
+/// [`AlsConfig`] with `recs train`'s defaults.
+pub fn default_als() -> als::AlsConfig {
+    als::AlsConfig {
+        factors: DEFAULT_FACTORS,
+        regularization: DEFAULT_REGULARIZATION,
+        alpha: DEFAULT_ALPHA,
+        confidence: als::Confidence::Alpha,
+        iterations: DEFAULT_ITERATIONS,
+        cg_steps: DEFAULT_CG_STEPS,
+        reg_exponent: DEFAULT_REG_EXPONENT,
+        seed: 42,
+        threads: 0,
+        calculate_loss: false,
+    }
+}
+
+/// Why training could not run or publish.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Ratings(#[from] ratings::RatingsError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Model(#[from] recs_core::ModelError),
+    #[error("invalid training input: {0}")]
+    Invalid(String),
+    #[error("creating {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("publishing {version} to {registry}: {source}")]
+    Publish {
+        version: String,
+        registry: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
+    #[error("writing the drift baseline of {version}: {source}")]
+    Baseline {
+        version: String,
+        #[source]
+        source: Box<recs_drift::BaselineError>,
+    },
+}
+
+type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+/// Largest id `IdRows::Dense` accepts (the matrix has one row per id).
+const DENSE_MAX_ID: i64 = 50_000_000;
+
+/// Builds the users x items matrix of `positives` (1.0 each).
+pub fn build_dataset(positives: &[Rating], id_rows: IdRows) -> Result<Dataset> {
+    let (users, items): (Vec<i64>, Vec<i64>) = match id_rows {
+        IdRows::Sorted => {
+            let mut u: Vec<i64> = positives.iter().map(|r| r.user).collect();
+            let mut i: Vec<i64> = positives.iter().map(|r| r.item).collect();
+            u.sort_unstable();
+            u.dedup();
+            i.sort_unstable();
+            i.dedup();
+            (u, i)
+        }
+        IdRows::Dense => {
+            let max_u = positives.iter().map(|r| r.user).max().unwrap_or(0);
+            let max_i = positives.iter().map(|r| r.item).max().unwrap_or(0);
+            if let Some(r) = positives.iter().find(|r| r.user < 1 || r.item < 1) {
+                return Err(TrainError::Invalid(format!(
+                    "--id-rows dense needs ids from 1, found user {} item {}",
+                    r.user, r.item
+                )));
+            }
+            if max_u > DENSE_MAX_ID || max_i > DENSE_MAX_ID {
+                return Err(TrainError::Invalid(format!("--id-rows dense: ids up to {max_u}/{max_i} are too sparse for one row per id; use --id-rows sorted")));
+            }
+            ((1..=max_u).collect(), (1..=max_i).collect())
+        }
+    };
+    let index = |ids: &[i64]| -> HashMap<i64, u32> {
+        ids.iter()
+            .enumerate()
+            .map(|(row, &id)| (id, row as u32))
+            .collect()
+    };
+    let (urow, irow) = (index(&users), index(&items));
+    let triplets: Vec<(u32, u32, f32)> = positives
+        .iter()
+        .map(|r| (urow[&r.user], irow[&r.item], 1.0))
+        .collect();
+    let matrix = Csr::from_triplets(users.len(), items.len(), &triplets);
+    Ok(Dataset {
+        users,
+        items,
+        matrix,
+    })
+}
+
+/// Turns fitted factors into registry artifacts: rows and columns without any
+/// positive are dropped; `seen` is the training matrix. Metadata is left empty.
+pub fn to_artifacts(ds: &Dataset, fit: &AlsFactors) -> Artifacts {
+    let f = fit.factors;
+    let keep_users: Vec<usize> = (0..ds.matrix.rows)
+        .filter(|&u| ds.matrix.row_len(u) > 0)
+        .collect();
+    let mut item_count = vec![0usize; ds.matrix.cols];
+    for &c in &ds.matrix.indices {
+        item_count[c as usize] += 1;
+    }
+    let keep_items: Vec<usize> = (0..ds.matrix.cols).filter(|&i| item_count[i] > 0).collect();
+    let mut new_col = vec![u32::MAX; ds.matrix.cols];
+    for (new, &old) in keep_items.iter().enumerate() {
+        new_col[old] = new as u32;
+    }
+    let take = |src: &[f32], rows: &[usize]| -> Vec<f32> {
+        rows.iter()
+            .flat_map(|&r| src[r * f..(r + 1) * f].iter().copied())
+            .collect()
+    };
+    let seen_rows: Vec<Vec<u32>> = keep_users
+        .iter()
+        .map(|&u| {
+            ds.matrix.indices[ds.matrix.indptr[u]..ds.matrix.indptr[u + 1]]
+                .iter()
+                .map(|&c| new_col[c as usize])
+                .collect()
+        })
+        .collect();
+    Artifacts {
+        user_factors: Factors {
+            shape: vec![keep_users.len(), f],
+            data: take(&fit.user_factors, &keep_users),
+        },
+        item_factors: Factors {
+            shape: vec![keep_items.len(), f],
+            data: take(&fit.item_factors, &keep_items),
+        },
+        users: keep_users.iter().map(|&u| ds.users[u]).collect(),
+        items: keep_items.iter().map(|&i| ds.items[i]).collect(),
+        seen: CsrPattern::from_rows(keep_items.len(), seen_rows),
+        model_meta: Value::Null,
+        version_fields: serde_json::Map::new(),
+    }
+}
+
+/// A servable model from artifacts (for evaluation before publishing).
+pub fn model_of(a: &Artifacts) -> Result<AlsModel> {
+    let copy = |f: &Factors| Factors {
+        shape: f.shape.clone(),
+        data: f.data.clone(),
+    };
+    Ok(AlsModel::new(
+        copy(&a.user_factors),
+        copy(&a.item_factors),
+        a.users.clone(),
+        a.items.clone(),
+        a.seen.clone(),
+    )?)
+}
+
+/// Process CPU time (all threads), seconds.
+pub fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// `$GIT_SHA`, else `git rev-parse HEAD`, else "unknown".
+pub fn git_sha() -> String {
+    if let Ok(sha) = std::env::var("GIT_SHA") {
+        if !sha.trim().is_empty() {
+            return sha.trim().to_string();
+        }
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Everything `recs train` needs.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub ratings: PathBuf,
+    pub format: Format,
+    pub skip_bad_rows: bool,
+    pub min_rating: f32,
+    pub registry: String,
+    pub version: Option<String>,
+    pub als: AlsConfig,
+    pub id_rows: IdRows,
+    pub test: Option<PathBuf>,
+    pub k: usize,
+    pub gate: bool,
+    pub gate_margin: f64,
+    /// Train, evaluate and gate, but publish nothing.
+    pub dry_run: bool,
+    /// Draw a progress bar on stderr (when it is a terminal).
+    pub progress: bool,
+}
+
+impl TrainOptions {
+    /// Options with `recs train`'s defaults.
+    pub fn new(ratings: impl Into<PathBuf>, registry: impl Into<String>) -> Self {
+        TrainOptions {
+            ratings: ratings.into(),
+            format: Format::Auto,
+            skip_bad_rows: false,
+            min_rating: 4.0,
+            registry: registry.into(),
+            version: None,
+            als: default_als(),
+            id_rows: IdRows::Sorted,
+            test: None,
+            k: 10,
+            gate: true,
+            gate_margin: 0.01,
+            dry_run: false,
+            progress: false,
+        }
+    }
+}
+
+/// What `recs train` did.
+#[derive(Debug)]
+pub struct TrainReport {
+    /// The published version; `None` for a dry run or a refusal.
+    pub published: Option<String>,
+    pub gate: GateReport,
+    /// Whether the gate was applied (false with `--no-gate`).
+    pub gated: bool,
+    pub evaluation: Option<Evaluation>,
+    /// The JSON `recs train` prints.
+    pub summary: Value,
+}
+
+impl TrainReport {
+    /// True when the gate was on and said no.
+    pub fn refused(&self) -> bool {
+        self.gated && !self.gate.passed()
+    }
+}
+
+fn progress_bar(iterations: usize, enabled: bool) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(iterations as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "ALS {bar:30.cyan/blue} {pos}/{len} iterations  {elapsed_precise}  {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Reads, trains, evaluates, gates and (unless refused or a dry run) publishes.
+pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
+    if let Some(v) = &opts.version {
+        validate_version(v)?;
+    }
+    let registry = Registry::open(&opts.registry)?;
+    if let Some(v) = &opts.version {
+        if !opts.dry_run && registry.versions().await.unwrap_or_default().contains(v) {
+            return Err(TrainError::Invalid(format!(
+                "version {v} already exists in {}; pick another --version",
+                opts.registry
+            )));
+        }
+    }
+    let data = ratings::read_ratings(&opts.ratings, opts.format, opts.skip_bad_rows)?;
+    let positives = data.positives(opts.min_rating);
+    let test = match &opts.test {
+        Some(path) => {
+            let t = ratings::read_ratings(path, Format::Auto, opts.skip_bad_rows)?;
+            let set = TestSet::from_ratings(&t, opts.min_rating);
+            Some((t, set))
+        }
+        None => None,
+    };
+    let ds = build_dataset(&positives, opts.id_rows)?;
+
+    let bar = progress_bar(opts.als.iterations, opts.progress);
+    let (wall0, cpu0) = (Instant::now(), process_cpu_seconds());
+    let fit = if positives.is_empty() {
+        AlsFactors {
+            factors: opts.als.factors,
+            user_factors: vec![],
+            item_factors: vec![],
+            loss: None,
+        }
+    } else {
+        als::fit(&ds.matrix, &opts.als, &mut |s| {
+            bar.set_position(s.iteration as u64);
+            bar.set_message(match s.loss {
+                Some(l) => format!("loss {l:.6}"),
+                None => format!("{:.3} s/iteration", s.seconds),
+            });
+        })
+        .map_err(TrainError::Invalid)?
+    };
+    let (fit_seconds, fit_cpu) = (wall0.elapsed().as_secs_f64(), process_cpu_seconds() - cpu0);
+    bar.finish_and_clear();
+
+    let mut artifacts = to_artifacts(&ds, &fit);
+    let (n_users, n_items) = (artifacts.users.len(), artifacts.items.len());
+    let mut gate = gate::check_structure(
+        n_users,
+        n_items,
+        fit.factors,
+        &artifacts.user_factors.data,
+        &artifacts.item_factors.data,
+    );
+    let mut evaluation = None;
+    let mut incumbent_json = Value::Null;
+    if let (true, Some((_, set))) = (gate.passed(), &test) {
+        let model = model_of(&artifacts)?;
+        let e = eval::evaluate(&model, set, opts.k);
+        let incumbent = match registry.latest().await {
+            Err(RegistryError::NoLatest(_)) => Incumbent::None,
+            Err(e) => Incumbent::Unloadable {
+                version: "latest.txt".into(),
+                error: e.to_string(),
+            },
+            Ok(v) => match registry.load(&v).await {
+                Ok(old) => Incumbent::Evaluated {
+                    eval: eval::evaluate(&old.model, set, opts.k),
+                    version: v,
+                },
+                Err(e) => Incumbent::Unloadable {
+                    version: v,
+                    error: e.to_string(),
+                },
+            },
+        };
+        if let Incumbent::Evaluated { version, eval } = &incumbent {
+            incumbent_json = json!({"version": version, "metrics": eval.to_json()});
+        }
+        gate::check_quality(&mut gate, &e, &incumbent, opts.gate_margin);
+        evaluation = Some(e);
+    } else if test.is_none() {
+        gate.notes.push(
+            "no --test file: only the structural checks ran (pass --test to compare with popularity and the latest version)"
+                .into(),
+        );
+    }
+
+    let hyper = json!({
+        "factors": opts.als.factors,
+        "iterations": opts.als.iterations,
+        "regularization": opts.als.regularization,
+        "alpha": opts.als.alpha,
+        "confidence": opts.als.confidence,
+        "cg_steps": opts.als.cg_steps,
+        "reg_exponent": opts.als.reg_exponent,
+        "random_state": opts.als.seed,
+        "id_rows": opts.id_rows,
+        "min_rating": opts.min_rating,
+    });
+    let mut model_meta = json!({
+        "type": "ALS",
+        "trainer": format!("recs {} train (conjugate gradient, implicit 0.7.3 semantics)", env!("CARGO_PKG_VERSION")),
+        "users": n_users,
+        "items": n_items,
+        "interactions": artifacts.seen.nnz(),
+        "threads": opts.als.threads,
+        "simd": als::Simd::detect().name(),
+        "fit_seconds": fit_seconds,
+        "fit_cpu_seconds": fit_cpu,
+        "training_loss": fit.loss,
+        "data": data.summary(opts.min_rating),
+        "gate": gate.to_json(),
+    });
+    for (k, v) in hyper.as_object().expect("object") {
+        model_meta[k] = v.clone();
+    }
+    if let (Some(e), Some((t, _))) = (&evaluation, &test) {
+        model_meta["offline_metrics"] = e.to_json();
+        model_meta["offline_metrics"]["test_file"] = json!(t.path);
+        model_meta["offline_metrics"]["test_sha256"] = json!(t.sha256);
+    }
+    artifacts.model_meta = model_meta.clone();
+    artifacts
+        .version_fields
+        .insert("git_sha".into(), git_sha().into());
+    artifacts
+        .version_fields
+        .insert("data_snapshot_id".into(), data.sha256.clone().into());
+    artifacts
+        .version_fields
+        .insert("trained_by".into(), "recs train".into());
+
+    let gated = opts.gate;
+    let mut published = None;
+    let refused = gated && !gate.passed();
+    if !refused && !opts.dry_run {
+        if let Some(root) = (!opts.registry.contains("://")).then_some(&opts.registry) {
+            std::fs::create_dir_all(root).map_err(|source| TrainError::Io {
+                path: root.clone(),
+                source,
+            })?;
+        }
+        let version = match &opts.version {
+            Some(v) => v.clone(),
+            None => registry.next_version().await?,
+        };
+        let loaded = registry
+            .publish(&version, &artifacts)
+            .await
+            .map_err(|source| TrainError::Publish {
+                version: version.clone(),
+                registry: opts.registry.clone(),
+                source: Box::new(source),
+            })?;
+        // The drift job compares live traffic with the data this version learnt from.
+        let baseline = recs_drift::Baseline::compute(&data.rows, &loaded.model);
+        recs_drift::save_baseline(&registry, &version, &baseline)
+            .await
+            .map_err(|source| TrainError::Baseline {
+                version: version.clone(),
+                source: Box::new(source),
+            })?;
+        published = Some(version);
+    }
+    let summary = json!({
+        "published": published,
+        "registry": opts.registry,
+        "dry_run": opts.dry_run,
+        "refused": refused,
+        "model": model_meta,
+        "incumbent": incumbent_json,
+    });
+    Ok(TrainReport {
+        published,
+        gate,
+        gated,
+        evaluation,
+        summary,
+    })
+}
