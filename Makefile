@@ -9,8 +9,10 @@ CARGO ?= cargo
 
 .PHONY: help run test lint bench bench-train watch build deploy demo-registry clean-demo
 
-help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+help: ## List the targets (with this make's settings: PORT=$(PORT), WATCH_PORT=$(WATCH_PORT), MODEL_REGISTRY=$(MODEL_REGISTRY))
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
+		| sed -e 's/\$$(PORT)/$(PORT)/g' -e 's/\$$(WATCH_PORT)/$(WATCH_PORT)/g' -e 's|\$$(MODEL_REGISTRY)|$(MODEL_REGISTRY)|g' \
+		| awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 run: ## Serve model_registry/ on 127.0.0.1:$(PORT) (all routes, /metrics included)
 	$(CARGO) build --release -p recs --bin recs
@@ -25,7 +27,7 @@ lint: ## rustfmt, clippy (-D warnings), and the infra checks when infra/ exists
 	bash infra/lint.sh
 
 bench: ## Recommend p50/p99 vs the bandwidth floor; S3 cold start and switch latency; drift events/s
-	$(CARGO) bench -p recs --bench recommend
+	$(CARGO) bench -p recs-serve --bench recommend
 	$(CARGO) bench -p recs --bench s3_cold_start
 	$(CARGO) bench -p recs --bench drift
 

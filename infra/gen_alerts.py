@@ -44,7 +44,6 @@ CANARY = "HealthCanary"
 
 KINDS = {"latency", "error_ratio", "availability", "burn_rate", "error_count", "drift_psi",
          "service_down", "lambda", "apigw_5xx", "drift_missing"}
-GUARDED = {"latency", "error_ratio", "availability", "burn_rate", "apigw_5xx"}
 OPS = {">": "GreaterThanThreshold", "<": "LessThanThreshold"}
 MISSING = {"breaching", "notBreaching", "ignore", "missing"}
 

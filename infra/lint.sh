@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Lints and tests everything under infra/. Run from anywhere:  bash infra/lint.sh
-#   1. cfn-lint infra/template.yaml                         (SAM transform + resource schemas)
-#   2. promtool check rules / test rules / check config      (Prometheus alerts and their tests)
-#   3. python3 infra/tests/check_template.py                 (runbook thresholds, IAM, routes,
+#   1. python3 infra/gen_alerts.py --check                   (alarms and rules match infra/slo.yaml)
+#   2. cfn-lint infra/template.yaml                         (SAM transform + resource schemas)
+#   3. promtool check rules / test rules / check config      (Prometheus alerts and their tests)
+#   4. python3 infra/tests/check_template.py                 (runbook thresholds, IAM, routes,
 #                                                             alarm<->rule parity, dashboards)
 # Installs cfn-lint (pip) and promtool (apt, Debian package "prometheus") when missing.
 set -euo pipefail
@@ -40,6 +41,11 @@ python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml \
 echo "cfn-lint $(cfn-lint --version 2>&1 | awk '{print $NF}'), $(promtool --version 2>&1 | head -n1)"
 
 # ---------------------------------------------------------------- checks
+step "python3 infra/gen_alerts.py --check"
+python3 infra/gen_alerts.py --check \
+  || die "infra/template.yaml or infra/prometheus/alert_rules.yml differ from infra/slo.yaml: run python3 infra/gen_alerts.py"
+bash -n infra/observe.sh || die "infra/observe.sh: syntax error"
+
 step "cfn-lint infra/template.yaml"
 cfn-lint infra/template.yaml || die "cfn-lint reported problems in infra/template.yaml"
 echo "  no findings"
@@ -47,8 +53,9 @@ echo "  no findings"
 step "promtool check rules infra/prometheus/alert_rules.yml"
 promtool check rules infra/prometheus/alert_rules.yml || die "invalid alert rules"
 
-step "promtool test rules infra/prometheus/alert_rules_test.yml"
-promtool test rules infra/prometheus/alert_rules_test.yml || die "alert rule unit tests failed"
+step "promtool test rules infra/prometheus/alert_rules_test.yml infra/prometheus/alert_rules_burn_rate_test.yml"
+promtool test rules infra/prometheus/alert_rules_test.yml infra/prometheus/alert_rules_burn_rate_test.yml \
+  || die "alert rule unit tests failed"
 
 step "promtool check config infra/prometheus/prometheus.yml"
 promtool check config infra/prometheus/prometheus.yml || die "invalid Prometheus config"

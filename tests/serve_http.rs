@@ -46,12 +46,12 @@ fn local_server_answers_over_http() {
     assert_eq!(status, 200);
     assert!(headers
         .iter()
-        .any(|(k, v)| k == "content-type" && v.starts_with("text/plain")));
+        .any(|(k, v)| k == "content-type" && v.starts_with("application/openmetrics-text")));
     for needle in [
         "recommend_requests_total{status=\"200\",endpoint=\"recommend\"} 1",
         "recommend_requests_total{status=\"400\",endpoint=\"recommend\"} 1",
         "recommend_requests_total{status=\"200\",endpoint=\"healthz\"} 1",
-        "recommend_latency_seconds_bucket{endpoint=\"recommend\",le=\"+Inf\"} 2",
+        "recommend_latency_seconds_bucket{le=\"+Inf\",endpoint=\"recommend\"} 2",
         "model_version_info{model_name=\"als\",version=\"v0.1\"",
         "service_health_status 1",
     ] {
@@ -61,13 +61,18 @@ fn local_server_answers_over_http() {
     rt.block_on(server).unwrap().unwrap();
 }
 
-/// Parses Prometheus text exposition (0.0.4) strictly enough to catch malformed
-/// output: every sample line is `name{label="value",...} number` and belongs to a
-/// family declared by `# TYPE` before it. Returns the sample names.
+/// Parses OpenMetrics text strictly enough to catch malformed output: every sample
+/// line is `name{label="value",...} number` and belongs to a family declared by
+/// `# TYPE` before it (a counter's samples end in `_total`), and the text ends with
+/// `# EOF`. Returns the metric names (counters with `_total`).
 fn parse_exposition(text: &str) -> Vec<String> {
     let mut declared: Vec<(String, String)> = Vec::new();
     let mut samples = Vec::new();
+    assert!(text.ends_with("# EOF\n"), "no # EOF at the end");
     for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
             assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
@@ -99,7 +104,8 @@ fn parse_exposition(text: &str) -> Vec<String> {
         let family = declared
             .iter()
             .find(|(f, kind)| {
-                name == f
+                (kind != "counter" && name == f)
+                    || (kind == "counter" && name == format!("{f}_total"))
                     || (kind == "histogram"
                         && [
                             format!("{f}_bucket"),
@@ -109,7 +115,11 @@ fn parse_exposition(text: &str) -> Vec<String> {
                         .contains(&name.to_string()))
             })
             .unwrap_or_else(|| panic!("{name} has no # TYPE before it"));
-        samples.push(family.0.clone());
+        samples.push(if family.1 == "counter" {
+            format!("{}_total", family.0)
+        } else {
+            family.0.clone()
+        });
     }
     samples
 }

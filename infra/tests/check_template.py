@@ -676,7 +676,7 @@ def check_burn(metric_alarms, composites, silent, r: Report):
                 f"{logical}: AlarmRule must be (ALARM(long) AND ALARM(short)) OR ...: {rule!r}")
         r.check(len(pairs) == len(spec["pairs"]), f"{logical}: {len(pairs)} window pairs, want {len(spec['pairs'])}")
         for (a, b), (lname, lsec, sname, ssec, factor) in zip(pairs, spec["pairs"]):
-            thr = factor * (1 - AVAILABILITY)
+            thr = round(factor * (1 - AVAILABILITY), 12)
             for wname, secs in ((a, lsec), (b, ssec)):
                 used.add(wname)
                 if not r.check(wname in metric_alarms, f"{logical}: AlarmRule names unknown alarm {wname}"):
@@ -816,8 +816,7 @@ def check_prometheus(rules_doc: dict, test_docs: dict, prom_cfg: dict, slo: dict
         common(alert, rule, spec["severity"], spec["anchor"])
         branches = []
         for lname, _, sname, _, factor in spec["pairs"]:
-            t = factor * (1 - AVAILABILITY)
-            branches.append((lname, sname, t))
+            branches.append((lname, sname, round(factor * (1 - AVAILABILITY), 12)))
         got = re.findall(r"\( (\S+) > ([0-9.e-]+) and (\S+) > ([0-9.e-]+) and on\(\) (\S+) >= (\d+) \)", expr)
         r.check(" or ".join(f"( {a} > {b} and {c} > {d} and on() {e} >= {f} )" for a, b, c, d, e, f in got) == expr,
                 f"alert_rules.yml {alert}: want `( long > t and short > t and on() requests >= n ) or ...`: {expr}")

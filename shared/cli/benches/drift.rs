@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use recs_core::Registry;
 use recs_core::Store;
-use recs_drift::{self as drift, events, synth, Baseline, ModelIndex, Window};
+use recs_drift::{self as drift, synth, Baseline, ModelIndex, Window};
 use recs_train::gen_data::{generate, GenConfig};
 
 const RUNS: usize = 5;
@@ -83,7 +83,7 @@ fn main() {
     // 1. List and fetch the bytes only.
     let (t_fetch, fetched) = time(|| {
         rt.block_on(async {
-            let keys = events::list_window_files(&store, window).await.unwrap();
+            let keys = drift::list_window_files(&store, window).await.unwrap();
             let mut total = 0usize;
             for k in keys {
                 total += store.get(&k).await.unwrap().len();

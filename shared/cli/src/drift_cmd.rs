@@ -38,8 +38,8 @@ pub struct RunArgs {
     /// (env EVENTS, or DRIFT_EVENTS_URI as in the SAM template).
     #[arg(long, env = "EVENTS")]
     pub events: Option<String>,
-    /// Registry: a folder or s3://bucket/prefix.
-    #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
+    /// Set from the global `--registry` (before or after the subcommand).
+    #[arg(skip)]
     pub registry: String,
     /// Window length: 24h, 6h, 90m, 7d ...
     #[arg(long, env = "DRIFT_WINDOW", default_value = "24h")]
@@ -73,7 +73,8 @@ pub struct BaselineArgs {
     /// Rating file format (auto: detected from the first line).
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     pub format: Format,
-    #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
+    /// Set from the global `--registry` (before or after the subcommand).
+    #[arg(skip)]
     pub registry: String,
     /// The version (default: the served one: active.json, else latest.txt).
     #[arg(long)]
@@ -87,7 +88,8 @@ pub struct BaselineArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct GenEventsArgs {
     /// Users and item popularity come from this registry's served version.
-    #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
+    /// Set from the global `--registry` (before or after the subcommand).
+    #[arg(skip)]
     pub registry: String,
     /// Write partitioned JSON lines here (folder or s3://bucket/prefix).
     #[arg(long, required_unless_present = "ratings_csv")]
@@ -131,11 +133,17 @@ fn window_secs(s: &str) -> Result<u64> {
 }
 
 /// Runs `recs drift ...`.
-pub async fn run(args: DriftArgs) -> Result<()> {
+pub async fn run(args: DriftArgs, registry: String) -> Result<()> {
     match args.command {
-        Some(DriftCommand::Baseline(a)) => baseline(a).await,
-        Some(DriftCommand::GenEvents(a)) => gen_events(a).await,
-        None => drift(args.run).await,
+        Some(DriftCommand::Baseline(a)) => baseline(BaselineArgs { registry, ..a }).await,
+        Some(DriftCommand::GenEvents(a)) => gen_events(GenEventsArgs { registry, ..a }).await,
+        None => {
+            drift(RunArgs {
+                registry,
+                ..args.run
+            })
+            .await
+        }
     }
 }
 
@@ -188,13 +196,13 @@ async fn baseline(a: BaselineArgs) -> Result<()> {
     }
     let model = registry.load(&version).await?;
     let rows = &ratings.rows;
-    let mut b = Baseline::compute_indexed(&rows, &ModelIndex::new(&model.model), &extra);
+    let mut b = Baseline::compute_indexed(rows, &ModelIndex::new(&model.model), &extra);
     b.source = format!("{} (sha256 {})", a.ratings.display(), ratings.sha256);
     save_baseline(&registry, &version, &b).await?;
     println!(
         "wrote {}/{version}/{}: {} rows ({} with a timestamp, {} malformed skipped); features: {}; events_per_user windows: {}",
         registry.location(),
-        recs_drift::baseline::BASELINE_FILE,
+        recs_drift::BASELINE_FILE,
         b.rows,
         b.rows_with_time,
         ratings.skipped,

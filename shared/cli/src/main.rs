@@ -162,9 +162,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Switch { version } => switch(&registry, &version).await,
         Command::Rollout { action } => rollout(&registry, action).await,
         Command::Split(args) => train_cmd::run_split(args),
-        Command::Train(args) => train_cmd::run_train(args).await,
-        Command::Eval(args) => train_cmd::run_eval(args).await,
-        Command::Drift(args) => drift_cmd::run(args).await,
+        Command::Train(args) => {
+            train_cmd::run_train(train_cmd::TrainArgs { registry, ..args }).await
+        }
+        Command::Eval(args) => train_cmd::run_eval(train_cmd::EvalArgs { registry, ..args }).await,
+        Command::Drift(args) => drift_cmd::run(args, registry).await,
         Command::GenData {
             out,
             users,
@@ -371,6 +373,9 @@ async fn gen_data(
             Some(v) => v,
             None => registry.next_version().await?,
         };
+        active::pin_served(&registry)
+            .await
+            .context("recording the served version before publishing")?;
         let loaded = registry
             .publish(&version, &data.planted_artifacts())
             .await
@@ -390,6 +395,22 @@ async fn gen_data(
             loaded.model.factors(),
             loaded.version
         );
+        tell_served(&location, &loaded.version).await;
     }
     Ok(())
+}
+
+/// After a publish: what is served, and the command that would serve `published`
+/// (publishing moves latest.txt, never what instances serve once active.json exists).
+async fn tell_served(location: &str, published: &str) {
+    let Ok(registry) = Registry::open(location) else {
+        return;
+    };
+    match active::served_version(&registry, None).await {
+        Ok((Some(_), served)) if served != published => eprintln!(
+            "serving {served} (active.json); to serve {published}: recs switch --registry {location} {published}"
+        ),
+        Ok(_) => eprintln!("serving {published}"),
+        Err(e) => eprintln!("cannot tell what is served: {e}"),
+    }
 }

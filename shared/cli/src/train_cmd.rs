@@ -58,7 +58,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub input: InputArgs,
     /// Registry to publish to.
-    #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
+    /// Set from the global `--registry` (before or after the subcommand).
+    #[arg(skip)]
     pub registry: String,
     /// Version name (default: vX.Y after the highest existing one).
     #[arg(long)]
@@ -118,7 +119,8 @@ pub struct TrainArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
     /// Registry to read.
-    #[arg(long, env = "MODEL_REGISTRY", default_value = "model_registry")]
+    /// Set from the global `--registry` (before or after the subcommand).
+    #[arg(skip)]
     pub registry: String,
     /// Version to evaluate (default: latest.txt's).
     #[arg(long)]
@@ -237,7 +239,10 @@ pub async fn run_train(args: TrainArgs) -> Result<()> {
         );
     }
     match &report.published {
-        Some(v) => eprintln!("published {v} to {}; latest.txt -> {v}", opts.registry),
+        Some(v) => {
+            eprintln!("published {v} to {}; latest.txt -> {v}", opts.registry);
+            crate::tell_served(&opts.registry, v).await;
+        }
         None => eprintln!("dry run: nothing published"),
     }
     Ok(())

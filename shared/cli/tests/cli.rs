@@ -118,9 +118,18 @@ fn gen_data_then_serve_then_verify() {
         "v0.2"
     );
 
-    // Break v0.2: verify fails with the reason, naming the version.
+    // Publishing is not switching: what was served (v0.1) is pinned in active.json,
+    // and `verify` with no version checks what is served.
+    let active: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reg.join("active.json")).unwrap()).unwrap();
+    assert_eq!(active["active_version"], "v0.1");
     std::fs::write(reg.join("v0.2/als/items.json"), "[1,2").unwrap();
     let out = recs(&["verify", "--registry", reg.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("v0.1: OK"));
+
+    // Broken v0.2: verify fails with the reason, naming the version.
+    let out = recs(&["verify", "--registry", reg.to_str().unwrap(), "v0.2"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -129,4 +138,147 @@ fn gen_data_then_serve_then_verify() {
     );
     let out = recs(&["verify", "--registry", reg.to_str().unwrap(), "../../etc"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid version name"));
+}
+
+/// A registry folder with two published versions, the first one served.
+fn two_versions() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("reg");
+    for _ in 0..2 {
+        let out = recs(&[
+            "gen-data",
+            "--out",
+            dir.path().join("data").to_str().unwrap(),
+            "--users",
+            "20",
+            "--items",
+            "10",
+            "--publish",
+            reg.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let reg = reg.to_str().unwrap().to_string();
+    (dir, reg)
+}
+
+#[test]
+fn options_go_before_or_after_the_subcommand() {
+    let (_dir, reg) = two_versions();
+    let after = recs(&["rollout", "status", "--registry", &reg]);
+    let before = recs(&["--registry", &reg, "rollout", "status"]);
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert_eq!(after.stdout, before.stdout);
+    let v: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
+    assert_eq!(v["active_version"], "v0.1");
+}
+
+#[test]
+fn the_first_switch_records_what_it_replaced() {
+    // The same answer the HTTP /switch gives: previous = the version served before.
+    let (_dir, reg) = two_versions();
+    let out = recs(&["switch", "--registry", &reg, "v0.2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["model_version"].as_str(), v["previous_version"].as_str()),
+        (Some("v0.2"), Some("v0.1"))
+    );
+}
+
+#[test]
+fn errors_are_printed_once_with_their_path_in_the_cli_words() {
+    // The demo registry's v0.1 has a drift baseline; work on a copy of it.
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../model_registry");
+    let status = Command::new("cp")
+        .args([
+            "-r",
+            demo.to_str().unwrap(),
+            dir.path().join("reg").to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reg = dir.path().join("reg").to_str().unwrap().to_string();
+    let out = recs(&[
+        "drift",
+        "--registry",
+        &reg,
+        "--events",
+        "/nonexistent-events",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .expect("an error line");
+    assert!(line.contains("/nonexistent-events"), "{line}");
+    assert_eq!(line.matches("does not exist").count(), 1, "{line}");
+
+    let out = recs(&[
+        "rollout",
+        "--registry",
+        &reg,
+        "update",
+        "--strategy",
+        "canary",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("strategy canary needs a canary_version"),
+        "{err}"
+    );
+
+    let out = recs(&[
+        "serve",
+        "--registry",
+        "/nonexistent-registry",
+        "--port",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("registry folder /nonexistent-registry does not exist"));
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly_and_logs_to_a_file_carry_no_colour() {
+    let (_dir, reg) = two_versions();
+    // `recs rollout status | head -c 1`: the reader goes away first.
+    let mut child = Command::new(RECS)
+        .args(["rollout", "status", "--registry", &reg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+
+    // Warnings go to stderr; redirected, they carry no ANSI escape codes.
+    let out = Command::new(RECS)
+        .args(["serve", "--registry", "/nonexistent-registry"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -308,7 +308,9 @@ fn broken_versions_are_refused_with_422_and_the_old_one_keeps_serving() {
     assert_eq!(json(&body)["active_version"], "v0.2");
     let (_, metrics) = curl("GET", &format!("{}/metrics", server.base), &[], None);
     assert!(
-        metrics.contains("recommend_errors_total{error_type=\"model_load\",endpoint=\"switch\"} 4"),
+        metrics.contains(
+            "recommend_errors_total{error_type=\"switch_refused\",endpoint=\"switch\"} 4"
+        ) && !metrics.contains("error_type=\"model_load\",endpoint=\"switch\""),
         "{metrics}"
     );
 }

@@ -10,7 +10,7 @@ use crate::registry::{validate_version, Registry, RegistryError};
 use crate::store::{Precondition, Store, StoreError};
 
 /// The key of the active-state object.
-pub const ACTIVE_KEY: &str = "active.json";
+const ACTIVE_KEY: &str = "active.json";
 /// How many past changes `history` keeps.
 const HISTORY: usize = 50;
 /// Attempts at a conditional write before reporting a conflict.
@@ -41,6 +41,16 @@ impl Strategy {
             "shadow" => Strategy::Shadow,
             _ => return None,
         })
+    }
+
+    /// The snake_case name, as the CLI and the API spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Fixed => "fixed",
+            Strategy::Canary => "canary",
+            Strategy::AbTest => "ab_test",
+            Strategy::Shadow => "shadow",
+        }
     }
 
     /// True for every strategy but `Fixed`: the canary version is served or scored.
@@ -235,6 +245,23 @@ pub async fn update<E>(
         }
     }
     Err(ActiveError::Conflict)
+}
+
+/// Publishing is not switching: before a new version moves latest.txt, record what
+/// is served now (latest.txt's version) in a new active.json, so running instances
+/// and restarted ones keep serving it, and the first switch has a rollback target.
+/// Does nothing when active.json exists or nothing was published yet. Returns the
+/// version pinned, if any.
+pub async fn pin_served(registry: &Registry) -> Result<Option<String>, ActiveError> {
+    let Ok(current) = registry.latest().await else {
+        return Ok(None);
+    };
+    let written = update(registry.store(), "pin", |cur| match cur {
+        Some(_) => Err(()),
+        None => Ok(ActiveState::new(&current)),
+    })
+    .await?;
+    Ok(written.ok().map(|s| s.active_version))
 }
 
 /// The versions instances serve: `(primary, canary)` from active.json's `state`, else

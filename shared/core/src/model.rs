@@ -324,10 +324,10 @@ impl AlsModel {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    pub fn factors(rows: usize, cols: usize, data: Vec<f32>) -> Factors {
+    fn factors(rows: usize, cols: usize, data: Vec<f32>) -> Factors {
         Factors {
             shape: vec![rows, cols],
             data,
@@ -335,7 +335,7 @@ pub(crate) mod tests {
     }
 
     /// 2 users x 4 items, 2 factors; user 10 has seen item 100.
-    pub fn tiny() -> AlsModel {
+    fn tiny() -> AlsModel {
         AlsModel::new(
             factors(2, 2, vec![1.0, 0.0, 0.0, 1.0]),
             factors(4, 2, vec![0.9, 0.1, 0.5, 0.5, 0.5, 0.5, 0.1, 0.9]),

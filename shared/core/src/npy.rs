@@ -91,7 +91,7 @@ impl Dtype {
     }
 
     /// The numpy `descr` string.
-    pub fn descr(&self) -> String {
+    fn descr(&self) -> String {
         match self {
             Dtype::F32 => "<f4".into(),
             Dtype::F64 => "<f8".into(),

@@ -443,7 +443,7 @@ impl Registry {
 
     /// Points `latest.txt` at a version (atomic: temp file + rename in a folder, one
     /// PUT on S3).
-    pub async fn set_latest(&self, version: &str) -> Result<(), RegistryError> {
+    async fn set_latest(&self, version: &str) -> Result<(), RegistryError> {
         validate_version(version)?;
         self.store
             .put("latest.txt", version.as_bytes().to_vec())
@@ -518,7 +518,7 @@ fn parse_ids(file: &str, bytes: &[u8]) -> Result<Vec<i64>, RegistryError> {
 
 /// Verifies and assembles a version from its files (`als/` relative paths) and the
 /// version-level meta.json bytes. Shared by every registry backend.
-pub fn parse_version(
+fn parse_version(
     version: &str,
     files: &[(String, Vec<u8>)],
     meta_json: Option<&[u8]>,

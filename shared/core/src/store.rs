@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// No object exists at the key (the key).
+    /// No object exists at the key (the key's full location, for messages).
     #[error("{0} does not exist")]
     NotFound(String),
     /// A conditional write's precondition failed (the key).
@@ -149,9 +149,17 @@ impl Store {
         }
     }
 
+    /// `key` with the store's location, as an operator would look for it.
+    fn shown(&self, key: &str) -> String {
+        match key {
+            "" => self.location(),
+            k => format!("{}/{k}", self.location().trim_end_matches('/')),
+        }
+    }
+
     fn io(&self, key: &str, e: std::io::Error) -> StoreError {
         if e.kind() == std::io::ErrorKind::NotFound {
-            StoreError::NotFound(key.to_string())
+            StoreError::NotFound(self.shown(key))
         } else {
             self.unavailable(format!("{key}: {e}"))
         }
@@ -202,9 +210,9 @@ impl Store {
                         match status {
                             // The SDK surfaces 304 as an error.
                             Some(304) => Ok(None),
-                            Some(404) => Err(StoreError::NotFound(key.to_string())),
+                            Some(404) => Err(StoreError::NotFound(self.shown(key))),
                             _ if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                                Err(StoreError::NotFound(key.to_string()))
+                                Err(StoreError::NotFound(self.shown(key)))
                             }
                             _ => Err(self.unavailable(format!(
                                 "GET {key}: {}",

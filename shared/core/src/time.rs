@@ -12,7 +12,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Seconds since the Unix epoch.
-pub fn now_secs() -> u64 {
+fn now_secs() -> u64 {
     (now_ms() / 1000) as u64
 }
 
@@ -49,7 +49,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
@@ -89,7 +89,7 @@ pub fn parse_date(s: &str) -> Option<i64> {
 /// ISO 8601 / RFC 3339 to epoch milliseconds: `YYYY-MM-DD`, optionally `T` or a space
 /// and `HH:MM[:SS[.fraction]]`, optionally `Z` or `+HH:MM` / `-HH:MM` / `+HHMM` / `+HH`.
 /// No offset means UTC (the Python producers wrote naive UTC times).
-pub fn parse_iso(s: &str) -> Option<i64> {
+fn parse_iso(s: &str) -> Option<i64> {
     let s = s.trim();
     let day = parse_date(s.get(..10)?)?;
     let mut ms = day * 86_400_000;

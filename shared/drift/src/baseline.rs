@@ -42,7 +42,7 @@ pub const FEATURES: [&str; 8] = [
 
 /// Window lengths (seconds) the baseline holds an `events_per_user` distribution
 /// for: 1 h, 6 h, 12 h, 24 h, 7 d (plus any length asked for when building it).
-pub const EVENTS_PER_USER_WINDOWS: [u64; 5] = [3_600, 21_600, 43_200, 86_400, 604_800];
+const EVENTS_PER_USER_WINDOWS: [u64; 5] = [3_600, 21_600, 43_200, 86_400, 604_800];
 
 /// The baseline file name inside a version folder.
 pub const BASELINE_FILE: &str = "drift_baseline.json";
@@ -50,7 +50,7 @@ pub const BASELINE_FILE: &str = "drift_baseline.json";
 /// A fast hasher for integer ids (Fx-style multiply-rotate); ids are not
 /// attacker-chosen keys here.
 #[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     #[inline]
@@ -73,8 +73,8 @@ impl Hasher for IdHasher {
     }
 }
 
-pub type IdMap<V> = HashMap<i64, V, BuildHasherDefault<IdHasher>>;
-pub type IdSet = HashSet<i64, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdMap<V> = HashMap<i64, V, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdSet = HashSet<i64, BuildHasherDefault<IdHasher>>;
 
 /// What the drift features need from a model: which users it knows and each known
 /// item's popularity rank.
@@ -85,6 +85,7 @@ pub struct ModelIndex {
 }
 
 impl ModelIndex {
+    /// Indexes `model`'s users and the popularity rank of each of its items.
     pub fn new(model: &AlsModel) -> ModelIndex {
         let users = model.users().iter().copied().collect();
         let item_rank = model
@@ -97,13 +98,13 @@ impl ModelIndex {
     }
 
     #[inline]
-    pub fn knows_user(&self, user: i64) -> bool {
+    fn knows_user(&self, user: i64) -> bool {
         self.users.contains(&user)
     }
 
     /// The popularity rank of a known item.
     #[inline]
-    pub fn item_rank(&self, item: i64) -> Option<u32> {
+    fn item_rank(&self, item: i64) -> Option<u32> {
         self.item_rank.get(&item).copied()
     }
 }
@@ -121,14 +122,14 @@ impl From<&Event> for Interaction {
 
 /// UTC hour of an epoch-millisecond instant.
 #[inline]
-pub fn hour_of_day(ts_ms: i64) -> f64 {
+fn hour_of_day(ts_ms: i64) -> f64 {
     (ts_ms.div_euclid(3_600_000).rem_euclid(24)) as f64
 }
 
 /// The per-event feature values of one event (`None` = not counted for that
 /// feature), in [`PER_EVENT`] order.
 #[inline]
-pub fn event_values(index: &ModelIndex, r: &Interaction) -> [Option<f64>; 7] {
+pub(crate) fn event_values(index: &ModelIndex, r: &Interaction) -> [Option<f64>; 7] {
     let rank = index.item_rank(r.item);
     [
         r.rating.map(f64::from),
@@ -142,7 +143,7 @@ pub fn event_values(index: &ModelIndex, r: &Interaction) -> [Option<f64>; 7] {
 }
 
 /// The per-event features (all but `events_per_user`), in [`event_values`] order.
-pub const PER_EVENT: [&str; 7] = [
+pub(crate) const PER_EVENT: [&str; 7] = [
     "rating",
     "item_popularity",
     "unknown_user_share",
@@ -160,9 +161,9 @@ fn is_binary(feature: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     /// Format version of this file.
-    pub schema: u32,
-    pub version: String,
-    pub created_at: String,
+    schema: u32,
+    pub(crate) version: String,
+    created_at: String,
     /// Training rows the distributions were computed from (one per user-movie pair).
     pub rows: u64,
     /// Rows with a timestamp (`hour_of_day`, `events_per_user` use only these).
@@ -177,9 +178,9 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// Bins every feature at the training quantiles of `rows` (see [`super::psi`]),
-    /// against `model`'s known users and item popularity ranks. Repeated (user, movie)
-    /// rows count once ([`dedup_pairs`]), as in the window.
+    /// Bins every feature at the training deciles of `rows` (the share features:
+    /// known / unknown), against `model`'s known users and item popularity ranks.
+    /// Repeated (user, movie) rows count once (first time, latest rating), as in the window.
     pub fn compute(rows: &[Interaction], model: &AlsModel) -> Baseline {
         Baseline::compute_indexed(rows, &ModelIndex::new(model), &[])
     }
@@ -243,12 +244,12 @@ impl Baseline {
     }
 
     /// The `events_per_user` distribution for a window of `seconds`.
-    pub fn events_per_user(&self, seconds: u64) -> Option<&Binned> {
+    pub(crate) fn events_per_user(&self, seconds: u64) -> Option<&Binned> {
         self.events_per_user.get(&seconds)
     }
 
     /// Checks a baseline read from storage.
-    pub fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), String> {
         if self.schema != 1 {
             return Err(format!("unknown baseline schema {}", self.schema));
         }
@@ -263,7 +264,7 @@ impl Baseline {
 /// One row per (user, movie) pair, as training files hold them and as the drift job
 /// counts a window: the pair's first time and its latest rating (rows without a time
 /// count as earlier than any timed row). Order: by (user, movie).
-pub fn dedup_pairs(rows: &[Interaction]) -> Vec<Interaction> {
+fn dedup_pairs(rows: &[Interaction]) -> Vec<Interaction> {
     let mut sorted: Vec<Interaction> = rows.to_vec();
     sorted.sort_by_key(|r| (r.user, r.item, r.ts_ms));
     let mut out: Vec<Interaction> = Vec::with_capacity(sorted.len());
@@ -284,7 +285,7 @@ pub fn dedup_pairs(rows: &[Interaction]) -> Vec<Interaction> {
 /// over the period of `timed` ((user, ts_ms) sorted by user then time), keeping
 /// windows that lie entirely inside the period; a period shorter than one window is
 /// one window.
-pub fn sliding_window_counts(timed: &[(i64, i64)], seconds: u64) -> Vec<f64> {
+fn sliding_window_counts(timed: &[(i64, i64)], seconds: u64) -> Vec<f64> {
     let w = (seconds as i64) * 1000;
     let stride = (w / 4).max(1);
     let (t0, t1) = timed
@@ -319,12 +320,16 @@ pub fn sliding_window_counts(timed: &[(i64, i64)], seconds: u64) -> Vec<f64> {
 /// Why a baseline could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
+    /// The named version has no baseline file.
     #[error("version {0} has no drift baseline ({0}/{BASELINE_FILE}); build it with `recs drift baseline --ratings <training file> --version {0}`")]
     Missing(String),
+    /// A stored baseline does not parse or is inconsistent: (version, reason).
     #[error("{0}/{BASELINE_FILE} is invalid: {1}")]
     Invalid(String, String),
+    /// The version name is not a valid one.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The baseline file could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -347,7 +352,10 @@ pub async fn save_baseline(
 }
 
 /// Reads a version's baseline.
-pub async fn load_baseline(registry: &Registry, version: &str) -> Result<Baseline, BaselineError> {
+pub(crate) async fn load_baseline(
+    registry: &Registry,
+    version: &str,
+) -> Result<Baseline, BaselineError> {
     validate_version(version)?;
     let bytes = match registry
         .store()

@@ -1,24 +1,26 @@
 //! Data drift: does the traffic the served model sees still look like the data it was
 //! trained on? (docs/DRIFT.md has the operator's view.)
 //!
-//! - [`baseline`]: each feature's binned training distribution, stored per version as
+//! - `baseline`: each feature's binned training distribution, stored per version as
 //!   `<version>/drift_baseline.json` ([`Baseline::compute`], [`save_baseline`]).
-//! - [`events`]: the rating and watch events under an `EVENTS` location (folder or
-//!   `s3://bucket/prefix`, partitioned by date), every schema the Python system wrote.
-//! - [`psi`]: bins, the Population Stability Index, the runbook's action bands.
+//! - `events`: the rating and watch events under an `EVENTS` location (folder or
+//!   `s3://bucket/prefix`, partitioned by date), every schema the Python system wrote
+//!   ([`read_window`]).
+//! - `psi`: bins ([`Binned`]), the Population Stability Index, the runbook's action bands.
 //! - [`compute`]: PSI per feature of one window against a baseline -> [`Summary`];
 //!   [`run`] does the whole job (served version, baseline, model, events).
 //! - [`synth`]: synthetic events for tests, the benchmark and demos.
-//! - [`cli`]: `recs drift`, `recs drift baseline`, `recs drift gen-events`.
+//! - The `recs` CLI (shared/cli) runs `recs drift`, `recs drift baseline` and
+//!   `recs drift gen-events`.
 //!
 //! The summary of the last run is stored as `<registry>/drift/latest.json`
 //! ([`write_latest`], [`read_latest`]) for `recs serve`'s `/metrics`.
 
 #![warn(missing_docs)]
 
-pub mod baseline;
-pub mod events;
-pub mod psi;
+mod baseline;
+mod events;
+mod psi;
 pub mod synth;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,17 +28,17 @@ use std::hash::BuildHasherDefault;
 
 use serde::{Deserialize, Serialize};
 
-pub use baseline::{load_baseline, save_baseline, Baseline, BaselineError, ModelIndex, FEATURES};
-pub use events::{read_window, Event, ReadStats, Window};
+use baseline::load_baseline;
+pub use baseline::{save_baseline, Baseline, BaselineError, ModelIndex, BASELINE_FILE, FEATURES};
+pub use events::{list_window_files, read_window, Event, ReadStats, Window};
+pub use psi::Binned;
 
 use recs_core::{Interaction, Registry, RegistryError, Store, StoreError};
 
 /// Where the last summary is stored, relative to the registry root.
 pub use recs_core::DRIFT_LATEST_KEY as LATEST_KEY;
-/// The default window: 24 hours.
-pub const DEFAULT_WINDOW_SECS: u64 = 86_400;
 /// Features with fewer observations than this in the window are not reported
-/// (sampling noise, see [`psi`]).
+/// (sampling noise alone makes small samples read high).
 pub const DEFAULT_MIN_COUNT: u64 = 200;
 
 /// The result of one drift run. Serialised as
@@ -51,23 +53,27 @@ pub struct Summary {
     pub events: u64,
     /// Distinct (user, movie) pairs among them: the unit every feature counts.
     #[serde(default)]
-    pub interactions: u64,
+    interactions: u64,
     /// PSI per reported feature.
     pub features: BTreeMap<String, f64>,
     /// The largest PSI (`null` when no feature was reported).
     pub max_psi: Option<f64>,
     /// The runbook's action for `max_psi`.
     pub action: String,
-    pub window_start: String,
+    /// Start of the window (inclusive), RFC 3339 UTC, to the second.
+    window_start: String,
+    /// End of the window (exclusive), RFC 3339 UTC, to the second.
     pub window_end: String,
-    pub computed_at: String,
+    /// When the summary was computed, RFC 3339 UTC.
+    computed_at: String,
     /// Observations per feature (events; users for `events_per_user`).
-    pub observations: BTreeMap<String, u64>,
+    observations: BTreeMap<String, u64>,
     /// Features not reported, and why.
     pub skipped: BTreeMap<String, String>,
-    pub min_count: u64,
+    /// The fewest observations a feature needed to be reported.
+    min_count: u64,
     /// What was read: files, lines, malformed and ignored lines.
-    pub read: ReadStats,
+    read: ReadStats,
     /// Set when nothing could be compared (an empty window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -83,7 +89,7 @@ impl Summary {
     }
 
     /// The runbook action band of one PSI value.
-    pub fn band(psi: f64) -> &'static str {
+    fn band(psi: f64) -> &'static str {
         psi::action(Some(psi))
     }
 
@@ -333,28 +339,17 @@ struct Pair {
 /// How to run the job.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Window length, seconds.
     pub window_secs: u64,
     /// Window end, epoch milliseconds.
     pub until_ms: i64,
+    /// Features with fewer observations are not reported ([`DEFAULT_MIN_COUNT`]).
     pub min_count: u64,
     /// Compare with this version instead of the served one.
     pub version: Option<String>,
     /// Only rated events count (leave watch events out of every feature), for
     /// training data that holds ratings only and a stream that also carries watches.
     pub ratings_only: bool,
-}
-
-impl Options {
-    /// The default window ending now.
-    pub fn now() -> Options {
-        Options {
-            window_secs: DEFAULT_WINDOW_SECS,
-            until_ms: recs_core::time::now_ms(),
-            min_count: DEFAULT_MIN_COUNT,
-            version: None,
-            ratings_only: false,
-        }
-    }
 }
 
 /// The events location: `--events`/`EVENTS`, else `DRIFT_EVENTS_URI`.
@@ -369,19 +364,27 @@ pub fn events_location(given: Option<String>) -> Option<String> {
 /// Why the drift job could not produce a summary.
 #[derive(Debug, thiserror::Error)]
 pub enum DriftError {
+    /// No `version` was given and the served one could not be worked out.
     #[error("working out the served version: {0}")]
     Served(#[from] recs_core::active::ServedError),
+    /// The version's baseline is missing, invalid or unreadable.
     #[error(transparent)]
     Baseline(#[from] BaselineError),
+    /// The version's model could not be loaded.
     #[error("loading model {version}: {source}")]
     Model {
+        /// The version compared with.
         version: String,
+        /// Why loading failed.
         #[source]
         source: RegistryError,
     },
+    /// The events location could not be listed or a file in it fetched.
     #[error("reading events under {location}: {source}")]
     Events {
+        /// The events location (folder or `s3://bucket/prefix`).
         location: String,
+        /// The storage error.
         #[source]
         source: StoreError,
     },
@@ -425,7 +428,7 @@ pub async fn run(
 }
 
 /// One summary log line (JSON in Lambda); a warning when the window was empty.
-pub fn log_summary(s: &Summary, events_location: &str) {
+fn log_summary(s: &Summary, events_location: &str) {
     if s.events == 0 {
         tracing::warn!(
             version = %s.version,

@@ -39,29 +39,29 @@
 use serde::{Deserialize, Serialize};
 
 /// Floor of every proportion in the PSI sum.
-pub const EPSILON: f64 = 1e-4;
+const EPSILON: f64 = 1e-4;
 /// Target number of quantile bins.
-pub const QUANTILE_BINS: usize = 10;
+const QUANTILE_BINS: usize = 10;
 
 /// A binned distribution: `counts[i]` values fell in bin `i`; `counts.len() ==
 /// edges.len() + 1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Binned {
     /// Upper-inclusive cut points, strictly increasing.
-    pub edges: Vec<f64>,
-    pub counts: Vec<u64>,
+    edges: Vec<f64>,
+    counts: Vec<u64>,
 }
 
 impl Binned {
     /// Empty bins with these cut points.
-    pub fn with_edges(edges: Vec<f64>) -> Binned {
+    fn with_edges(edges: Vec<f64>) -> Binned {
         let counts = vec![0; edges.len() + 1];
         Binned { edges, counts }
     }
 
     /// Cut points at the training deciles of `values` (see the module docs) and the
     /// counts of `values` in them. `values` is sorted in place.
-    pub fn quantiles(values: &mut [f64]) -> Binned {
+    pub(crate) fn quantiles(values: &mut [f64]) -> Binned {
         values.sort_unstable_by(f64::total_cmp);
         let mut b = Binned::with_edges(quantile_edges(values, QUANTILE_BINS));
         for &v in values.iter() {
@@ -71,33 +71,33 @@ impl Binned {
     }
 
     /// The two-bin known (0) / unknown (1) distribution.
-    pub fn binary() -> Binned {
+    pub(crate) fn binary() -> Binned {
         Binned::with_edges(vec![0.0])
     }
 
     /// The bin of `x`.
     #[inline]
-    pub fn bin(&self, x: f64) -> usize {
+    fn bin(&self, x: f64) -> usize {
         self.edges.partition_point(|&e| e < x)
     }
 
     #[inline]
-    pub fn add(&mut self, x: f64) {
+    pub(crate) fn add(&mut self, x: f64) {
         let i = self.bin(x);
         self.counts[i] += 1;
     }
 
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.counts.iter().sum()
     }
 
     /// The same cut points with no counts.
-    pub fn empty_like(&self) -> Binned {
+    pub(crate) fn empty_like(&self) -> Binned {
         Binned::with_edges(self.edges.clone())
     }
 
     /// Whether the stored shape is consistent (for baselines read from storage).
-    pub fn is_valid(&self) -> bool {
+    pub(crate) fn is_valid(&self) -> bool {
         self.counts.len() == self.edges.len() + 1
             && self.edges.windows(2).all(|w| w[0] < w[1])
             && self.edges.iter().all(|e| e.is_finite())
@@ -106,7 +106,7 @@ impl Binned {
 
 /// Decile cut points of sorted `values`: merged when equal, the maximum dropped; a
 /// single-valued sample keeps its value as the one cut (so anything above it shows).
-pub fn quantile_edges(sorted: &[f64], bins: usize) -> Vec<f64> {
+fn quantile_edges(sorted: &[f64], bins: usize) -> Vec<f64> {
     let n = sorted.len();
     if n == 0 {
         return Vec::new();
@@ -128,7 +128,7 @@ pub fn quantile_edges(sorted: &[f64], bins: usize) -> Vec<f64> {
 
 /// PSI of `actual` against `expected` (same bins); `None` when either is empty or the
 /// bins differ.
-pub fn psi(expected: &Binned, actual: &Binned) -> Option<f64> {
+pub(crate) fn psi(expected: &Binned, actual: &Binned) -> Option<f64> {
     if expected.counts.len() != actual.counts.len() {
         return None;
     }
@@ -136,7 +136,7 @@ pub fn psi(expected: &Binned, actual: &Binned) -> Option<f64> {
 }
 
 /// PSI over raw bin counts (see the module docs for the formula and the floor).
-pub fn psi_counts(expected: &[u64], actual: &[u64]) -> Option<f64> {
+fn psi_counts(expected: &[u64], actual: &[u64]) -> Option<f64> {
     let (n, m) = (
         expected.iter().sum::<u64>() as f64,
         actual.iter().sum::<u64>() as f64,
@@ -158,7 +158,7 @@ pub fn psi_counts(expected: &[u64], actual: &[u64]) -> Option<f64> {
 }
 
 /// What the runbook says to do at this PSI.
-pub fn action(max_psi: Option<f64>) -> &'static str {
+pub(crate) fn action(max_psi: Option<f64>) -> &'static str {
     match max_psi {
         Some(p) if p > 0.5 => "retrain now",
         Some(p) if p > 0.3 => "retrain within 2-3 days",

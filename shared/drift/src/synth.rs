@@ -17,23 +17,25 @@ use recs_core::time::date_of_day;
 use recs_core::{AlsModel, Store, StoreError};
 
 /// MovieLens-like star shares (1..5).
-pub const RATING_WEIGHTS: [f64; 5] = [0.06, 0.11, 0.27, 0.34, 0.22];
+const RATING_WEIGHTS: [f64; 5] = [0.06, 0.11, 0.27, 0.34, 0.22];
 /// Ratings skewed low, for a planted shift.
-pub const LOW_RATING_WEIGHTS: [f64; 5] = [0.35, 0.30, 0.20, 0.10, 0.05];
+const LOW_RATING_WEIGHTS: [f64; 5] = [0.35, 0.30, 0.20, 0.10, 0.05];
 
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct SynthConfig {
+    /// User ids; each one generates its own event stream.
     pub users: Vec<i64>,
     /// Item ids and their (unnormalised) weights.
-    pub items: Vec<(i64, f64)>,
+    items: Vec<(i64, f64)>,
     /// Weights of ratings 1..5.
-    pub rating_weights: [f64; 5],
+    rating_weights: [f64; 5],
     /// Mean seconds between two events of one user.
     pub mean_gap_secs: f64,
     /// Share of events that are watches (no rating).
     pub watch_share: f64,
-    pub seed: u64,
+    /// RNG seed: the same config and seed give the same events.
+    seed: u64,
 }
 
 impl SynthConfig {
@@ -61,12 +63,12 @@ impl SynthConfig {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Shift {
     /// Redraw ratings from [`LOW_RATING_WEIGHTS`].
-    pub low_ratings: bool,
+    low_ratings: bool,
     /// Share of events moved to items the model never saw (ids from `new_item_base`).
-    pub new_item_share: f64,
-    pub new_item_base: i64,
+    new_item_share: f64,
+    new_item_base: i64,
     /// How many distinct new items.
-    pub new_items: i64,
+    new_items: i64,
 }
 
 impl Shift {
@@ -151,7 +153,7 @@ pub fn shift(events: &mut [Event], s: Shift, seed: u64) {
 /// Rate events as `{"user_id","movie_id","rating","ts"}` (ts in ms) and watch events
 /// as `{"user_id","movie_id","timestamp","minute"}` (ISO time), as the Python
 /// system's producers wrote them.
-pub fn json_line(e: &Event) -> String {
+fn json_line(e: &Event) -> String {
     match e.rating {
         Some(r) => format!(
             r#"{{"user_id":{},"movie_id":{},"rating":{},"ts":{}}}"#,
@@ -171,7 +173,7 @@ pub fn json_line(e: &Event) -> String {
 /// The events as partitioned JSON-lines files: `(key, bytes)` with keys
 /// `rate/<date>/part-NNNN.jsonl` and `watch/<date>/part-NNNN.jsonl`, at most
 /// `per_file` lines each.
-pub fn partitioned(events: &[Event], per_file: usize) -> Vec<(String, Vec<u8>)> {
+fn partitioned(events: &[Event], per_file: usize) -> Vec<(String, Vec<u8>)> {
     use std::collections::BTreeMap;
     let mut groups: BTreeMap<(String, &str), Vec<&Event>> = BTreeMap::new();
     for e in events {
@@ -195,7 +197,8 @@ pub fn partitioned(events: &[Event], per_file: usize) -> Vec<(String, Vec<u8>)> 
     files
 }
 
-/// Writes [`partitioned`] files under a store (folder or S3).
+/// Writes the events as partitioned JSON-lines files (`rate/<date>/part-NNNN.jsonl`,
+/// `watch/...`, at most `per_file` lines each) under a store; returns the file count.
 pub async fn write_events(
     store: &Store,
     events: &[Event],

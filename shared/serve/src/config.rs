@@ -9,10 +9,14 @@ pub const DEFAULT_MAX_K: usize = 100;
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A variable is set to a value outside its range.
     #[error("{name}={value:?} is invalid: {reason}")]
     Invalid {
+        /// The variable.
         name: &'static str,
+        /// Its value.
         value: String,
+        /// What it must be.
         reason: &'static str,
     },
 }
@@ -61,7 +65,7 @@ impl Config {
     }
 
     /// Reads the configuration through `get` (the environment, or a map in tests).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let d = Config::default();
         let number =
             |name: &'static str, lo: u64, hi: u64, default: u64, reason: &'static str| match get(

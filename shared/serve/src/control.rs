@@ -10,18 +10,26 @@ use recs_core::{validate_version, LoadedModel, Registry, RegistryError};
 /// Why a switch or rollout change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
+    /// A malformed version name or rollout field (400).
     #[error("{0}")]
     BadRequest(String),
+    /// The version is not in the registry (404).
     #[error("version {0} does not exist in the registry")]
     NotFound(String),
+    /// The version exists but failed verification (422); nothing was written.
     #[error("version {version} failed verification: {reason}; still serving {serving}")]
     Verification {
+        /// The refused version.
         version: String,
+        /// What verification found.
         reason: String,
+        /// What keeps being served.
         serving: String,
     },
+    /// The registry could not be read or written (503).
     #[error("registry unavailable: {0}")]
     Unavailable(String),
+    /// The conditional write kept losing to other writers (409); nothing written.
     #[error("{0}")]
     Conflict(String),
 }
@@ -29,18 +37,24 @@ pub enum SwitchError {
 /// What a successful switch reports.
 #[derive(Debug, Clone)]
 pub struct Switched {
+    /// The verified model now recorded as active.
     pub model: Arc<LoadedModel>,
+    /// The version it replaced (the rollback target).
     pub previous_version: Option<String>,
+    /// active.json as written.
     pub state: ActiveState,
 }
 
 /// A partial rollout change: only the fields given are changed.
 #[derive(Debug, Clone, Default)]
 pub struct RolloutPatch {
+    /// The new strategy.
     pub strategy: Option<Strategy>,
     /// `Some(None)` clears the canary version.
     pub canary_version: Option<Option<String>>,
+    /// Share of users on the canary, 0..=100.
     pub canary_percentage: Option<f64>,
+    /// A new salt (reassigns users to variants).
     pub salt: Option<String>,
 }
 
@@ -83,8 +97,8 @@ impl RolloutPatch {
         }
         if r.strategy.uses_canary() && r.canary_version.is_none() {
             return Err(SwitchError::BadRequest(format!(
-                "strategy {:?} needs a canary_version",
-                r.strategy
+                "strategy {} needs a canary_version",
+                r.strategy.name()
             )));
         }
         Ok(())

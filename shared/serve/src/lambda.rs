@@ -15,7 +15,7 @@ use recs_telemetry::emf;
 
 /// Converts an API Gateway / Function URL request into a plain `http::Request`,
 /// using the path without the stage prefix (`raw_http_path`).
-pub fn to_http(event: Request) -> http::Request<Bytes> {
+fn to_http(event: Request) -> http::Request<Bytes> {
     let path = event.raw_http_path().to_string();
     let (mut parts, body) = event.into_parts();
     let path_and_query = match parts.uri.query() {
@@ -36,7 +36,7 @@ pub fn to_http(event: Request) -> http::Request<Bytes> {
 
 /// Converts a response back; JSON and text bodies stay text so API Gateway does not
 /// base64-encode them.
-pub fn from_http(resp: http::Response<Bytes>) -> Response<Body> {
+fn from_http(resp: http::Response<Bytes>) -> Response<Body> {
     let (parts, body) = resp.into_parts();
     let body = match String::from_utf8(body.to_vec()) {
         Ok(text) => Body::Text(text),
@@ -47,7 +47,7 @@ pub fn from_http(resp: http::Response<Bytes>) -> Response<Body> {
 
 /// The EMF lines describing how this environment's model load went: written once,
 /// with the first invocation, so INIT failures are counted too.
-pub fn startup_lines(svc: &Service) -> Vec<String> {
+fn startup_lines(svc: &Service) -> Vec<String> {
     match svc.model() {
         Ok(m) => vec![emf::model_load_line(m.load_seconds, &m.version)],
         Err(reason) => vec![emf::error_line("model_load", Some(&reason), None)],

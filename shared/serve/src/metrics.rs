@@ -1,45 +1,42 @@
-//! The service's metrics (names from [`recs_telemetry::names`], labels from DESIGN.md)
-//! and rendered as Prometheus text for `recs serve`'s `/metrics`.
+//! The service's metrics, held in a prometheus-client registry (the Prometheus
+//! project's own Rust client) and rendered as OpenMetrics text for `recs serve`'s
+//! `/metrics`. Names come from [`recs_telemetry::names`], shared with the EMF sink.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use recs_telemetry::names;
+
 /// Latency histogram bounds in seconds: fine enough to tell 1 ms from 5 ms, wide
 /// enough to see the runbook's 100 ms and 500 ms thresholds.
-pub const LATENCY_BUCKETS: [f64; 13] = [
+const LATENCY_BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+/// Shadow top-k overlap bounds (a share, 0..=1).
+const OVERLAP_BUCKETS: [f64; 6] = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
 
-/// SLO targets from the runbook, exported so dashboards and rules can read them.
-pub const SLO_LATENCY_TARGET_SECONDS: f64 = 0.1;
-pub const SLO_AVAILABILITY_TARGET_RATIO: f64 = 0.999;
-
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    fn observe(&mut self, v: f64) {
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| v <= b) {
-            self.buckets[i] += 1;
-        }
-        self.count += 1;
-        self.sum += v;
-    }
-}
+/// The runbook's p95 latency target, exported so dashboards and rules can read it.
+const SLO_LATENCY_TARGET_SECONDS: f64 = 0.1;
+/// The runbook's availability target.
+const SLO_AVAILABILITY_TARGET_RATIO: f64 = 0.999;
 
 /// The provenance labels of `model_version_info`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct VersionInfo {
+    /// `meta.json`'s model name.
     pub model_name: String,
+    /// The served version.
     pub version: String,
+    /// The commit the model was trained from.
     pub git_sha: String,
+    /// The training data's snapshot id.
     pub data_snapshot: String,
 }
 
@@ -55,53 +52,160 @@ impl VersionInfo {
     }
 }
 
-#[derive(Default)]
-struct Series {
-    // Labels are static names (endpoints, error kinds): no allocation per request.
-    requests: BTreeMap<(&'static str, u16), u64>,
-    latency: BTreeMap<&'static str, Histogram>,
-    errors: BTreeMap<(&'static str, &'static str), u64>,
-    version: Option<VersionInfo>,
-    model_load_seconds: Option<f64>,
-    drift: BTreeMap<String, f64>,
-    shadow: (u64, f64),
+// Labels are static names (endpoints, error kinds): no allocation per request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    status: u16,
+    endpoint: &'static str,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorLabels {
+    error_type: &'static str,
+    endpoint: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FeatureLabel {
+    feature: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Process-wide metrics. Cheap to update from request handlers.
 pub struct Metrics {
-    series: Mutex<Series>,
-    model_switches: AtomicU64,
-    healthy: AtomicBool,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily<EndpointLabel>,
+    errors: Family<ErrorLabels, Counter>,
+    switches: Counter,
+    model_load_seconds: FloatGauge,
+    version: Family<VersionInfo, Gauge>,
+    drift: Family<FeatureLabel, FloatGauge>,
+    shadow_overlap: Histogram,
+    health: Gauge,
+    uptime: FloatGauge,
+    rss: Gauge,
     started: Instant,
+    // Rendering reads the process gauges; one render at a time keeps them consistent.
+    render: Mutex<()>,
+}
+
+/// Registers `metric` under the full sample name `full` (OpenMetrics adds `_total`
+/// to counters, so their family name drops it).
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    r: &mut Registry,
+    full: &str,
+    help: &str,
+    metric: &M,
+) {
+    let family = full.strip_suffix("_total").unwrap_or(full);
+    r.register(family, help, metric.clone());
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
-            series: Mutex::default(),
-            model_switches: AtomicU64::new(0),
-            healthy: AtomicBool::new(false),
+        let m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            errors: Family::default(),
+            switches: Counter::default(),
+            model_load_seconds: FloatGauge::default(),
+            version: Family::default(),
+            drift: Family::default(),
+            shadow_overlap: Histogram::new(OVERLAP_BUCKETS),
+            health: Gauge::default(),
+            uptime: FloatGauge::default(),
+            rss: Gauge::default(),
             started: Instant::now(),
-        }
+            render: Mutex::new(()),
+        };
+        let slo_latency = FloatGauge::default();
+        slo_latency.set(SLO_LATENCY_TARGET_SECONDS);
+        let slo_availability = FloatGauge::default();
+        slo_availability.set(SLO_AVAILABILITY_TARGET_RATIO);
+        let mut r = Registry::default();
+        let reg = &mut r;
+        register(
+            reg,
+            names::REQUESTS,
+            "Requests answered, by HTTP status and endpoint",
+            &m.requests,
+        );
+        register(
+            reg,
+            names::LATENCY,
+            "Request latency in seconds, by endpoint",
+            &m.latency,
+        );
+        register(reg, names::ERRORS, "Errors by kind and endpoint", &m.errors);
+        register(
+            reg,
+            names::MODEL_SWITCHES,
+            "Model switches performed by this process",
+            &m.switches,
+        );
+        register(
+            reg,
+            names::MODEL_LOAD_SECONDS,
+            "Seconds the served model took to load and verify",
+            &m.model_load_seconds,
+        );
+        register(
+            reg,
+            names::MODEL_VERSION_INFO,
+            "The served model version (1 for the served version only)",
+            &m.version,
+        );
+        register(
+            reg,
+            names::DATA_DRIFT_PSI,
+            "Population stability index of each feature (last drift run)",
+            &m.drift,
+        );
+        register(
+            reg,
+            names::SHADOW_OVERLAP,
+            "Top-k overlap of the shadow version with the served one, per compared request",
+            &m.shadow_overlap,
+        );
+        register(
+            reg,
+            names::HEALTH,
+            "1 when a model is loaded and servable, else 0",
+            &m.health,
+        );
+        register(
+            reg,
+            names::UPTIME,
+            "Seconds since the process started",
+            &m.uptime,
+        );
+        register(reg, names::RSS, "Resident memory size in bytes", &m.rss);
+        register(
+            reg,
+            names::SLO_LATENCY,
+            "The runbook's p95 latency target",
+            &slo_latency,
+        );
+        register(
+            reg,
+            names::SLO_AVAILABILITY,
+            "The runbook's availability target",
+            &slo_availability,
+        );
+        Metrics { registry: r, ..m }
     }
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl Metrics {
-    fn series(&self) -> std::sync::MutexGuard<'_, Series> {
-        // A panic while holding the lock leaves plain counters behind: still valid.
-        self.series.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Counts one answered request (every status, 4xx included) and its latency.
     pub fn observe_request(
         &self,
@@ -110,196 +214,85 @@ impl Metrics {
         seconds: f64,
         error_type: Option<&'static str>,
     ) {
-        let mut s = self.series();
-        *s.requests.entry((endpoint, status)).or_default() += 1;
-        s.latency.entry(endpoint).or_default().observe(seconds);
-        if let Some(kind) = error_type {
-            *s.errors.entry((kind, endpoint)).or_default() += 1;
+        self.requests
+            .get_or_create(&RequestLabels { status, endpoint })
+            .inc();
+        self.latency
+            .get_or_create(&EndpointLabel { endpoint })
+            .observe(seconds);
+        if let Some(error_type) = error_type {
+            self.count_error(error_type, endpoint);
         }
     }
 
     /// Counts an error that is not a request's answer (e.g. a failed model load).
     pub fn count_error(&self, error_type: &'static str, endpoint: &'static str) {
-        *self
-            .series()
-            .errors
-            .entry((error_type, endpoint))
-            .or_default() += 1;
+        self.errors
+            .get_or_create(&ErrorLabels {
+                error_type,
+                endpoint,
+            })
+            .inc();
     }
 
-    /// Records a successful load: the served version and how long loading took.
+    /// Records a successful load: the served version (the only one shown) and how
+    /// long loading took.
     pub fn model_loaded(&self, info: VersionInfo, seconds: f64) {
-        let mut s = self.series();
-        s.version = Some(info);
-        s.model_load_seconds = Some(seconds);
+        if self.version.get_or_create(&info).get() == 0 {
+            self.version.clear();
+            self.version.get_or_create(&info).set(1);
+        }
+        self.model_load_seconds.set(seconds);
     }
 
+    /// Counts one model switch performed by this process.
     pub fn count_switch(&self) {
-        self.model_switches.fetch_add(1, Ordering::Relaxed);
+        self.switches.inc();
     }
 
+    /// Whether a model is loaded and servable.
     pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
+        self.health.set(i64::from(healthy));
     }
 
     /// Number of requests counted for (endpoint, status).
     pub fn requests(&self, endpoint: &'static str, status: u16) -> u64 {
-        self.series()
-            .requests
-            .get(&(endpoint, status))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Prometheus text exposition format 0.0.4.
-    pub fn render_prometheus(&self) -> String {
-        use recs_telemetry::names::*;
-        let s = self.series();
-        let mut out = String::with_capacity(4096);
-        let o = &mut out;
-        family(
-            o,
-            REQUESTS,
-            "counter",
-            "Requests answered, by HTTP status and endpoint.",
-        );
-        for ((endpoint, status), n) in &s.requests {
-            let labels = format!("status=\"{status}\",endpoint=\"{}\"", escape(endpoint));
-            sample(o, REQUESTS, &labels, *n);
-        }
-        family(
-            o,
-            LATENCY,
-            "histogram",
-            "Request latency in seconds, by endpoint.",
-        );
-        for (endpoint, h) in &s.latency {
-            let ep = escape(endpoint);
-            let mut cumulative = 0;
-            for (bound, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
-                cumulative += n;
-                let labels = format!("endpoint=\"{ep}\",le=\"{bound}\"");
-                sample(o, &format!("{LATENCY}_bucket"), &labels, cumulative);
-            }
-            let inf = format!("endpoint=\"{ep}\",le=\"+Inf\"");
-            sample(o, &format!("{LATENCY}_bucket"), &inf, h.count);
-            let labels = format!("endpoint=\"{ep}\"");
-            sample(o, &format!("{LATENCY}_sum"), &labels, h.sum);
-            sample(o, &format!("{LATENCY}_count"), &labels, h.count);
-        }
-        family(o, ERRORS, "counter", "Errors by kind and endpoint.");
-        for ((kind, endpoint), n) in &s.errors {
-            let labels = format!(
-                "error_type=\"{}\",endpoint=\"{}\"",
-                escape(kind),
-                escape(endpoint)
-            );
-            sample(o, ERRORS, &labels, *n);
-        }
-        family(
-            o,
-            MODEL_SWITCHES,
-            "counter",
-            "Model switches performed by this process.",
-        );
-        sample(
-            o,
-            MODEL_SWITCHES,
-            "",
-            self.model_switches.load(Ordering::Relaxed),
-        );
-        family(
-            o,
-            MODEL_LOAD_SECONDS,
-            "gauge",
-            "Seconds the served model took to load and verify.",
-        );
-        if let Some(v) = s.model_load_seconds {
-            sample(o, MODEL_LOAD_SECONDS, "", v);
-        }
-        family(
-            o,
-            MODEL_VERSION_INFO,
-            "gauge",
-            "The served model version (1 for the served version only).",
-        );
-        if let Some(v) = &s.version {
-            let labels = format!(
-                "model_name=\"{}\",version=\"{}\",git_sha=\"{}\",data_snapshot=\"{}\"",
-                escape(&v.model_name),
-                escape(&v.version),
-                escape(&v.git_sha),
-                escape(&v.data_snapshot)
-            );
-            sample(o, MODEL_VERSION_INFO, &labels, 1);
-        }
-        if !s.drift.is_empty() {
-            family(
-                o,
-                DATA_DRIFT_PSI,
-                "gauge",
-                "Population stability index of each feature (last drift run).",
-            );
-            for (feature, psi) in &s.drift {
-                sample(
-                    o,
-                    DATA_DRIFT_PSI,
-                    &format!("feature=\"{}\"", escape(feature)),
-                    psi,
-                );
-            }
-        }
-        family(
-            o,
-            HEALTH,
-            "gauge",
-            "1 when a model is loaded and servable, else 0.",
-        );
-        sample(
-            o,
-            HEALTH,
-            "",
-            u8::from(self.healthy.load(Ordering::Relaxed)),
-        );
-        family(o, UPTIME, "gauge", "Seconds since the process started.");
-        sample(o, UPTIME, "", self.started.elapsed().as_secs_f64());
-        if let Some(rss) = resident_memory_bytes() {
-            family(o, RSS, "gauge", "Resident memory size in bytes.");
-            sample(o, RSS, "", rss);
-        }
-        family(o, SLO_LATENCY, "gauge", "The runbook's p95 latency target.");
-        sample(o, SLO_LATENCY, "", SLO_LATENCY_TARGET_SECONDS);
-        family(
-            o,
-            SLO_AVAILABILITY,
-            "gauge",
-            "The runbook's availability target.",
-        );
-        sample(o, SLO_AVAILABILITY, "", SLO_AVAILABILITY_TARGET_RATIO);
-        out
+        self.requests
+            .get_or_create(&RequestLabels { status, endpoint })
+            .get()
     }
 
     /// Records one shadow comparison's top-k overlap (0..=1).
     pub fn observe_shadow(&self, overlap: f64) {
-        let mut s = self.series();
-        s.shadow.0 += 1;
-        s.shadow.1 += overlap;
+        self.shadow_overlap.observe(overlap);
     }
 
-    /// Records the latest PSI of each drift feature.
+    /// Records the latest PSI of each drift feature (replacing the previous run's).
     pub fn set_drift(&self, psi: impl IntoIterator<Item = (String, f64)>) {
-        let mut s = self.series();
-        s.drift = psi.into_iter().collect();
+        self.drift.clear();
+        for (feature, value) in psi {
+            self.drift
+                .get_or_create(&FeatureLabel { feature })
+                .set(value);
+        }
+    }
+
+    /// The OpenMetrics text exposition (`# EOF`-terminated).
+    pub fn render_prometheus(&self) -> String {
+        let _one = self.render.lock().unwrap_or_else(|p| p.into_inner());
+        self.uptime.set(self.started.elapsed().as_secs_f64());
+        if let Some(rss) = resident_memory_bytes() {
+            self.rss.set(rss as i64);
+        }
+        let mut out = String::with_capacity(4096);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
     }
 }
 
-fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
-    let _ = if labels.is_empty() {
-        writeln!(out, "{name} {value}")
-    } else {
-        writeln!(out, "{name}{{{labels}}} {value}")
-    };
-}
+/// The content type of [`Metrics::render_prometheus`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Resident set size from /proc (Linux only; None elsewhere).
 fn resident_memory_bytes() -> Option<u64> {
@@ -323,18 +316,19 @@ mod tests {
         assert!(text.contains("recommend_requests_total{status=\"200\",endpoint=\"recommend\"} 2"));
         assert!(text.contains("recommend_requests_total{status=\"400\",endpoint=\"recommend\"} 1"));
         assert!(text
-            .contains("recommend_latency_seconds_bucket{endpoint=\"recommend\",le=\"0.0005\"} 1"));
+            .contains("recommend_latency_seconds_bucket{le=\"0.0005\",endpoint=\"recommend\"} 1"));
         assert!(text
-            .contains("recommend_latency_seconds_bucket{endpoint=\"recommend\",le=\"0.001\"} 2"));
+            .contains("recommend_latency_seconds_bucket{le=\"0.001\",endpoint=\"recommend\"} 2"));
         assert!(text
-            .contains("recommend_latency_seconds_bucket{endpoint=\"recommend\",le=\"0.005\"} 3"));
+            .contains("recommend_latency_seconds_bucket{le=\"0.005\",endpoint=\"recommend\"} 3"));
         assert!(
-            text.contains("recommend_latency_seconds_bucket{endpoint=\"recommend\",le=\"+Inf\"} 3")
+            text.contains("recommend_latency_seconds_bucket{le=\"+Inf\",endpoint=\"recommend\"} 3")
         );
         assert!(text.contains(
             "recommend_errors_total{error_type=\"invalid_input\",endpoint=\"recommend\"} 1"
         ));
         assert!(text.contains("service_health_status 1"));
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
         assert_eq!(m.requests("recommend", 200), 2);
     }
 

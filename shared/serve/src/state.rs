@@ -26,10 +26,13 @@ pub type ModelState = Result<Arc<LoadedModel>, String>;
 /// One consistent view of what is served.
 #[derive(Debug)]
 pub struct Served {
+    /// The primary (active) model, or why there is none.
     pub primary: ModelState,
     /// The canary version, when the rollout uses one and it loaded.
     pub canary: Option<Arc<LoadedModel>>,
+    /// The rollout in force.
     pub rollout: Rollout,
+    /// active.json's previous version (the rollback target).
     pub previous_version: Option<String>,
     /// ETag of the active.json this view came from (`None`: there was none).
     etag: Option<String>,
@@ -37,8 +40,11 @@ pub struct Served {
 
 /// Shared state of one execution environment.
 pub struct Service {
+    /// Settings, read once at start.
     pub config: Config,
+    /// Movie titles for responses.
     pub titles: Titles,
+    /// This process's Prometheus metrics.
     pub metrics: Arc<Metrics>,
     registry: Result<Registry, String>,
     served: ArcSwap<Served>,
@@ -385,7 +391,6 @@ async fn load_titles(config: &Config, registry: Option<&Registry>) -> Titles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     #[tokio::test]
     async fn missing_registry_is_a_reason_not_a_crash() {

@@ -85,10 +85,12 @@ pub fn request_lines(o: &Outcome, cold_start: bool) -> Vec<String> {
         ts,
         vec![
             directive(
+                // The last set lets the SLO alarms read one route's errors only.
                 &[
                     &["service"],
                     &["service", "endpoint"],
                     &["service", "status_class"],
+                    &["service", "endpoint", "status_class"],
                 ],
                 &[(names::REQUESTS, "Count")],
             ),
@@ -294,7 +296,8 @@ mod tests {
             &json!([
                 ["service"],
                 ["service", "endpoint"],
-                ["service", "status_class"]
+                ["service", "status_class"],
+                ["service", "endpoint", "status_class"]
             ])
         );
     }

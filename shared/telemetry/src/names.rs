@@ -25,8 +25,10 @@ pub const RSS: &str = "process_resident_memory_bytes";
 pub const SLO_LATENCY: &str = "slo_latency_target_seconds";
 /// The runbook's availability target.
 pub const SLO_AVAILABILITY: &str = "slo_availability_target_ratio";
+/// Top-k overlap of the shadow version with the served one (a histogram).
+pub const SHADOW_OVERLAP: &str = "recommend_shadow_overlap_ratio";
 /// Every name, for checks that the sinks only use defined metrics.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     REQUESTS,
     LATENCY,
     ERRORS,
@@ -39,4 +41,5 @@ pub const ALL: [&str; 12] = [
     RSS,
     SLO_LATENCY,
     SLO_AVAILABILITY,
+    SHADOW_OVERLAP,
 ];

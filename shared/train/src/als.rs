@@ -13,7 +13,7 @@
 //! - **Order**: each iteration solves every user from the items, then every item
 //!   from the users.
 //! - **Initialisation**: `default_rng(seed).random((users, f), float32) * 0.01`, then
-//!   the same for items from the same stream (see [`super::rng`]).
+//!   the same for items from the same stream (see the `rng` module).
 //!
 //! Work is split by rows over a rayon pool. Each row's solve depends only on the
 //! other side's factors, and Y'Y is summed over fixed 256-row blocks in a fixed
@@ -41,16 +41,23 @@ pub enum Confidence {
 /// Hyper-parameters and run settings.
 #[derive(Debug, Clone)]
 pub struct AlsConfig {
+    /// Latent dimensions per user and item (at least 1).
     pub factors: usize,
+    /// L2 weight lambda (finite, >= 0), added as lambda * I, not scaled by counts.
     pub regularization: f32,
+    /// Confidence scale (finite, > 0), used as [`AlsConfig::confidence`] says.
     pub alpha: f32,
+    /// How a rating value becomes a confidence.
     pub confidence: Confidence,
+    /// Alternating passes, each solving every user and then every item.
     pub iterations: usize,
+    /// Conjugate-gradient steps per row solve, warm-started from the row's last factors.
     pub cg_steps: usize,
     /// Frequency-scaled regularisation exponent nu (0 = implicit's plain lambda):
     /// row u gets lambda * (W_u / n)^nu, W_u = n + sum_i (c_ui - 1) its total weight
     /// over the n columns (Rendle et al. 2021, "Revisiting iALS").
     pub reg_exponent: f32,
+    /// Seed of the initial factors (numpy's `default_rng(seed)`, as implicit).
     pub seed: u64,
     /// Worker threads; 0 = one per core.
     pub threads: usize,
@@ -79,24 +86,30 @@ impl Default for AlsConfig {
 /// Trained factors, C order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlsFactors {
-    pub factors: usize,
+    /// Latent dimensions: the length of every row below.
+    pub(crate) factors: usize,
+    /// One row per user (matrix row), `factors` values each.
     pub user_factors: Vec<f32>,
+    /// One row per item (matrix column), `factors` values each.
     pub item_factors: Vec<f32>,
     /// implicit's normalised training loss after the last iteration, when computed.
-    pub loss: Option<f64>,
+    pub(crate) loss: Option<f64>,
 }
 
 /// What the progress callback sees after each iteration.
 #[derive(Debug, Clone, Copy)]
 pub struct IterationStats {
-    pub iteration: usize,
-    pub seconds: f64,
-    pub loss: Option<f64>,
+    /// The iteration just finished, from 1.
+    pub(crate) iteration: usize,
+    /// Its wall time, seconds.
+    pub(crate) seconds: f64,
+    /// The training loss after it, when `calculate_loss` is set.
+    pub(crate) loss: Option<f64>,
 }
 
 /// The SIMD flavour of the row kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Simd {
+pub(crate) enum Simd {
     Avx512,
     Avx2,
     Portable,
@@ -104,7 +117,7 @@ pub enum Simd {
 
 impl Simd {
     /// The best the CPU supports; `RECS_SIMD=portable|avx2|avx512` caps it.
-    pub fn detect() -> Simd {
+    pub(crate) fn detect() -> Simd {
         let cap = std::env::var("RECS_SIMD").unwrap_or_default();
         #[cfg(target_arch = "x86_64")]
         {
@@ -125,7 +138,7 @@ impl Simd {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Simd::Avx512 => "avx512",
             Simd::Avx2 => "avx2+fma",
@@ -248,7 +261,7 @@ const ROWS_PER_TASK: usize = 16;
 
 /// Y'Y (f x f, both triangles): f32 sums over fixed blocks of rows, added in f64 in
 /// block order.
-pub fn gram(simd: Simd, y: &[f32], f: usize) -> Vec<f64> {
+fn gram(simd: Simd, y: &[f32], f: usize) -> Vec<f64> {
     let kernel = super::kernels::gram_kernel_for(simd, f);
     let partials: Vec<Vec<f32>> = y
         .par_chunks(GRAM_BLOCK * f)
@@ -291,18 +304,18 @@ pub(super) struct Problem<'a> {
 
 /// The settings of one half-iteration.
 #[derive(Debug, Clone, Copy)]
-pub struct HalfStep<'a> {
+struct HalfStep<'a> {
     /// Confidences: rows are the factors being solved, columns the fixed side.
-    pub m: &'a Csr,
-    pub f: usize,
-    pub regularization: f32,
+    m: &'a Csr,
+    f: usize,
+    regularization: f32,
     /// Per-row lambda_u - lambda (frequency-scaled regularisation), if any.
-    pub extra_reg: Option<&'a [f32]>,
-    pub cg_steps: usize,
+    extra_reg: Option<&'a [f32]>,
+    cg_steps: usize,
 }
 
 /// One half-iteration: every row of `x` from `y` (implicit's `_least_squares_cg`).
-pub fn least_squares_cg(simd: Simd, step: &HalfStep, x: &mut [f32], y: &[f32]) {
+fn least_squares_cg(simd: Simd, step: &HalfStep, x: &mut [f32], y: &[f32]) {
     let f = step.f;
     let mut g64 = gram(simd, y, f);
     for k in 0..f {
@@ -442,7 +455,7 @@ fn solve_one(
 
 /// implicit's `calculate_loss`: the weighted squared error plus the L2 terms, over
 /// every cell, divided by (sum of confidences + number of unobserved cells).
-pub fn calculate_loss(cui: &Csr, x: &[f32], y: &[f32], f: usize, regularization: f32) -> f64 {
+fn calculate_loss(cui: &Csr, x: &[f32], y: &[f32], f: usize, regularization: f32) -> f64 {
     let g: Vec<f32> = gram(Simd::detect(), y, f)
         .iter()
         .map(|&v| v as f32)

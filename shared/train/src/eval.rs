@@ -28,7 +28,7 @@ use recs_core::AlsModel;
 /// Test positives per raw user id.
 #[derive(Debug, Clone, Default)]
 pub struct TestSet {
-    pub users: Vec<(i64, Vec<i64>)>,
+    users: Vec<(i64, Vec<i64>)>,
 }
 
 impl TestSet {
@@ -43,7 +43,7 @@ impl TestSet {
         }
     }
 
-    pub fn pairs(&self) -> usize {
+    fn pairs(&self) -> usize {
         self.users.iter().map(|(_, v)| v.len()).sum()
     }
 }
@@ -51,15 +51,21 @@ impl TestSet {
 /// Mean metrics at k for one ranking.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Metrics {
-    pub precision: f64,
-    pub recall: f64,
+    /// Mean P@k.
+    pub(crate) precision: f64,
+    /// Mean R@k.
+    pub(crate) recall: f64,
+    /// Mean NDCG@k.
     pub ndcg: f64,
-    pub map: f64,
-    pub hit_rate: f64,
+    /// Mean MAP@k.
+    pub(crate) map: f64,
+    /// Mean HR@k.
+    pub(crate) hit_rate: f64,
 }
 
 impl Metrics {
-    pub fn to_json(&self, k: usize) -> Value {
+    /// `{"P@k", "R@k", "NDCG@k", "MAP@k", "HR@k"}` with `k` in the keys.
+    fn to_json(self, k: usize) -> Value {
         json!({
             format!("P@{k}"): self.precision,
             format!("R@{k}"): self.recall,
@@ -73,17 +79,23 @@ impl Metrics {
 /// ALS and popularity side by side on one test set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
-    pub k: usize,
+    /// The cut-off of every metric.
+    pub(crate) k: usize,
+    /// The ALS ranking's metrics.
     pub model: Metrics,
+    /// The popularity ranking's metrics.
     pub popularity: Metrics,
     /// Users with at least one test positive (the denominator).
     pub eval_users: usize,
     /// Of those, users the model does not know (ranked by popularity).
     pub fallback_users: usize,
-    pub test_pairs: usize,
+    /// Test positives over all users.
+    pub(crate) test_pairs: usize,
 }
 
 impl Evaluation {
+    /// The JSON of `recs eval` and meta.json's `offline_metrics`: `k`, the user and
+    /// pair counts, and the `als` and `popularity` metrics.
     pub fn to_json(&self) -> Value {
         json!({
             "k": self.k,
@@ -97,7 +109,7 @@ impl Evaluation {
 }
 
 /// Metrics of one ranked list against one user's test items.
-pub fn score_list(ranked: &[i64], test: &HashSet<i64>, k: usize) -> Metrics {
+fn score_list(ranked: &[i64], test: &HashSet<i64>, k: usize) -> Metrics {
     let mut hits = 0usize;
     let mut dcg = 0f64;
     let mut ap = 0f64;

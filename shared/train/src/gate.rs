@@ -17,20 +17,25 @@ use super::eval::Evaluation;
 
 /// One gate check.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Check {
-    pub name: &'static str,
-    pub passed: bool,
-    pub detail: String,
+struct Check {
+    /// Machine-readable name, e.g. `beats_popularity`.
+    name: &'static str,
+    passed: bool,
+    /// The numbers behind the verdict.
+    detail: String,
 }
 
 /// The gate's verdict.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GateReport {
-    pub checks: Vec<Check>,
+    /// The checks that ran, in order.
+    checks: Vec<Check>,
+    /// What was not checked or compared, and why (no `--test`, no latest version).
     pub notes: Vec<String>,
 }
 
 impl GateReport {
+    /// True when every check that ran passed.
     pub fn passed(&self) -> bool {
         self.checks.iter().all(|c| c.passed)
     }
@@ -45,7 +50,7 @@ impl GateReport {
             .join("; ")
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "passed": self.passed(),
             "checks": self.checks.iter().map(|c| json!({
@@ -65,7 +70,7 @@ impl GateReport {
 }
 
 /// Checks 1 and 2 on raw factors.
-pub fn check_structure(
+pub(crate) fn check_structure(
     users: usize,
     items: usize,
     factors: usize,
@@ -92,7 +97,7 @@ pub fn check_structure(
 }
 
 /// The incumbent, as the gate sees it.
-pub enum Incumbent {
+pub(crate) enum Incumbent {
     /// The registry has no latest.txt (first version).
     None,
     /// latest.txt names a version that could not be loaded.
@@ -102,7 +107,7 @@ pub enum Incumbent {
 }
 
 /// Checks 3 and 4, appended to `report`.
-pub fn check_quality(
+pub(crate) fn check_quality(
     report: &mut GateReport,
     candidate: &Evaluation,
     incumbent: &Incumbent,

@@ -33,7 +33,9 @@ const FIRST_TIMESTAMP: i64 = 1_735_689_600;
 /// Shape of the generated data.
 #[derive(Debug, Clone)]
 pub struct GenConfig {
+    /// Users, with ids 1..=users (at least 1).
     pub users: usize,
+    /// Movies, with ids 1..=items (at least 2).
     pub items: usize,
     /// Dimensions of the planted latent structure.
     pub factors: usize,
@@ -41,6 +43,7 @@ pub struct GenConfig {
     pub ratings_per_user: usize,
     /// Zipf exponent of item popularity.
     pub zipf: f64,
+    /// RNG seed: the same config gives the same data.
     pub seed: u64,
 }
 
@@ -59,16 +62,18 @@ impl Default for GenConfig {
 
 /// Generated data plus the structure that generated it.
 pub struct Synthetic {
-    pub config: GenConfig,
+    /// The config it was generated from.
+    config: GenConfig,
+    /// One rating per (user, movie), by user then movie: whole stars 1-5, epoch-ms times.
     pub ratings: Vec<Interaction>,
     /// (movie id, title, genres)
-    pub titles: Vec<(i64, String, String)>,
+    titles: Vec<(i64, String, String)>,
     /// users x factors, C order.
-    pub user_factors: Vec<f32>,
+    user_factors: Vec<f32>,
     /// items x factors, C order.
-    pub item_factors: Vec<f32>,
+    item_factors: Vec<f32>,
     /// log popularity weight per item.
-    pub item_log_pop: Vec<f32>,
+    item_log_pop: Vec<f32>,
 }
 
 fn gaussian_matrix(rng: &mut StdRng, rows: usize, cols: usize) -> Vec<f32> {
@@ -127,7 +132,7 @@ pub fn generate(config: &GenConfig) -> Synthetic {
             ratings.push(Interaction {
                 user: u as i64 + 1,
                 item: i as i64 + 1,
-                rating: Some(score.round().clamp(1.0, 5.0) as f32),
+                rating: Some(score.round().clamp(1.0, 5.0)),
                 ts_ms: Some(ts * 1000),
             });
             ts += rng.random_range(30..86_400);

@@ -4,8 +4,8 @@
 //! - [`split`]: the peer's holdout and leave-last-out splits, byte for byte.
 //! - [`als`]: implicit-feedback ALS with implicit 0.7.3's conjugate-gradient solver.
 //! - [`eval`]: P, R, NDCG, MAP, HR at k, ALS and popularity side by side.
-//! - [`gate`]: what must hold before `recs train` publishes.
-//! - [`cli`]: `recs split`, `recs train`, `recs eval`.
+//! - `gate` ([`GateReport`]): what must hold before `recs train` publishes.
+//! - The `recs` CLI (shared/cli) runs `recs split`, `recs train` and `recs eval`.
 //!
 //! [`train`] runs the whole pipeline: read, build the matrix, fit, evaluate, gate,
 //! publish through [`Registry::publish`].
@@ -14,11 +14,11 @@
 
 pub mod als;
 pub mod eval;
-pub mod gate;
+mod gate;
 pub mod gen_data;
 mod kernels;
 pub mod ratings;
-pub mod rng;
+mod rng;
 pub mod split;
 
 use std::collections::HashMap;
@@ -29,7 +29,8 @@ use serde_json::{json, Value};
 
 use als::{AlsConfig, AlsFactors, Csr};
 use eval::{Evaluation, TestSet};
-use gate::{GateReport, Incumbent};
+pub use gate::GateReport;
+use gate::Incumbent;
 use ratings::{Format, Rating};
 use recs_core::{
     validate_version, AlsModel, Artifacts, CsrPattern, Factors, Registry, RegistryError,
@@ -53,23 +54,31 @@ pub enum IdRows {
 /// The training matrix and the raw id of every row and column.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    pub users: Vec<i64>,
-    pub items: Vec<i64>,
+    /// Raw user id of each matrix row.
+    users: Vec<i64>,
+    /// Raw movie id of each matrix column.
+    items: Vec<i64>,
     /// users x items, 1.0 per positive.
     pub matrix: Csr,
 }
 
-/// Our defaults, tuned on a validation split cut from the ml-100k holdout TRAIN
-/// file (seed 43), never on its test file: docs/TRAINING.md has the grid.
+// Our defaults, tuned on a validation split cut from the ml-100k holdout TRAIN
+// file (seed 43), never on its test file: docs/TRAINING.md has the grid.
+/// Default [`AlsConfig::factors`].
 pub const DEFAULT_FACTORS: usize = 128;
+/// Default [`AlsConfig::regularization`] (lambda).
 pub const DEFAULT_REGULARIZATION: f32 = 60.0;
+/// Default [`AlsConfig::alpha`].
 pub const DEFAULT_ALPHA: f32 = 12.0;
+/// Default [`AlsConfig::iterations`].
 pub const DEFAULT_ITERATIONS: usize = 25;
+/// Default [`AlsConfig::cg_steps`].
 pub const DEFAULT_CG_STEPS: usize = 3;
+/// Default [`AlsConfig::reg_exponent`]: 0, implicit's plain lambda.
 pub const DEFAULT_REG_EXPONENT: f32 = 0.0;
 
 /// [`AlsConfig`] with `recs train`'s defaults.
-pub fn default_als() -> als::AlsConfig {
+fn default_als() -> als::AlsConfig {
     als::AlsConfig {
         factors: DEFAULT_FACTORS,
         regularization: DEFAULT_REGULARIZATION,
@@ -87,30 +96,44 @@ pub fn default_als() -> als::AlsConfig {
 /// Why training could not run or publish.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// The training or test file could not be read or parsed.
     #[error(transparent)]
     Ratings(#[from] ratings::RatingsError),
+    /// Opening the registry, a version name, or picking the next version failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The fitted factors do not make a servable model.
     #[error(transparent)]
     Model(#[from] recs_core::ModelError),
+    /// Unusable input or settings: ids for `IdRows::Dense`, an existing version, ALS settings.
     #[error("invalid training input: {0}")]
     Invalid(String),
+    /// The local registry folder could not be created.
     #[error("creating {path}: {source}")]
     Io {
+        /// The folder.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// Publishing the version failed.
     #[error("publishing {version} to {registry}: {source}")]
     Publish {
+        /// The version being published.
         version: String,
+        /// The registry location.
         registry: String,
+        /// The registry's error.
         #[source]
         source: Box<RegistryError>,
     },
+    /// The version was published, but its drift baseline could not be written.
     #[error("writing the drift baseline of {version}: {source}")]
     Baseline {
+        /// The version just published.
         version: String,
+        /// The baseline error.
         #[source]
         source: Box<recs_drift::BaselineError>,
     },
@@ -169,7 +192,7 @@ pub fn build_dataset(positives: &[Rating], id_rows: IdRows) -> Result<Dataset> {
 
 /// Turns fitted factors into registry artifacts: rows and columns without any
 /// positive are dropped; `seen` is the training matrix. Metadata is left empty.
-pub fn to_artifacts(ds: &Dataset, fit: &AlsFactors) -> Artifacts {
+fn to_artifacts(ds: &Dataset, fit: &AlsFactors) -> Artifacts {
     let f = fit.factors;
     let keep_users: Vec<usize> = (0..ds.matrix.rows)
         .filter(|&u| ds.matrix.row_len(u) > 0)
@@ -215,7 +238,7 @@ pub fn to_artifacts(ds: &Dataset, fit: &AlsFactors) -> Artifacts {
 }
 
 /// A servable model from artifacts (for evaluation before publishing).
-pub fn model_of(a: &Artifacts) -> Result<AlsModel> {
+fn model_of(a: &Artifacts) -> Result<AlsModel> {
     let copy = |f: &Factors| Factors {
         shape: f.shape.clone(),
         data: f.data.clone(),
@@ -230,7 +253,7 @@ pub fn model_of(a: &Artifacts) -> Result<AlsModel> {
 }
 
 /// Process CPU time (all threads), seconds.
-pub fn process_cpu_seconds() -> f64 {
+fn process_cpu_seconds() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -244,7 +267,7 @@ pub fn process_cpu_seconds() -> f64 {
 }
 
 /// `$GIT_SHA`, else `git rev-parse HEAD`, else "unknown".
-pub fn git_sha() -> String {
+fn git_sha() -> String {
     if let Ok(sha) = std::env::var("GIT_SHA") {
         if !sha.trim().is_empty() {
             return sha.trim().to_string();
@@ -264,17 +287,29 @@ pub fn git_sha() -> String {
 /// Everything `recs train` needs.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
+    /// The training rating file.
     pub ratings: PathBuf,
+    /// Its format (`Auto`: detected from the first line).
     pub format: Format,
+    /// Drop (and count) malformed rows instead of failing on the first one.
     pub skip_bad_rows: bool,
+    /// Ratings at or above this are positives; rows without a rating always are.
     pub min_rating: f32,
+    /// Where to publish: a folder or `s3://bucket/prefix`.
     pub registry: String,
+    /// The version to publish as (default: `vX.Y` after the highest existing one).
     pub version: Option<String>,
+    /// ALS hyper-parameters and run settings.
     pub als: AlsConfig,
+    /// How raw ids become matrix rows.
     pub id_rows: IdRows,
+    /// Test file for offline metrics and the quality checks (none: structure only).
     pub test: Option<PathBuf>,
+    /// Cut-off of the offline metrics.
     pub k: usize,
+    /// Refuse to publish when the gate fails.
     pub gate: bool,
+    /// How far the candidate's NDCG@k may fall below the latest version's.
     pub gate_margin: f64,
     /// Train, evaluate and gate, but publish nothing.
     pub dry_run: bool,
@@ -309,9 +344,11 @@ impl TrainOptions {
 pub struct TrainReport {
     /// The published version; `None` for a dry run or a refusal.
     pub published: Option<String>,
+    /// The gate's checks (they run even when the gate is off).
     pub gate: GateReport,
     /// Whether the gate was applied (false with `--no-gate`).
-    pub gated: bool,
+    gated: bool,
+    /// Offline metrics on the test file (`None` without one, or when a structural check failed).
     pub evaluation: Option<Evaluation>,
     /// The JSON `recs train` prints.
     pub summary: Value,
@@ -492,6 +529,9 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
             Some(v) => v.clone(),
             None => registry.next_version().await?,
         };
+        recs_core::active::pin_served(&registry)
+            .await
+            .map_err(|e| TrainError::Invalid(format!("recording the served version: {e}")))?;
         let loaded = registry
             .publish(&version, &artifacts)
             .await

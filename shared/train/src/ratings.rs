@@ -12,7 +12,7 @@
 //! - Duplicate (user, item) pairs: the row with the latest timestamp wins; at equal
 //!   (or absent) timestamps the later line wins. So a re-rating replaces the old
 //!   rating, and a film re-rated 5 -> 2 is not a positive. Dropped rows are counted in
-//!   [`Ratings::duplicates`].
+//!   the summary's `duplicates_dropped`.
 
 use std::fmt;
 use std::path::Path;
@@ -63,17 +63,25 @@ pub use recs_core::Interaction as Rating;
 /// Why a rating file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RatingsError {
+    /// The file could not be read.
     #[error("reading {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A line does not parse (a row, or the header or format the first line implies).
     #[error("{path}:{line}: {reason} (line {line}: {text:?}; --skip-bad-rows drops such rows)")]
     Malformed {
+        /// The file.
         path: String,
+        /// 1-based line number.
         line: usize,
+        /// What is wrong with the line.
         reason: String,
+        /// The line, cut to 120 characters.
         text: String,
     },
 }
@@ -81,20 +89,22 @@ pub enum RatingsError {
 /// A parsed rating file.
 #[derive(Debug, Clone)]
 pub struct Ratings {
+    /// The file, as given.
     pub path: String,
     /// The format actually used (never `Auto`).
     pub format: Format,
+    /// Whether the first non-blank line was a header.
     pub header: bool,
     /// Rows after deduplication, sorted by (user, item).
     pub rows: Vec<Rating>,
     /// Non-blank data lines read (header excluded), bad ones included.
-    pub lines: usize,
+    lines: usize,
     /// Rows dropped as malformed (only with `skip_bad_rows`).
     pub skipped: usize,
     /// The first few skipped rows: (line, reason).
-    pub skipped_examples: Vec<(usize, String)>,
+    skipped_examples: Vec<(usize, String)>,
     /// Rows dropped because a later/newer row had the same (user, item).
-    pub duplicates: usize,
+    duplicates: usize,
     /// SHA-256 of the file's bytes: the version's `data_snapshot_id`.
     pub sha256: String,
 }
@@ -107,11 +117,6 @@ impl Ratings {
             .filter(|r| r.is_positive(min_rating))
             .copied()
             .collect()
-    }
-
-    /// True when every row has a timestamp (leave-last-out needs them).
-    pub fn has_timestamps(&self) -> bool {
-        self.rows.iter().all(|r| r.ts_ms.is_some())
     }
 
     /// A JSON summary for meta.json and command output.
@@ -275,7 +280,7 @@ pub fn read_ratings(
 }
 
 /// Parses rating-file bytes; `path` is only used in messages.
-pub fn parse_ratings(
+fn parse_ratings(
     path: &str,
     bytes: &[u8],
     format: Format,

@@ -74,7 +74,7 @@ fn generate_state_u64(pool: &[u32; POOL_SIZE], n: usize) -> Vec<u64> {
 }
 
 /// PCG64 (XSL-RR 128/64) as numpy's bit generator, with its 32-bit buffering.
-pub struct NumpyRng {
+pub(crate) struct NumpyRng {
     state: u128,
     inc: u128,
     pending: Option<u32>,
@@ -82,7 +82,7 @@ pub struct NumpyRng {
 
 impl NumpyRng {
     /// `numpy.random.default_rng(seed)`.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         let v = generate_state_u64(&seed_sequence_pool(seed), 4);
         let initstate = (u128::from(v[0]) << 64) | u128::from(v[1]);
         let initseq = (u128::from(v[2]) << 64) | u128::from(v[3]);
@@ -102,7 +102,7 @@ impl NumpyRng {
     }
 
     /// `bit_generator.random_raw()`.
-    pub fn next_u64(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.step();
         let s = self.state;
         let x = ((s >> 64) as u64) ^ (s as u64);
@@ -119,7 +119,7 @@ impl NumpyRng {
     }
 
     /// One draw of `random(dtype=float32)`: uniform in [0, 1) on a 2^-24 grid.
-    pub fn next_f32(&mut self) -> f32 {
+    pub(crate) fn next_f32(&mut self) -> f32 {
         (self.next_u32() >> 8) as f32 * (1.0 / 16_777_216.0)
     }
 }

@@ -36,8 +36,8 @@ pub use recs_core::Interaction as Pair;
 /// TRAIN and TEST pairs, each sorted by (user, item).
 #[derive(Debug, Clone, Default)]
 pub struct Split {
-    pub train: Vec<Pair>,
-    pub test: Vec<Pair>,
+    train: Vec<Pair>,
+    test: Vec<Pair>,
 }
 
 /// Groups pairs by user: (start, end) ranges over `pairs` sorted by user.
@@ -109,7 +109,7 @@ pub fn leave_last_out(pairs: &[Pair]) -> Result<Split, String> {
 }
 
 /// The file form: `user \t item \n` per pair.
-pub fn to_tsv(pairs: &[Pair]) -> Vec<u8> {
+fn to_tsv(pairs: &[Pair]) -> Vec<u8> {
     let mut out = Vec::with_capacity(pairs.len() * 10);
     for p in pairs {
         writeln!(out, "{}\t{}", p.user, p.item).expect("write to Vec");

@@ -6,14 +6,14 @@ use super::{Event, ReadStats, Window};
 
 /// How a file is read, from its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
+pub(crate) enum FileKind {
     JsonLines,
     Delimited(u8),
     Unsupported,
 }
 
 impl FileKind {
-    pub fn of(name: &str) -> FileKind {
+    pub(crate) fn of(name: &str) -> FileKind {
         let lower = name.to_ascii_lowercase();
         let ext = lower.rsplit_once('.').map_or("", |(_, e)| e);
         match ext {
@@ -26,7 +26,7 @@ impl FileKind {
 }
 
 /// Parses one file's bytes, keeping the events inside `window`.
-pub fn parse_file(
+pub(crate) fn parse_file(
     name: &str,
     bytes: &[u8],
     kind: FileKind,

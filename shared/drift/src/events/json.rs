@@ -118,7 +118,7 @@ fn time_of(s: &Scalar) -> Option<i64> {
 
 /// What one line is.
 #[derive(Debug, PartialEq)]
-pub enum Line {
+pub(crate) enum Line {
     Event(Event),
     /// Another event type (recommendation request or response).
     Ignored,
@@ -126,7 +126,7 @@ pub enum Line {
 }
 
 /// Parses one JSON line.
-pub fn parse_json_line(line: &str) -> Line {
+pub(crate) fn parse_json_line(line: &str) -> Line {
     let raw: RawEvent = match serde_json::from_str(line) {
         Ok(r) => r,
         Err(_) => return Line::Malformed("not a JSON object of the event schema"),

@@ -5,7 +5,7 @@ use recs_core::time::{date_of_day, parse_date};
 use recs_core::{Store, StoreError};
 
 /// The day of a date folder name (`2026-11-27`, `dt=2026-11-27`, `date=2026-11-27`).
-pub fn partition_day(name: &str) -> Option<i64> {
+pub(crate) fn partition_day(name: &str) -> Option<i64> {
     let d = name
         .strip_prefix("dt=")
         .or_else(|| name.strip_prefix("date="))

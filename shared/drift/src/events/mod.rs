@@ -26,16 +26,19 @@ mod files;
 mod json;
 mod listing;
 
-pub use files::{parse_file, FileKind};
-pub use json::{parse_json_line, Line};
-pub use listing::{list_window_files, partition_day};
+use files::{parse_file, FileKind};
+#[cfg(test)]
+pub(crate) use json::{parse_json_line, Line};
+pub use listing::list_window_files;
 
 use recs_core::{Store, StoreError};
 
 /// One interaction in the window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Event {
+    /// Raw user id.
     pub user: i64,
+    /// Raw movie id.
     pub item: i64,
     /// `None` for a watch event.
     pub rating: Option<f32>,
@@ -51,9 +54,9 @@ pub struct ReadStats {
     /// Non-blank lines read (CSV headers excluded).
     pub lines: u64,
     /// Interaction events inside the window.
-    pub events: u64,
+    events: u64,
     /// Interaction events outside the window (in a listed date folder).
-    pub out_of_window: u64,
+    out_of_window: u64,
     /// Lines that did not parse (counted and skipped).
     pub malformed: u64,
     /// Lines of other event types (recommendation requests and responses).
@@ -61,7 +64,7 @@ pub struct ReadStats {
     /// Files skipped because their format is not read (.parquet, .gz, ...).
     pub unsupported_files: u64,
     /// Bytes read.
-    pub bytes: u64,
+    bytes: u64,
     /// The first few malformed lines as `file:line: reason`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<String>,
@@ -70,7 +73,7 @@ pub struct ReadStats {
 const MAX_EXAMPLES: usize = 5;
 
 impl ReadStats {
-    pub fn merge(&mut self, o: ReadStats) {
+    fn merge(&mut self, o: ReadStats) {
         self.files += o.files;
         self.lines += o.lines;
         self.events += o.events;
@@ -97,8 +100,8 @@ impl ReadStats {
 /// The window `[start_ms, end_ms)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
-    pub start_ms: i64,
-    pub end_ms: i64,
+    pub(crate) start_ms: i64,
+    pub(crate) end_ms: i64,
 }
 
 impl Window {
@@ -111,12 +114,13 @@ impl Window {
     }
 
     #[inline]
-    pub fn contains(&self, ts_ms: i64) -> bool {
+    pub(crate) fn contains(&self, ts_ms: i64) -> bool {
         ts_ms >= self.start_ms && ts_ms < self.end_ms
     }
 
-    /// Every instant (no filtering), for reading whole files.
-    pub fn all() -> Window {
+    /// Every instant (no filtering), for reading whole files in tests.
+    #[cfg(test)]
+    fn all() -> Window {
         Window {
             start_ms: i64::MIN,
             end_ms: i64::MAX,
@@ -192,7 +196,7 @@ pub async fn read_window(
 }
 
 /// Parses fetched files in parallel (rayon), in order.
-pub fn parse_all(
+fn parse_all(
     files: &[(String, FileKind, Vec<u8>)],
     window: Window,
 ) -> Vec<(Vec<Event>, ReadStats)> {
@@ -205,6 +209,7 @@ pub fn parse_all(
 
 #[cfg(test)]
 mod tests {
+    use super::listing::partition_day;
     use super::*;
 
     #[test]

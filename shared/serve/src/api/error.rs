@@ -40,7 +40,11 @@ impl From<SwitchError> for ApiError {
         let (status, kind) = match &e {
             SwitchError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_model"),
             SwitchError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            SwitchError::Verification { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "model_load"),
+            // Not `model_load`: the served model is healthy, and ModelLoadFailure (whose
+            // answer is a rollback) must not fire on refused switches.
+            SwitchError::Verification { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "switch_refused")
+            }
             SwitchError::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable")
             }

@@ -20,7 +20,7 @@ pub use recs_telemetry::emf::Outcome;
 use crate::state::Service;
 
 /// The longest `X-Request-ID` accepted.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
+const MAX_REQUEST_ID_LEN: usize = 128;
 /// The largest request body accepted (the POST routes take small JSON objects).
 pub const MAX_BODY: usize = 16 * 1024;
 
@@ -183,12 +183,7 @@ pub async fn handle_with_outcome(
     };
     let (status, error_type, body, content_type) = match result {
         Ok(Reply::Json(status, body, error_type)) => (status, error_type, body, "application/json"),
-        Ok(Reply::Text(t)) => (
-            StatusCode::OK,
-            None,
-            t,
-            "text/plain; version=0.0.4; charset=utf-8",
-        ),
+        Ok(Reply::Text(t)) => (StatusCode::OK, None, t, crate::metrics::CONTENT_TYPE),
         Err(e) => {
             // One structured line per refused request: what operators grep for.
             tracing::info!(%request_id, endpoint = endpoint.name(), status = e.status.as_u16(),
