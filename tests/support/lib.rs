@@ -141,7 +141,8 @@ pub fn lambda_event(name: &str) -> lambda_http::Request {
 }
 
 /// A service over a fresh folder registry holding planted versions (name, seed) of a
-/// small synthetic model; the last one is latest.
+/// small synthetic model; the last one is latest. Built as the Lambda adapter builds
+/// it (metrics with an EMF outbox).
 pub async fn service_over(
     versions: &[(&str, u64)],
 ) -> (tempfile::TempDir, std::sync::Arc<Service>) {
@@ -163,7 +164,11 @@ pub async fn service_over(
         registry: dir.path().display().to_string(),
         ..Config::default()
     };
-    (dir, std::sync::Arc::new(Service::start(config).await))
+    let metrics = recs_serve::Metrics::with_emf_outbox();
+    (
+        dir,
+        std::sync::Arc::new(Service::start_with(config, metrics).await),
+    )
 }
 
 /// Runs an `events/` file through a function's handler: (status, JSON body).

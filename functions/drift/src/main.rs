@@ -170,20 +170,34 @@ async fn invoke(
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     recs_telemetry::init_logging();
-    let cfg = Config::from_env()?;
+    // A bad configuration does not exit at start: every invocation answers with the
+    // reason (an exit at INIT leaves `cargo lambda invoke` waiting forever and shows
+    // operators nothing but a restart loop).
+    let cfg = Config::from_env().map_err(|e| format!("{e:#}"));
+    if let Err(e) = &cfg {
+        tracing::error!(error = %e, "drift: configuration is invalid; every run will fail until it is fixed");
+    }
     let aws = aws_config::load_from_env().await;
     let cw = aws_sdk_cloudwatch::Client::new(&aws);
     let (cfg, cw) = (&cfg, &cw);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        match invoke(&event.payload, cfg, cw).await {
+        let result = match cfg {
+            Ok(cfg) => invoke(&event.payload, cfg, cw)
+                .await
+                .map_err(|e| format!("{e:#}")),
+            Err(e) => Err(format!("configuration: {e}")),
+        };
+        match result {
             Ok((summary, lines)) => {
                 emf::emit(&lines);
                 eprint!("{}", summary.table());
                 Ok(serde_json::to_value(&summary)?)
             }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "drift run failed");
-                Err(lambda_runtime::Error::from(format!("{e:#}")))
+                tracing::error!(error = %e, "drift run failed");
+                // Counted as well as logged: the drift-failure alarm reads it.
+                emf::emit(&[emf::error_line("drift_failed", Some(&e), None)]);
+                Err(lambda_runtime::Error::from(e))
             }
         }
     }))

@@ -45,15 +45,6 @@ fn from_http(resp: http::Response<Bytes>) -> Response<Body> {
     Response::from_parts(parts, body)
 }
 
-/// The EMF lines describing how this environment's model load went: written once,
-/// with the first invocation, so INIT failures are counted too.
-fn startup_lines(svc: &Service) -> Vec<String> {
-    match svc.model() {
-        Ok(m) => vec![emf::model_load_line(m.load_seconds, &m.version)],
-        Err(reason) => vec![emf::error_line("model_load", Some(&reason), None)],
-    }
-}
-
 /// Keeps the served model current. With no model, the retry happens in the request
 /// (it cannot be answered otherwise); with one, the poll runs in the background and
 /// the request answers from the model already loaded.
@@ -87,11 +78,9 @@ pub async fn respond_with_metrics(
         tokio::spawn(async move { api::handle_with_outcome(&task_svc, allowed, &req).await })
             .await
             .unwrap_or_else(|_| internal_error(endpoint));
-    let mut lines = if cold_start {
-        startup_lines(svc)
-    } else {
-        Vec::new()
-    };
+    // Loads, failures, switches and shadow comparisons since the last invocation
+    // (start-up included), then this request.
+    let mut lines = svc.metrics.take_emf();
     lines.extend(emf::request_lines(&outcome, cold_start));
     (resp, lines)
 }
@@ -120,7 +109,8 @@ static COLD: AtomicBool = AtomicBool::new(true);
 /// loaded once per execution environment (INIT), then one [`respond`] per event.
 pub async fn run_http(routes: &'static [Endpoint]) -> Result<(), lambda_http::Error> {
     recs_telemetry::init_logging();
-    let svc = Arc::new(Service::start(crate::Config::from_env()?).await);
+    let config = crate::Config::from_env()?;
+    let svc = Arc::new(Service::start_with(config, crate::Metrics::with_emf_outbox()).await);
     let svc = &svc;
     lambda_http::run(lambda_http::service_fn(move |event| async move {
         Ok::<_, std::convert::Infallible>(respond(svc, routes, event).await)

@@ -95,7 +95,14 @@ pub struct Metrics {
     started: Instant,
     // Rendering reads the process gauges; one render at a time keeps them consistent.
     render: Mutex<()>,
+    /// EMF lines waiting to be written (Lambda only: the adapter drains them with
+    /// every invocation; `None` locally, where Prometheus scrapes instead).
+    outbox: Option<Mutex<Vec<String>>>,
 }
+
+/// EMF lines kept at most between two invocations: a flood of failures must not grow
+/// memory without bound (the counters still count every one).
+const OUTBOX_CAP: usize = 1000;
 
 /// Registers `metric` under the full sample name `full` (OpenMetrics adds `_total`
 /// to counters, so their family name drops it).
@@ -126,6 +133,7 @@ impl Default for Metrics {
             rss: Gauge::default(),
             started: Instant::now(),
             render: Mutex::new(()),
+            outbox: None,
         };
         let slo_latency = FloatGauge::default();
         slo_latency.set(SLO_LATENCY_TARGET_SECONDS);
@@ -206,6 +214,33 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics that also queue an EMF line for every event that is not a request's
+    /// answer (model loads and their failures, switches, shadow comparisons), for the
+    /// Lambda adapter to write ([`Metrics::take_emf`]).
+    pub fn with_emf_outbox() -> Metrics {
+        Metrics {
+            outbox: Some(Mutex::new(Vec::new())),
+            ..Metrics::default()
+        }
+    }
+
+    fn queue(&self, line: impl FnOnce() -> String) {
+        if let Some(outbox) = &self.outbox {
+            let mut q = outbox.lock().unwrap_or_else(|p| p.into_inner());
+            if q.len() < OUTBOX_CAP {
+                q.push(line());
+            }
+        }
+    }
+
+    /// The EMF lines queued since the last call.
+    pub fn take_emf(&self) -> Vec<String> {
+        match &self.outbox {
+            Some(outbox) => std::mem::take(&mut *outbox.lock().unwrap_or_else(|p| p.into_inner())),
+            None => Vec::new(),
+        }
+    }
+
     /// Counts one answered request (every status, 4xx included) and its latency.
     pub fn observe_request(
         &self,
@@ -220,19 +255,27 @@ impl Metrics {
         self.latency
             .get_or_create(&EndpointLabel { endpoint })
             .observe(seconds);
+        // The request's own EMF line carries its error (emf::request_lines).
         if let Some(error_type) = error_type {
-            self.count_error(error_type, endpoint);
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    error_type,
+                    endpoint,
+                })
+                .inc();
         }
     }
 
-    /// Counts an error that is not a request's answer (e.g. a failed model load).
-    pub fn count_error(&self, error_type: &'static str, endpoint: &'static str) {
+    /// Counts an error that is not a request's answer (e.g. a failed model load),
+    /// in both sinks; `detail` says what failed.
+    pub fn count_error(&self, error_type: &'static str, endpoint: &'static str, detail: &str) {
         self.errors
             .get_or_create(&ErrorLabels {
                 error_type,
                 endpoint,
             })
             .inc();
+        self.queue(|| recs_telemetry::emf::error_line(error_type, Some(detail), None));
     }
 
     /// Records a successful load: the served version (the only one shown) and how
@@ -245,9 +288,16 @@ impl Metrics {
         self.model_load_seconds.set(seconds);
     }
 
-    /// Counts one model switch performed by this process.
-    pub fn count_switch(&self) {
+    /// Records one completed model load (every attempt that succeeded, including
+    /// reloads after a switch), in both sinks.
+    pub fn count_load(&self, version: &str, seconds: f64) {
+        self.queue(|| recs_telemetry::emf::model_load_line(seconds, version));
+    }
+
+    /// Counts one switch or rollout change this process recorded, in both sinks.
+    pub fn count_switch(&self, action: &str, version: &str) {
         self.switches.inc();
+        self.queue(|| recs_telemetry::emf::switch_line(action, version));
     }
 
     /// Whether a model is loaded and servable.
@@ -263,8 +313,9 @@ impl Metrics {
     }
 
     /// Records one shadow comparison's top-k overlap (0..=1).
-    pub fn observe_shadow(&self, overlap: f64) {
+    pub fn observe_shadow(&self, overlap: f64, primary: &str, shadow: &str) {
         self.shadow_overlap.observe(overlap);
+        self.queue(|| recs_telemetry::emf::shadow_line(overlap, primary, shadow));
     }
 
     /// Records the latest PSI of each drift feature (replacing the previous run's).

@@ -57,7 +57,13 @@ impl Service {
     /// loads it and the titles. Never fails: a model that cannot be served becomes
     /// the reason `/healthz` reports, and is counted as a `model_load` error.
     pub async fn start(config: Config) -> Service {
-        let metrics = Arc::new(Metrics::default());
+        Self::start_with(config, Metrics::default()).await
+    }
+
+    /// [`Service::start`] with the given metrics (the Lambda adapter passes
+    /// [`Metrics::with_emf_outbox`], so every load and failure also becomes an EMF line).
+    pub async fn start_with(config: Config, metrics: Metrics) -> Service {
+        let metrics = Arc::new(metrics);
         let registry = Registry::open(&config.registry).map_err(|e| e.to_string());
         let empty = Served {
             primary: Err("not loaded yet".into()),
@@ -159,7 +165,8 @@ impl Service {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check active.json; serving what is loaded");
-                self.metrics.count_error("registry_unavailable", "refresh");
+                self.metrics
+                    .count_error("registry_unavailable", "refresh", &e.to_string());
             }
         }
     }
@@ -225,7 +232,7 @@ impl Service {
                 if let Ok(old) = &current.primary {
                     // Keep serving the old model; the failure is counted and retried.
                     tracing::error!(%reason, serving = %old.version, "new active version failed to load");
-                    self.metrics.count_error("model_load", "refresh");
+                    self.metrics.count_error("model_load", "refresh", &reason);
                     return;
                 }
                 Err(reason)
@@ -236,7 +243,11 @@ impl Service {
                 Ok(m) => Some(m),
                 Err(e) => {
                     tracing::error!(version = %v, error = %e, "canary version failed to load; serving primary only");
-                    self.metrics.count_error("model_load", "refresh");
+                    self.metrics.count_error(
+                        "model_load",
+                        "refresh",
+                        &format!("canary version {v}: {e}"),
+                    );
                     None
                 }
             },
@@ -266,7 +277,7 @@ impl Service {
 
     fn fail_load(&self, reason: String) {
         tracing::error!(registry = %self.config.registry, %reason, "no servable model");
-        self.metrics.count_error("model_load", "startup");
+        self.metrics.count_error("model_load", "startup", &reason);
         self.metrics.set_healthy(self.served().primary.is_ok());
         if self.served().primary.is_err() {
             let current = self.served();
@@ -290,7 +301,10 @@ impl Service {
         if let Some(m) = loaded.into_iter().flatten().find(|m| m.version == version) {
             return Ok(m.clone());
         }
-        registry.load(version).await.map(Arc::new)
+        let loaded = registry.load(version).await?;
+        self.metrics
+            .count_load(&loaded.version, loaded.load_seconds);
+        Ok(Arc::new(loaded))
     }
 
     /// The version served now, if any.
@@ -315,7 +329,7 @@ impl Service {
             .collect();
         let serving = self.serving_version();
         let done = control::switch(self.registry()?, version, serving.as_deref(), &loaded).await?;
-        self.metrics.count_switch();
+        self.metrics.count_switch("switch", version);
         self.install(&done.state, done.model.clone()).await;
         Ok(done)
     }
@@ -334,6 +348,14 @@ impl Service {
         let serving = self.serving_version();
         let (state, _) =
             control::update_rollout(self.registry()?, &patch, serving.as_deref(), &loaded).await?;
+        self.metrics.count_switch(
+            "rollout",
+            state
+                .rollout
+                .canary_version
+                .as_deref()
+                .unwrap_or(&state.active_version),
+        );
         if let Ok(p) = self.served().primary.clone() {
             self.install(&state, p).await;
         }

@@ -162,6 +162,40 @@ pub fn drift_line(feature: &str, psi: f64, version: &str, events: u64) -> String
     )
 }
 
+/// One model switch or rollout change recorded in active.json
+/// (`model_switches_total`, dimension set service; action and version as properties).
+pub fn switch_line(action: &str, version: &str) -> String {
+    let mut m = Map::new();
+    m.insert(names::MODEL_SWITCHES.into(), 1.into());
+    m.insert("action".into(), action.into());
+    m.insert("model_version".into(), version.into());
+    document(
+        now_ms(),
+        vec![directive(
+            &[&["service"]],
+            &[(names::MODEL_SWITCHES, "Count")],
+        )],
+        m,
+    )
+}
+
+/// One shadow comparison: the top-k overlap (0..=1) of the shadow version with the
+/// served one.
+pub fn shadow_line(overlap: f64, primary: &str, shadow: &str) -> String {
+    let mut m = Map::new();
+    m.insert(names::SHADOW_OVERLAP.into(), overlap.into());
+    m.insert("model_version".into(), primary.into());
+    m.insert("shadow_version".into(), shadow.into());
+    document(
+        now_ms(),
+        vec![directive(
+            &[&["service"]],
+            &[(names::SHADOW_OVERLAP, "None")],
+        )],
+        m,
+    )
+}
+
 /// Writes lines to stdout in one locked write, so they never interleave with other
 /// output mid-line.
 pub fn emit(lines: &[String]) {
@@ -315,6 +349,16 @@ mod tests {
         assert_eq!(e["request_id"], "rid-1");
         let load = check_emf(&model_load_line(0.25, "v1.0"));
         assert_eq!(load[names::MODEL_LOAD_SECONDS], 0.25);
+        let switch = check_emf(&switch_line("switch", "v0.2"));
+        assert_eq!(
+            (
+                switch[names::MODEL_SWITCHES].as_i64(),
+                switch["model_version"].as_str()
+            ),
+            (Some(1), Some("v0.2"))
+        );
+        let shadow = check_emf(&shadow_line(0.7, "v0.1", "v0.2"));
+        assert_eq!(shadow[names::SHADOW_OVERLAP], 0.7);
     }
 
     #[test]

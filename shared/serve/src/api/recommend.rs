@@ -127,7 +127,8 @@ pub(super) fn recommend(
             } else {
                 same as f64 / scored.len() as f64
             };
-            svc.metrics.observe_shadow(overlap);
+            svc.metrics
+                .observe_shadow(overlap, &loaded.version, &shadow.version);
             tracing::info!(user_id, primary = %loaded.version, shadow = %shadow.version, overlap, "shadow comparison");
         }
     }
