@@ -22,6 +22,7 @@
 
 use rayon::prelude::*;
 
+use super::kernels::{Problem, Simd};
 use super::rng::NumpyRng;
 
 /// The rating matrix: one CSR type for the whole system, with f32 values here.
@@ -105,46 +106,6 @@ pub struct IterationStats {
     pub(crate) seconds: f64,
     /// The training loss after it, when `calculate_loss` is set.
     pub(crate) loss: Option<f64>,
-}
-
-/// The SIMD flavour of the row kernels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Simd {
-    Avx512,
-    Avx2,
-    Portable,
-}
-
-impl Simd {
-    /// The best the CPU supports; `RECS_SIMD=portable|avx2|avx512` caps it.
-    pub(crate) fn detect() -> Simd {
-        let cap = std::env::var("RECS_SIMD").unwrap_or_default();
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-            let avx512 = avx2 && is_x86_feature_detected!("avx512f");
-            match cap.as_str() {
-                "portable" => Simd::Portable,
-                "avx2" if avx2 => Simd::Avx2,
-                _ if avx512 && cap != "avx2" => Simd::Avx512,
-                _ if avx2 => Simd::Avx2,
-                _ => Simd::Portable,
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = cap;
-            Simd::Portable
-        }
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Simd::Avx512 => "avx512",
-            Simd::Avx2 => "avx2+fma",
-            Simd::Portable => "portable",
-        }
-    }
 }
 
 /// Fits the model. `cui` holds raw values r (1.0 for a binary positive); rows are
@@ -288,18 +249,6 @@ fn gram(simd: Simd, y: &[f32], f: usize) -> Vec<f64> {
         }
     }
     total
-}
-
-/// The per-row problem shared by every task of one half-iteration.
-pub(super) struct Problem<'a> {
-    /// Y'Y + lambda I, f x f, f32.
-    pub(super) g: &'a [f32],
-    pub(super) y: &'a [f32],
-    pub(super) m: &'a Csr,
-    pub(super) f: usize,
-    pub(super) cg_steps: usize,
-    /// Per-row regularisation on top of the lambda inside `g`.
-    pub(super) extra_reg: Option<&'a [f32]>,
 }
 
 /// The settings of one half-iteration.

@@ -6,7 +6,59 @@
 //! lanes) go to the slice version in `als.rs`. The arithmetic is the same as that
 //! version and as implicit's `_least_squares_cg`; only the summation order differs.
 
-use super::als::Problem;
+type Csr = recs_core::Csr<f32>;
+
+/// The per-row problem shared by every task of one half-iteration.
+pub(crate) struct Problem<'a> {
+    /// Y'Y + lambda I, f x f, f32.
+    pub(crate) g: &'a [f32],
+    pub(crate) y: &'a [f32],
+    pub(crate) m: &'a Csr,
+    pub(crate) f: usize,
+    pub(crate) cg_steps: usize,
+    /// Per-row regularisation on top of the lambda inside `g`.
+    pub(crate) extra_reg: Option<&'a [f32]>,
+}
+
+/// The SIMD flavour of the row kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Simd {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Simd {
+    /// The best the CPU supports; `RECS_SIMD=portable|avx2|avx512` caps it.
+    pub(crate) fn detect() -> Simd {
+        let cap = std::env::var("RECS_SIMD").unwrap_or_default();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            let avx512 = avx2 && is_x86_feature_detected!("avx512f");
+            match cap.as_str() {
+                "portable" => Simd::Portable,
+                "avx2" if avx2 => Simd::Avx2,
+                _ if avx512 && cap != "avx2" => Simd::Avx512,
+                _ if avx2 => Simd::Avx2,
+                _ => Simd::Portable,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = cap;
+            Simd::Portable
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Simd::Avx512 => "avx512",
+            Simd::Avx2 => "avx2+fma",
+            Simd::Portable => "portable",
+        }
+    }
+}
 
 /// A SIMD vector of `W` f32 lanes.
 pub(super) trait Lane: Copy {
@@ -382,8 +434,6 @@ unsafe fn rows_avx2<const K: usize>(p: &Problem, row0: usize, xs: &mut [f32]) {
 unsafe fn rows_avx512<const K: usize>(p: &Problem, row0: usize, xs: &mut [f32]) {
     solve_rows::<x86::Avx512, K>(p, row0, xs)
 }
-
-use super::als::Simd;
 
 fn fits(f: usize, w: usize) -> bool {
     f > 0 && f.is_multiple_of(w) && f / w <= 16

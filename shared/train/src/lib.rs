@@ -489,7 +489,7 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
         "items": n_items,
         "interactions": artifacts.seen.nnz(),
         "threads": opts.als.threads,
-        "simd": als::Simd::detect().name(),
+        "simd": kernels::Simd::detect().name(),
         "fit_seconds": fit_seconds,
         "fit_cpu_seconds": fit_cpu,
         "training_loss": fit.loss,
