@@ -7,7 +7,7 @@ MODEL_REGISTRY ?= model_registry
 WATCH_PORT ?= 9000
 CARGO ?= cargo
 
-.PHONY: help run test lint bench bench-train watch build deploy demo-registry clean-demo
+.PHONY: help run test lint bench bench-train watch build deploy demo-registry clean-demo docs-check observe
 
 help: ## List the targets (with this make's settings: PORT=$(PORT), WATCH_PORT=$(WATCH_PORT), MODEL_REGISTRY=$(MODEL_REGISTRY))
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
@@ -60,3 +60,11 @@ demo-registry: ## Rebuild model_registry/: `recs train` on `recs gen-data` ratin
 
 bench-train: ## Train/eval benchmark vs implicit 0.7.3 (ml-100k NDCG, ml-1m CPU time), ratios; needs ../shared
 	bash scripts/bench_train.sh
+
+docs-check: ## Run the runbook's local commands (fenced `bash local` blocks) against recs serve + Prometheus
+	$(CARGO) build -p recs --bin recs
+	@command -v prometheus >/dev/null || { echo "installing prometheus (apt-get)"; apt-get install -y -qq prometheus >/dev/null; }
+	python3 scripts/doc_commands.py --recs target/debug/recs docs/RUNBOOK.md
+
+observe: ## Prometheus (and Alertmanager when installed) scraping recs serve on $(PORT) with the generated rules; Ctrl-C stops
+	PORT=$(PORT) bash infra/observe.sh
