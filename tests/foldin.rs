@@ -61,7 +61,11 @@ fn assert_same(what: &str, body: &Value, want_items: &[i64], want_scores: &[f64]
             let j = want_items.iter().position(|&m| m == got[i]);
             let tied = j.is_some_and(|j| (want_scores[j] - want_scores[i]).abs() <= 1e-4)
                 || (i == got.len() - 1 && (got_scores[i] - want_scores[i]).abs() <= 1e-5);
-            assert!(tied, "{what} rank {i}: {} vs implicit's {}", got[i], want_items[i]);
+            assert!(
+                tied,
+                "{what} rank {i}: {} vs implicit's {}",
+                got[i], want_items[i]
+            );
         }
     }
 }
@@ -141,7 +145,10 @@ fn needs_shared_fold_in_equals_implicits_recalculate_user() {
                     let newer = &items[items.len() - 3..];
                     let resp = e2e_tests::route(
                         &svc,
-                        &get(&format!("/recommend/{user}?k=10&history={}", join(newer)), &[]),
+                        &get(
+                            &format!("/recommend/{user}?k=10&history={}", join(newer)),
+                            &[],
+                        ),
                     );
                     assert_eq!(resp.status(), 200, "{what}");
                     json(&resp)
@@ -165,7 +172,10 @@ fn needs_shared_fold_in_equals_implicits_recalculate_user() {
             assert_eq!(body["fallback"], "folded_in", "{what}");
             assert_eq!(body["unknown_items"], json!([]), "{what}");
             let got = e2e_tests::items(&body);
-            assert!(got.iter().all(|m| !items.contains(m)), "{what}: a given item returned");
+            assert!(
+                got.iter().all(|m| !items.contains(m)),
+                "{what}: a given item returned"
+            );
             assert_same(&what, &body, &want_items, &want_scores);
             checked += 1;
         }
@@ -182,13 +192,19 @@ fn svc_with_params() -> (tempfile::TempDir, Service) {
     artifacts.model_meta["alpha"] = json!(2.0);
     block_on(registry.publish("v0.1", &artifacts)).unwrap();
     let loaded = block_on(registry.load("v0.1")).unwrap();
-    (dir, service(loaded, Titles::from_pairs([(1, "One".to_string())])))
+    (
+        dir,
+        service(loaded, Titles::from_pairs([(1, "One".to_string())])),
+    )
 }
 
 #[test]
 fn fold_in_lists_unknown_ids_and_excludes_given_items() {
     let (_d, svc) = svc_with_params();
-    let resp = e2e_tests::route(&svc, &get("/recommend?history=3,5,999999,3,7,888888&k=90", &[]));
+    let resp = e2e_tests::route(
+        &svc,
+        &get("/recommend?history=3,5,999999,3,7,888888&k=90", &[]),
+    );
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert_eq!(body["fallback"], "folded_in");
@@ -201,17 +217,27 @@ fn fold_in_lists_unknown_ids_and_excludes_given_items() {
     // POST gives the same answer, and `exclude` drops more.
     let resp = e2e_tests::route(
         &svc,
-        &post("/recommend", r#"{"items": [3, 5, 999999, 7, 888888], "k": 90, "exclude": [10, 11]}"#),
+        &post(
+            "/recommend",
+            r#"{"items": [3, 5, 999999, 7, 888888], "k": 90, "exclude": [10, 11]}"#,
+        ),
     );
     assert_eq!(resp.status(), 200);
     let post_body = json(&resp);
     let post_items = e2e_tests::items(&post_body);
-    let without: Vec<i64> = got.iter().copied().filter(|m| ![10, 11].contains(m)).collect();
+    let without: Vec<i64> = got
+        .iter()
+        .copied()
+        .filter(|m| ![10, 11].contains(m))
+        .collect();
     assert_eq!(post_items, without);
     // Only unknown ids: nothing to fold in, the popularity list (given ids excluded).
     let resp = e2e_tests::route(&svc, &get("/recommend?history=999999&k=5", &[]));
     let body = json(&resp);
-    assert_eq!((resp.status().as_u16(), body["fallback"].as_str()), (200, Some("popularity")));
+    assert_eq!(
+        (resp.status().as_u16(), body["fallback"].as_str()),
+        (200, Some("popularity"))
+    );
     assert_eq!(body["unknown_items"], json!([999999]));
 }
 
@@ -220,7 +246,10 @@ fn known_user_fold_in_adds_newer_items_to_the_training_row() {
     let (_d, svc) = svc_with_params();
     let plain = json(&e2e_tests::route(&svc, &get("/recommend/1?k=10", &[])));
     assert!(plain["fallback"].is_null());
-    assert!(plain.get("unknown_items").is_none(), "the plain contract is unchanged");
+    assert!(
+        plain.get("unknown_items").is_none(),
+        "the plain contract is unchanged"
+    );
     let top = e2e_tests::items(&plain)[0];
     let resp = e2e_tests::route(&svc, &get(&format!("/recommend/1?k=10&history={top}"), &[]));
     assert_eq!(resp.status(), 200);
@@ -229,38 +258,64 @@ fn known_user_fold_in_adds_newer_items_to_the_training_row() {
     assert_eq!(body["user_id"], 1);
     let got = e2e_tests::items(&body);
     assert!(!got.contains(&top), "the newer item is excluded");
-    assert_ne!(scores(&body), scores(&plain)[1..].to_vec(), "a new vector, not the stored one");
+    assert_ne!(
+        scores(&body),
+        scores(&plain)[1..].to_vec(),
+        "a new vector, not the stored one"
+    );
 }
 
 #[test]
 fn exclude_is_merged_with_the_seen_items() {
     let (_d, svc) = svc_with_params();
-    let plain = e2e_tests::items(&json(&e2e_tests::route(&svc, &get("/recommend/1?k=10", &[]))));
+    let plain = e2e_tests::items(&json(&e2e_tests::route(
+        &svc,
+        &get("/recommend/1?k=10", &[]),
+    )));
     let dropped = [plain[0], plain[3]];
     let resp = e2e_tests::route(
         &svc,
-        &get(&format!("/recommend/1?k=8&exclude={},{},999999", dropped[0], dropped[1]), &[]),
+        &get(
+            &format!(
+                "/recommend/1?k=8&exclude={},{},999999",
+                dropped[0], dropped[1]
+            ),
+            &[],
+        ),
     );
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert!(body["fallback"].is_null());
-    let want: Vec<i64> = plain.iter().copied().filter(|m| !dropped.contains(m)).collect();
+    let want: Vec<i64> = plain
+        .iter()
+        .copied()
+        .filter(|m| !dropped.contains(m))
+        .collect();
     assert_eq!(e2e_tests::items(&body), want);
     // An unknown user: the popularity list without the excluded items.
-    let pop = e2e_tests::items(&json(&e2e_tests::route(&svc, &get("/recommend/99999?k=5", &[]))));
+    let pop = e2e_tests::items(&json(&e2e_tests::route(
+        &svc,
+        &get("/recommend/99999?k=5", &[]),
+    )));
     let body = json(&e2e_tests::route(
         &svc,
         &get(&format!("/recommend/99999?k=4&exclude={}", pop[1]), &[]),
     ));
     assert_eq!(body["fallback"], "popularity");
-    assert_eq!(e2e_tests::items(&body), vec![pop[0], pop[2], pop[3], pop[4]]);
+    assert_eq!(
+        e2e_tests::items(&body),
+        vec![pop[0], pop[2], pop[3], pop[4]]
+    );
 }
 
 #[test]
 fn bad_fold_in_and_exclude_inputs_are_400_and_change_nothing() {
     let (_d, svc) = svc_with_params();
     let before = e2e_tests::route(&svc, &get("/recommend/1?k=10", &[])).into_body();
-    let over = (0..501).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let over = (0..501)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     for uri in [
         "/recommend?history=1,,2".to_string(),
         "/recommend?history=1,a".to_string(),
@@ -314,5 +369,8 @@ fn fold_in_without_recorded_hyper_parameters_is_422() {
     assert_eq!(resp.status(), 422);
     let body = json(&resp);
     assert_eq!(body["error_type"], "fold_in_unavailable");
-    assert!(body["detail"].as_str().unwrap().contains("regularization"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("regularization"),
+        "{body}"
+    );
 }

@@ -46,7 +46,9 @@ mod tests {
             assert!(body["user_id"].is_null(), "{event}");
             let items = body["items"].as_array().unwrap();
             assert_eq!(items.len(), 5, "{event}");
-            assert!(items.iter().all(|m| ![1, 2, 3].contains(&m.as_i64().unwrap())));
+            assert!(items
+                .iter()
+                .all(|m| ![1, 2, 3].contains(&m.as_i64().unwrap())));
         }
         // The recommend function does not answer the health route.
         let (status, _) = invoke(&svc, ROUTES, "healthz.json").await;

@@ -283,7 +283,9 @@ mod tests {
     fn gram_matches_naive_across_blocks() {
         let f = 5;
         let n = 700; // more than two blocks
-        let y: Vec<f32> = (0..n * f).map(|i| ((i * 37 % 101) as f32) / 101.0 - 0.5).collect();
+        let y: Vec<f32> = (0..n * f)
+            .map(|i| ((i * 37 % 101) as f32) / 101.0 - 0.5)
+            .collect();
         let g = gram(&y, f);
         for j in 0..f {
             for k in 0..f {
@@ -299,7 +301,10 @@ mod tests {
     fn empty_history_is_zero_and_singular_is_an_error() {
         let y = [1.0f32, 0.0, 0.0, 0.0];
         let g = gram(&y, 2);
-        assert_eq!(solve_user(&g, &y, 2, &[], &params(0.1, 1.0)).unwrap(), vec![0.0, 0.0]);
+        assert_eq!(
+            solve_user(&g, &y, 2, &[], &params(0.1, 1.0)).unwrap(),
+            vec![0.0, 0.0]
+        );
         // λ = 0 and the second factor never occurs: singular.
         assert_eq!(
             solve_user(&g, &y, 2, &[(0, 1.0)], &params(0.0, 1.0)),
@@ -323,12 +328,24 @@ mod tests {
             Err(FoldInError::MissingParam("regularization"))
         );
         assert!(matches!(
-            FoldInParams::from_meta(&json!({"metrics": {"regularization": -1, "alpha": 1}}), &Value::Null),
-            Err(FoldInError::BadParam { name: "regularization", .. })
+            FoldInParams::from_meta(
+                &json!({"metrics": {"regularization": -1, "alpha": 1}}),
+                &Value::Null
+            ),
+            Err(FoldInError::BadParam {
+                name: "regularization",
+                ..
+            })
         ));
         assert!(matches!(
-            FoldInParams::from_meta(&json!({"metrics": {"regularization": 1, "alpha": 1, "confidence": "x"}}), &Value::Null),
-            Err(FoldInError::BadParam { name: "confidence", .. })
+            FoldInParams::from_meta(
+                &json!({"metrics": {"regularization": 1, "alpha": 1, "confidence": "x"}}),
+                &Value::Null
+            ),
+            Err(FoldInError::BadParam {
+                name: "confidence",
+                ..
+            })
         ));
     }
 }

@@ -504,7 +504,11 @@ mod tests {
         let itf: Vec<f32> = (0..n_items * f).map(|_| next()).collect();
         let uf: Vec<f32> = (0..n_users * f).map(|_| next()).collect();
         let seen = (0..n_users)
-            .map(|u| (0..30).map(|j| ((u * 7919 + j * 104_729) % n_items) as u32).collect())
+            .map(|u| {
+                (0..30)
+                    .map(|j| ((u * 7919 + j * 104_729) % n_items) as u32)
+                    .collect()
+            })
             .collect();
         let m = AlsModel::new(
             factors(n_users, f, uf),

@@ -74,13 +74,17 @@ pub fn scores_with(simd: Simd, user: &[f32], items: &[f32], out: &mut [f32]) {
     assert!(items.len() >= out.len() * f, "items hold out.len() rows");
     #[cfg(target_arch = "x86_64")]
     {
-        if simd == Simd::Avx512 && f % 16 == 0 && f > 0 && is_x86_feature_detected!("avx512f") {
+        if simd == Simd::Avx512
+            && f.is_multiple_of(16)
+            && f > 0
+            && is_x86_feature_detected!("avx512f")
+        {
             // SAFETY: the feature is present; the bounds were checked above.
             unsafe { x86::scores_avx512(user, items, out) };
             return;
         }
         if simd != Simd::Portable
-            && f % 8 == 0
+            && f.is_multiple_of(8)
             && f > 0
             && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
@@ -117,7 +121,10 @@ impl QuantizedItems {
             let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
             let s = if max > 0.0 { max / 127.0 } else { 1.0 };
             scale.push(s);
-            q.extend(row.iter().map(|v| (v / s).round().clamp(-127.0, 127.0) as i8));
+            q.extend(
+                row.iter()
+                    .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8),
+            );
         }
         QuantizedItems { q, scale, f }
     }
@@ -139,13 +146,13 @@ impl QuantizedItems {
         let q = &self.q[first * f..(first + out.len()) * f];
         #[cfg(target_arch = "x86_64")]
         {
-            if simd == Simd::Avx512 && f % 16 == 0 && is_x86_feature_detected!("avx512f") {
+            if simd == Simd::Avx512 && f.is_multiple_of(16) && is_x86_feature_detected!("avx512f") {
                 // SAFETY: the feature is present; `q` holds out.len() rows.
                 unsafe { x86::raw_i8_avx512(user, q, out) };
                 return;
             }
             if simd != Simd::Portable
-                && f % 8 == 0
+                && f.is_multiple_of(8)
                 && is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
             {
@@ -165,14 +172,16 @@ impl QuantizedItems {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// f % 16 == 0, q.len() >= out.len() * f.
+    /// f.is_multiple_of(16), q.len() >= out.len() * f.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn raw_i8_avx512(user: &[f32], q: &[i8], out: &mut [f32]) {
         let f = user.len();
         let chunks = f / 16;
         let u = user.as_ptr();
         let n = out.len();
-        let load = |p: *const i8| _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)));
+        let load = |p: *const i8| {
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
+        };
         let mut i = 0;
         while i + 4 <= n {
             let p = q.as_ptr().add(i * f);
@@ -206,14 +215,16 @@ mod x86 {
         }
     }
 
-    /// f % 8 == 0, q.len() >= out.len() * f.
+    /// f.is_multiple_of(8), q.len() >= out.len() * f.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn raw_i8_avx2(user: &[f32], q: &[i8], out: &mut [f32]) {
         let f = user.len();
         let chunks = f / 8;
         let u = user.as_ptr();
         let n = out.len();
-        let load = |p: *const i8| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)));
+        let load = |p: *const i8| {
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+        };
         let mut i = 0;
         while i + 4 <= n {
             let p = q.as_ptr().add(i * f);
@@ -247,7 +258,7 @@ mod x86 {
         }
     }
 
-    /// f % 16 == 0, items.len() >= out.len() * f.
+    /// f.is_multiple_of(16), items.len() >= out.len() * f.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn scores_avx512(user: &[f32], items: &[f32], out: &mut [f32]) {
         let f = user.len();
@@ -298,7 +309,11 @@ mod x86 {
             let (mut a, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
             let mut c = 0;
             while c + 2 <= chunks {
-                a = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(c * 16)), _mm512_loadu_ps(u.add(c * 16)), a);
+                a = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(p.add(c * 16)),
+                    _mm512_loadu_ps(u.add(c * 16)),
+                    a,
+                );
                 b = _mm512_fmadd_ps(
                     _mm512_loadu_ps(p.add(c * 16 + 16)),
                     _mm512_loadu_ps(u.add(c * 16 + 16)),
@@ -307,7 +322,11 @@ mod x86 {
                 c += 2;
             }
             if c < chunks {
-                a = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(c * 16)), _mm512_loadu_ps(u.add(c * 16)), a);
+                a = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(p.add(c * 16)),
+                    _mm512_loadu_ps(u.add(c * 16)),
+                    a,
+                );
             }
             *out.get_unchecked_mut(i) = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
             i += 1;
@@ -322,7 +341,7 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
-    /// f % 8 == 0, items.len() >= out.len() * f.
+    /// f.is_multiple_of(8), items.len() >= out.len() * f.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn scores_avx2(user: &[f32], items: &[f32], out: &mut [f32]) {
         let f = user.len();
@@ -371,7 +390,11 @@ mod x86 {
             let (mut a, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let mut c = 0;
             while c + 2 <= chunks {
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c * 8)), _mm256_loadu_ps(u.add(c * 8)), a);
+                a = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(p.add(c * 8)),
+                    _mm256_loadu_ps(u.add(c * 8)),
+                    a,
+                );
                 b = _mm256_fmadd_ps(
                     _mm256_loadu_ps(p.add(c * 8 + 8)),
                     _mm256_loadu_ps(u.add(c * 8 + 8)),
@@ -380,7 +403,11 @@ mod x86 {
                 c += 2;
             }
             if c < chunks {
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c * 8)), _mm256_loadu_ps(u.add(c * 8)), a);
+                a = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(p.add(c * 8)),
+                    _mm256_loadu_ps(u.add(c * 8)),
+                    a,
+                );
             }
             *out.get_unchecked_mut(i) = hsum256(_mm256_add_ps(a, b));
             i += 1;
@@ -396,7 +423,9 @@ mod tests {
     fn quantized_scores_are_within_their_bound() {
         for f in [8, 16, 24, 64] {
             let n = 9;
-            let items: Vec<f32> = (0..n * f).map(|i| ((i * 31 % 23) as f32) / 23.0 - 0.5).collect();
+            let items: Vec<f32> = (0..n * f)
+                .map(|i| ((i * 31 % 23) as f32) / 23.0 - 0.5)
+                .collect();
             let user: Vec<f32> = (0..f).map(|i| ((i * 5 % 11) as f32) / 11.0 - 0.3).collect();
             let qi = QuantizedItems::new(&items, f);
             let l1: f32 = user.iter().map(|v| v.abs()).sum();
@@ -406,7 +435,10 @@ mod tests {
                 for (i, row) in items.chunks_exact(f).enumerate() {
                     let exact: f32 = row.iter().zip(&user).map(|(a, b)| a * b).sum();
                     let bound = qi.scales()[i] * 0.5 * l1 * 1.001 + 1e-6;
-                    assert!((raw[i] * qi.scales()[i] - exact).abs() <= bound, "{simd:?} f={f} row {i}");
+                    assert!(
+                        (raw[i] * qi.scales()[i] - exact).abs() <= bound,
+                        "{simd:?} f={f} row {i}"
+                    );
                 }
             }
         }
@@ -415,7 +447,9 @@ mod tests {
     #[test]
     fn a_row_scores_the_same_alone_or_in_a_group() {
         let f = 48;
-        let items: Vec<f32> = (0..5 * f).map(|i| ((i * 13 % 29) as f32) / 29.0 - 0.5).collect();
+        let items: Vec<f32> = (0..5 * f)
+            .map(|i| ((i * 13 % 29) as f32) / 29.0 - 0.5)
+            .collect();
         let user: Vec<f32> = (0..f).map(|i| ((i * 3 % 7) as f32) / 7.0 - 0.5).collect();
         for simd in [Simd::Avx512, Simd::Avx2, Simd::Portable] {
             let mut all = vec![0f32; 5];
@@ -433,8 +467,9 @@ mod tests {
         for f in [1, 7, 8, 16, 24, 32, 64, 72, 128] {
             for n in [0, 1, 3, 4, 5, 9] {
                 let user: Vec<f32> = (0..f).map(|i| ((i * 7 % 13) as f32) / 13.0 - 0.4).collect();
-                let items: Vec<f32> =
-                    (0..n * f).map(|i| ((i * 11 % 17) as f32) / 17.0 - 0.5).collect();
+                let items: Vec<f32> = (0..n * f)
+                    .map(|i| ((i * 11 % 17) as f32) / 17.0 - 0.5)
+                    .collect();
                 let naive: Vec<f64> = items
                     .chunks_exact(f)
                     .map(|it| it.iter().zip(&user).map(|(a, b)| f64::from(a * b)).sum())

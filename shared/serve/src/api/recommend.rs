@@ -387,7 +387,11 @@ fn top_k(loaded: &LoadedModel, ask: &Ask) -> Result<Answer, ApiError> {
         });
     }
     let unavailable = |detail: String| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "fold_in_unavailable", detail)
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fold_in_unavailable",
+            detail,
+        )
     };
     let params = FoldInParams::from_meta(&loaded.meta.raw, &loaded.model_meta)
         .map_err(|e| unavailable(format!("model version {}: {e}", loaded.version)))?;
