@@ -190,6 +190,35 @@ fn measure(name: &str, loaded: LoadedModel, calls: usize, bandwidth: f64) -> Row
             })
             .collect();
         exact.sort_by(f64::total_cmp);
+        // Before issue 14: one 16-lane `dot` per item row, in the same run.
+        let items = m.item_factors().as_slice().expect("C order");
+        let f = m.factors();
+        let mut before: Vec<f64> = picks[..checked]
+            .iter()
+            .map(|&u| {
+                let user = m.user_factors().row(u).to_vec();
+                let seen = m.seen().row(u);
+                let t = Instant::now();
+                let mut top = recs_core::topk::TopK::new(10);
+                let mut next = seen.iter().copied().peekable();
+                for (row, item) in items.chunks_exact(f).enumerate() {
+                    let row = row as u32;
+                    if next.peek() == Some(&row) {
+                        next.next();
+                        continue;
+                    }
+                    top.push(recs_core::dot(&user, item), row);
+                }
+                black_box(top.into_sorted());
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        before.sort_by(f64::total_cmp);
+        println!(
+            "{name}: before (16-lane dot per row) p50 {:.1} us, p99 {:.1} us",
+            percentile(&before, 0.5) * 1e6,
+            percentile(&before, 0.99) * 1e6
+        );
         println!(
             "{name}: full f32 scan (blocked FMA kernel) p50 {:.1} us, p99 {:.1} us",
             percentile(&exact, 0.5) * 1e6,
@@ -309,7 +338,7 @@ fn main() {
     let mut rows = Vec::new();
 
     let shared =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/implicit-ml100k");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/implicit-ml100k");
     if shared.is_dir() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
