@@ -155,8 +155,12 @@ pub async fn service_over(
             seed,
             ..GenConfig::default()
         });
+        let mut artifacts = data.planted_artifacts();
+        // Hyper-parameters for fold-in (planted factors record none of their own).
+        artifacts.model_meta["regularization"] = serde_json::json!(0.1);
+        artifacts.model_meta["alpha"] = serde_json::json!(2.0);
         registry
-            .publish(version, &data.planted_artifacts())
+            .publish(version, &artifacts)
             .await
             .expect("publish");
     }

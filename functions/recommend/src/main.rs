@@ -1,4 +1,5 @@
-//! Lambda function `recommend`: `GET /recommend/{user_id}`. A thin adapter: the
+//! Lambda function `recommend`: `GET /recommend/{user_id}`, and fold-in
+//! (`POST /recommend`, `GET /recommend[/{user_id}]?history=`). A thin adapter: the
 //! request handling is `recs_serve::api`, the Lambda glue `recs_serve::lambda`.
 
 use recs_serve::api::Endpoint;
@@ -36,6 +37,18 @@ mod tests {
             let (status, body) = invoke(&svc, ROUTES, bad).await;
             assert_eq!(status, 400, "{bad}: {body}");
             assert_eq!(body["error_type"], "invalid_input");
+        }
+        // Fold-in, by POST and by the user-less GET: the given items are not returned.
+        for event in ["recommend-fold-in.json", "recommend-fold-in-get.json"] {
+            let (status, body) = invoke(&svc, ROUTES, event).await;
+            assert_eq!(status, 200, "{event}: {body}");
+            assert_eq!(body["fallback"], "folded_in", "{event}");
+            assert!(body["user_id"].is_null(), "{event}");
+            let items = body["items"].as_array().unwrap();
+            assert_eq!(items.len(), 5, "{event}");
+            assert!(items
+                .iter()
+                .all(|m| ![1, 2, 3].contains(&m.as_i64().unwrap())));
         }
         // The recommend function does not answer the health route.
         let (status, _) = invoke(&svc, ROUTES, "healthz.json").await;

@@ -6,6 +6,8 @@
 //! - [`active`]: the shared `active.json` (served version, rollout, history) and
 //!   [`active::resolve_served`], the one answer to "what is served".
 //! - [`AlsModel`] and [`topk`]: a verified model and its scoring hot path.
+//! - [`foldin`]: a user vector from interactions (implicit's `recalculate_user`).
+//! - [`score`]: blocked FMA scoring kernels (AVX-512, AVX2, portable), chosen at run time.
 //! - [`npy`], [`npz`]: the array formats; [`Csr`]: the one sparse matrix.
 //! - [`Titles`], [`Interaction`], [`time`], [`hash`]: shared vocabulary.
 
@@ -13,12 +15,14 @@
 
 pub mod active;
 mod csr;
+pub mod foldin;
 pub mod hash;
 mod interaction;
-mod model;
+pub mod model;
 pub mod npy;
 pub mod npz;
 mod registry;
+pub mod score;
 mod store;
 pub mod time;
 mod titles;

@@ -7,7 +7,12 @@ use std::collections::HashMap;
 use ndarray::Array2;
 
 use crate::csr::CsrPattern;
-use crate::topk::{dot, Scored, TopK};
+use crate::foldin::{self, FoldInError, FoldInParams};
+use crate::score;
+use crate::topk::{Scored, TopK};
+
+/// Item rows scored per kernel call in [`AlsModel::recommend_vector`] (stack buffer).
+const SCORE_BLOCK: usize = 256;
 
 /// Why a set of model artifacts is not servable.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -106,10 +111,20 @@ pub struct AlsModel {
     users: Vec<i64>,
     items: Vec<i64>,
     user_rows: HashMap<i64, u32>,
+    item_rows: HashMap<i64, u32>,
     seen: CsrPattern,
     /// Item rows by descending interaction count, ties by lower row.
     popularity: Vec<Scored>,
+    /// YᵀY of the item factors (f x f, f64), computed once here for fold-in.
+    gram: Vec<f64>,
+    /// int8 copies of the item factors for the bounding first pass, for catalogues
+    /// of at least [`QUANTIZED_MIN_ITEMS`] items.
+    quantized: Option<score::QuantizedItems>,
 }
+
+/// Catalogues from this size on are scanned in int8 first, then the rows that can
+/// still reach the top k are scored exactly (the same top k as a full f32 scan).
+pub const QUANTIZED_MIN_ITEMS: usize = 32_768;
 
 /// The shape of a factor matrix as read from its `.npy`: (rows, cols, C-order data).
 pub struct Factors {
@@ -215,7 +230,7 @@ impl AlsModel {
         check_finite(&uf, "user_factors.npy")?;
         check_finite(&itf, "item_factors.npy")?;
         let user_rows = index_ids(&users, "users.json")?;
-        index_ids(&items, "items.json")?;
+        let item_rows = index_ids(&items, "items.json")?;
         if seen.rows != n_users || seen.cols != n_items {
             return Err(ModelError::SeenShape {
                 rows: seen.rows,
@@ -234,14 +249,20 @@ impl AlsModel {
             })
             .collect();
         popularity.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
+        let gram = foldin::gram(itf.as_slice().expect("C order"), itf.ncols());
+        let quantized = (n_items >= QUANTIZED_MIN_ITEMS)
+            .then(|| score::QuantizedItems::new(itf.as_slice().expect("C order"), itf.ncols()));
         Ok(AlsModel {
             user_factors: uf,
             item_factors: itf,
             users,
             items,
             user_rows,
+            item_rows,
             seen,
             popularity,
+            gram,
+            quantized,
         })
     }
 
@@ -295,26 +316,143 @@ impl AlsModel {
         self.user_rows.get(&user_id).map(|&r| r as usize)
     }
 
+    /// The row of a raw movie id, if the model knows the item.
+    pub fn item_row(&self, movie_id: i64) -> Option<u32> {
+        self.item_rows.get(&movie_id).copied()
+    }
+
     /// Top-`k` unseen items for a known user row by dot-product score, best first;
     /// equal scores rank the lower row first.
     pub fn recommend_row(&self, user_row: usize, k: usize) -> Vec<Scored> {
+        self.recommend_row_excluding(user_row, &[], k)
+    }
+
+    /// [`recommend_row`](Self::recommend_row), also leaving out `extra` item rows
+    /// (sorted, no repeats): request exclusions merged with the seen items.
+    pub fn recommend_row_excluding(&self, user_row: usize, extra: &[u32], k: usize) -> Vec<Scored> {
         let user = self.user_factors.row(user_row);
         let user = user.as_slice().expect("C order");
+        let seen = self.seen.row(user_row);
+        if extra.is_empty() {
+            return self.recommend_vector(user, seen, k);
+        }
+        self.recommend_vector(user, &merge_sorted(seen, extra), k)
+    }
+
+    /// Top-`k` items for any user vector of [`factors`](Self::factors) values,
+    /// leaving out the `excluded` item rows (sorted ascending, no repeats), best
+    /// first; equal scores rank the lower row first.
+    pub fn recommend_vector(&self, user: &[f32], excluded: &[u32], k: usize) -> Vec<Scored> {
+        assert_eq!(user.len(), self.factors(), "user vector width");
+        match &self.quantized {
+            Some(q) if k > 0 => self.recommend_bounded(q, user, excluded, k),
+            _ => self.recommend_exact(user, excluded, k),
+        }
+    }
+
+    /// [`recommend_vector`](Self::recommend_vector) by a full f32 scan.
+    pub fn recommend_exact(&self, user: &[f32], excluded: &[u32], k: usize) -> Vec<Scored> {
         let items = self.item_factors.as_slice().expect("C order");
         let f = self.factors();
-        let seen = self.seen.row(user_row);
+        let simd = score::Simd::detected();
         let mut top = TopK::new(k);
-        let mut next_seen = seen.iter().copied().peekable();
-        for (row, item) in items.chunks_exact(f).enumerate() {
-            let row = row as u32;
-            // `seen` is sorted, so one forward pass skips every seen item.
-            if next_seen.peek() == Some(&row) {
-                next_seen.next();
-                continue;
+        let mut next_excluded = excluded.iter().copied().peekable();
+        let mut buf = [0f32; SCORE_BLOCK];
+        for (b, block) in items.chunks(f * SCORE_BLOCK).enumerate() {
+            let out = &mut buf[..block.len() / f];
+            // Blocked FMA kernel: several item rows per pass (see `score`).
+            score::scores_with(simd, user, block, out);
+            let first = (b * SCORE_BLOCK) as u32;
+            for (j, &s) in out.iter().enumerate() {
+                let row = first + j as u32;
+                // `excluded` is sorted, so one forward pass skips every excluded item.
+                if next_excluded.peek() == Some(&row) {
+                    next_excluded.next();
+                    continue;
+                }
+                top.push(s, row);
             }
-            top.push(dot(user, item), row);
         }
         top.into_sorted()
+    }
+
+    /// The same top k as [`recommend_exact`](Self::recommend_exact), from an int8
+    /// pass that bounds every score and an exact f32 pass over the rows whose upper
+    /// bound reaches the k-th best lower bound.
+    ///
+    /// With y = scale·q + d, |d| <= scale/2 per factor, the int8 score is off by at
+    /// most scale·‖u‖₁/2 (plus f32 rounding in both sums, at most
+    /// 2·127·f·ε·scale·‖u‖₁). A row of the exact top k has an exact score >= the
+    /// k-th largest exact score >= the k-th largest lower bound, so its upper bound
+    /// reaches that threshold and it is rescored: the result is the exact one.
+    fn recommend_bounded(
+        &self,
+        q: &score::QuantizedItems,
+        user: &[f32],
+        excluded: &[u32],
+        k: usize,
+    ) -> Vec<Scored> {
+        let items = self.item_factors.as_slice().expect("C order");
+        let f = self.factors();
+        let simd = score::Simd::detected();
+        let l1: f32 = user.iter().map(|v| v.abs()).sum();
+        let err_per_scale = l1 * (0.5 + 2.0 * 127.0 * f as f32 * f32::EPSILON) * 1.01;
+        let scales = q.scales();
+        let mut lower = TopK::new(k);
+        let mut candidates: Vec<(u32, f32)> = Vec::new();
+        let mut next_excluded = excluded.iter().copied().peekable();
+        let mut buf = [0f32; SCORE_BLOCK];
+        let n = q.rows();
+        let mut first = 0;
+        while first < n {
+            let len = SCORE_BLOCK.min(n - first);
+            let out = &mut buf[..len];
+            q.raw_scores(simd, user, first, out);
+            for (j, &raw) in out.iter().enumerate() {
+                let row = (first + j) as u32;
+                if next_excluded.peek() == Some(&row) {
+                    next_excluded.next();
+                    continue;
+                }
+                let s = scales[row as usize];
+                let (approx, err) = (raw * s, s * err_per_scale);
+                lower.push(approx - err, row);
+                let upper = approx + err;
+                if upper >= lower.threshold() {
+                    candidates.push((row, upper));
+                }
+            }
+            first += len;
+        }
+        let t = lower.threshold();
+        let mut top = TopK::new(k);
+        let mut one = [0f32];
+        // Candidates are in increasing row order, as the tie rule needs.
+        for &(row, upper) in &candidates {
+            if upper >= t {
+                let r = row as usize;
+                score::scores_with(simd, user, &items[r * f..(r + 1) * f], &mut one);
+                top.push(one[0], row);
+            }
+        }
+        top.into_sorted()
+    }
+
+    /// A user vector from interactions (item row, rating value), by one exact
+    /// solve against the cached YᵀY with implicit's `recalculate_user` semantics
+    /// ([`foldin`](crate::foldin)). Rows must be in range (from [`item_row`](Self::item_row)).
+    pub fn fold_in(
+        &self,
+        interactions: &[(u32, f32)],
+        params: &FoldInParams,
+    ) -> Result<Vec<f32>, FoldInError> {
+        foldin::solve_user(
+            &self.gram,
+            self.item_factors.as_slice().expect("C order"),
+            self.factors(),
+            interactions,
+            params,
+        )
     }
 
     /// The `k` most interacted-with items (for users the model does not know).
@@ -323,9 +461,95 @@ impl AlsModel {
     }
 }
 
+/// The sorted union of two sorted, repeat-free lists.
+fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_int8_bounded_scan_returns_the_exact_top_k() {
+        let (n_items, f, n_users) = (QUANTIZED_MIN_ITEMS + 1000, 16, 40);
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let itf: Vec<f32> = (0..n_items * f).map(|_| next()).collect();
+        let uf: Vec<f32> = (0..n_users * f).map(|_| next()).collect();
+        let seen = (0..n_users)
+            .map(|u| {
+                (0..30)
+                    .map(|j| ((u * 7919 + j * 104_729) % n_items) as u32)
+                    .collect()
+            })
+            .collect();
+        let m = AlsModel::new(
+            factors(n_users, f, uf),
+            factors(n_items, f, itf),
+            (0..n_users as i64).collect(),
+            (0..n_items as i64).collect(),
+            CsrPattern::from_rows(n_items, seen),
+        )
+        .unwrap();
+        assert!(m.quantized.is_some());
+        for u in 0..n_users {
+            let user = m.user_factors.row(u).to_vec();
+            let seen = m.seen.row(u);
+            for k in [1, 10, 100] {
+                let fast = m.recommend_vector(&user, seen, k);
+                let exact = m.recommend_exact(&user, seen, k);
+                assert_eq!(fast, exact, "user {u} k {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn exclusions_merge_with_seen() {
+        assert_eq!(merge_sorted(&[1, 4, 9], &[0, 4, 10]), vec![0, 1, 4, 9, 10]);
+        let m = tiny();
+        // User 10 has seen row 0; excluding row 1 as well leaves rows 2 and 3.
+        let rows: Vec<u32> = m
+            .recommend_row_excluding(0, &[1], 10)
+            .iter()
+            .map(|s| s.row)
+            .collect();
+        assert_eq!(rows, vec![2, 3]);
+        let rows: Vec<u32> = m
+            .recommend_vector(&[0.0, 1.0], &[3], 10)
+            .iter()
+            .map(|s| s.row)
+            .collect();
+        assert_eq!(rows, vec![1, 2, 0]);
+        assert_eq!(m.item_row(300), Some(2));
+        assert_eq!(m.item_row(301), None);
+    }
 
     fn factors(rows: usize, cols: usize, data: Vec<f32>) -> Factors {
         Factors {

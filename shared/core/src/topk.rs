@@ -93,6 +93,16 @@ impl TopK {
         }
     }
 
+    /// The worst kept score once `k` candidates are kept (a candidate must beat
+    /// it to enter), else negative infinity.
+    #[inline]
+    pub fn threshold(&self) -> f32 {
+        match self.heap.peek() {
+            Some(w) if self.heap.len() >= self.k => w.0.score,
+            _ => f32::NEG_INFINITY,
+        }
+    }
+
     /// The kept candidates, best first.
     pub fn into_sorted(self) -> Vec<Scored> {
         // into_sorted_vec is ascending by Ord, i.e. best first here.

@@ -27,7 +27,8 @@ pub const MAX_BODY: usize = 16 * 1024;
 /// The endpoints, as named in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `GET /recommend/{user_id}`
+    /// `GET /recommend/{user_id}`, and fold-in: `GET /recommend[/{user_id}]?history=`
+    /// and `POST /recommend`
     Recommend,
     /// `GET /healthz`
     Health,
@@ -87,6 +88,18 @@ impl<'p> Route<'p> {
                 endpoint: Endpoint::Unknown,
                 user_id: "",
             },
+        }
+    }
+}
+
+impl Route<'_> {
+    /// The methods the matched path accepts: `POST /recommend` (fold-in, the user
+    /// in the body) as well as GET; every other path as its endpoint says.
+    fn methods(&self) -> &'static [Method] {
+        if self.endpoint == Endpoint::Recommend && self.user_id.is_empty() {
+            &[Method::GET, Method::POST]
+        } else {
+            self.endpoint.methods()
         }
     }
 }
@@ -205,7 +218,7 @@ pub async fn handle_with_outcome(
         builder = builder.header("x-request-id", v);
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {
-        let allow: Vec<&str> = endpoint.methods().iter().map(Method::as_str).collect();
+        let allow: Vec<&str> = route.methods().iter().map(Method::as_str).collect();
         builder = builder.header(header::ALLOW, allow.join(", "));
     }
     if status == StatusCode::UNAUTHORIZED {
@@ -244,7 +257,7 @@ async fn dispatch(
             format!("no route for {} {}", req.method(), req.uri().path()),
         ));
     }
-    if !endpoint.methods().contains(req.method()) {
+    if !route.methods().contains(req.method()) {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

@@ -1,17 +1,22 @@
-//! `GET /recommend/{user_id}`: parsing, the rollout's choice of model, shadow
-//! scoring, and the response with its provenance.
+//! `GET /recommend/{user_id}` and fold-in (`GET /recommend[/{user_id}]?history=`,
+//! `POST /recommend`): parsing, the rollout's choice of model, shadow scoring, and
+//! the response with its provenance.
 
 use std::collections::HashSet;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use serde::Serialize;
+use http::{Method, Request, StatusCode};
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::{param, query, Reply};
 use crate::state::Service;
+use recs_core::foldin::FoldInParams;
 use recs_core::{validate_version, LoadedModel, Scored};
+
+/// The most movie ids a fold-in history (or an exclusion list) may name.
+pub const MAX_HISTORY: usize = 500;
 
 /// A non-negative decimal integer that fits in i64; anything else is None.
 fn parse_id(s: &str) -> Option<i64> {
@@ -36,6 +41,123 @@ fn parse_k(raw: Option<&str>, max_k: usize) -> Result<usize, ApiError> {
     Ok(k as usize)
 }
 
+/// A comma-separated list of movie ids (`history=`, `exclude=`): each a
+/// non-negative integer, at most [`MAX_HISTORY`] of them; empty means none.
+fn parse_id_list(name: &str, raw: &str) -> Result<Vec<i64>, ApiError> {
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parts: Vec<&str> = raw.split(',').collect();
+    check_len(name, parts.len())?;
+    parts
+        .iter()
+        .map(|p| {
+            parse_id(p).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "{name} must be comma-separated non-negative integer movie ids, got {p:?} in it"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn check_len(name: &str, n: usize) -> Result<(), ApiError> {
+    if n > MAX_HISTORY {
+        return Err(ApiError::invalid(format!(
+            "{name} lists {n} movie ids; at most {MAX_HISTORY} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+fn check_ids(name: &str, ids: &[i64]) -> Result<(), ApiError> {
+    check_len(name, ids.len())?;
+    match ids.iter().find(|&&id| id < 0) {
+        Some(id) => Err(ApiError::invalid(format!(
+            "{name} must list non-negative movie ids, got {id}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The `POST /recommend` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FoldInBody {
+    user_id: Option<i64>,
+    items: Vec<i64>,
+    k: Option<i64>,
+    exclude: Option<Vec<i64>>,
+}
+
+/// What one request asks for, once parsed.
+struct Ask {
+    user_id: Option<i64>,
+    k: usize,
+    /// Fold in these movie ids (with a known user: on top of the training ones).
+    history: Option<Vec<i64>>,
+    /// Movie ids never to return, on top of the seen (and history) items.
+    exclude: Vec<i64>,
+}
+
+fn parse_ask(
+    svc: &Service,
+    req: &Request<Bytes>,
+    raw_user: &str,
+    params: &[(String, String)],
+) -> Result<Ask, ApiError> {
+    let max_k = svc.config.max_k;
+    if req.method() == Method::POST {
+        let body: FoldInBody = serde_json::from_slice(req.body()).map_err(|e| {
+            ApiError::invalid(format!(
+                "the body must be a JSON object {{\"items\": [movie ids], \"user_id\": optional, \"k\": optional, \"exclude\": optional}}: {e}"
+            ))
+        })?;
+        if let Some(u) = body.user_id.filter(|&u| u < 0) {
+            return Err(ApiError::invalid(format!(
+                "user_id must be a non-negative integer, got {u}"
+            )));
+        }
+        check_ids("items", &body.items)?;
+        let exclude = body.exclude.unwrap_or_default();
+        check_ids("exclude", &exclude)?;
+        let k = match body.k {
+            None => 20.min(max_k),
+            Some(k) => parse_k(Some(&k.to_string()), max_k)?,
+        };
+        return Ok(Ask {
+            user_id: body.user_id,
+            k,
+            history: Some(body.items),
+            exclude,
+        });
+    }
+    let history = param(params, "history")?
+        .map(|raw| parse_id_list("history", raw))
+        .transpose()?;
+    let exclude = match param(params, "exclude")? {
+        Some(raw) => parse_id_list("exclude", raw)?,
+        None => Vec::new(),
+    };
+    let user_id = match (raw_user, &history) {
+        // `GET /recommend?history=...`: a user the service has never seen.
+        ("", Some(_)) => None,
+        _ => Some(parse_id(raw_user).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "user_id must be a non-negative integer up to {}, got {raw_user:?}",
+                i64::MAX
+            ))
+        })?),
+    };
+    let k = parse_k(param(params, "k")?, max_k)?;
+    Ok(Ask {
+        user_id,
+        k,
+        history,
+        exclude,
+    })
+}
+
 #[derive(Serialize)]
 struct Recommendation<'a> {
     movie_id: i64,
@@ -57,12 +179,15 @@ struct Provenance<'a> {
 
 #[derive(Serialize)]
 struct RecommendBody<'a> {
-    user_id: i64,
+    user_id: Option<i64>,
     model: &'a str,
     items: Vec<i64>,
     recommendations: Vec<Recommendation<'a>>,
     variant: Option<&'a str>,
     fallback: Option<&'a str>,
+    /// Fold-in only: the history's movie ids the model does not know (ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown_items: Option<Vec<i64>>,
     provenance: Provenance<'a>,
 }
 
@@ -74,14 +199,14 @@ pub(super) fn recommend(
     timestamp_ms: u64,
     started: Instant,
 ) -> Result<(Reply, String), ApiError> {
-    let user_id = parse_id(raw_user).ok_or_else(|| {
-        ApiError::invalid(format!(
-            "user_id must be a non-negative integer up to {}, got {raw_user:?}",
-            i64::MAX
-        ))
-    })?;
+    if req.method() == Method::POST && !raw_user.is_empty() {
+        return Err(ApiError::invalid(
+            "POST /recommend takes the user_id in the body, not in the path",
+        ));
+    }
     let params = query(req);
-    let k = parse_k(param(&params, "k")?, svc.config.max_k)?;
+    let ask = parse_ask(svc, req, raw_user, &params)?;
+    let user_id = ask.user_id;
     // One snapshot for the whole request: a concurrent switch never mixes versions.
     let served = svc.served();
     let primary = served.primary.as_ref().map_err(|reason| {
@@ -91,13 +216,16 @@ pub(super) fn recommend(
             format!("no model is being served: {reason}"),
         )
     })?;
-    let assignment = served.rollout.assign(user_id);
-    let (mut loaded, mut variant): (&LoadedModel, Option<&str>) =
-        match (&served.canary, assignment.canary) {
-            (Some(c), true) => (c, assignment.variant),
+    // A user-less fold-in has nothing to hash: the primary answers, no shadow.
+    let assignment = user_id.map(|u| served.rollout.assign(u));
+    let (mut loaded, mut variant): (&LoadedModel, Option<&str>) = match &assignment {
+        None => (primary, None),
+        Some(a) => match (&served.canary, a.canary) {
+            (Some(c), true) => (c, a.variant),
             (None, true) => (primary, None),
-            _ => (primary, assignment.variant),
-        };
+            _ => (primary, a.variant),
+        },
+    };
     if let Some(wanted) = param(&params, "model")? {
         let invalid_model =
             |detail: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_model", detail);
@@ -116,10 +244,15 @@ pub(super) fn recommend(
             })?;
         variant = None;
     }
-    let (scored, fallback) = top_k(loaded, user_id, k);
-    if assignment.shadow {
-        if let Some(shadow) = &served.canary {
-            let (theirs, _) = top_k(shadow, user_id, k);
+    let Answer {
+        scored,
+        fallback,
+        unknown,
+    } = top_k(loaded, &ask)?;
+    if assignment.as_ref().is_some_and(|a| a.shadow) {
+        // A shadow that cannot answer (say, no fold-in parameters) is not compared.
+        if let (Some(shadow), Some(user_id)) = (&served.canary, user_id) {
+            let theirs = top_k(shadow, &ask).map(|a| a.scored).unwrap_or_default();
             let ours: HashSet<u32> = scored.iter().map(|s| s.row).collect();
             let same = theirs.iter().filter(|s| ours.contains(&s.row)).count();
             let overlap = if scored.is_empty() {
@@ -156,6 +289,7 @@ pub(super) fn recommend(
         recommendations,
         variant,
         fallback,
+        unknown_items: unknown,
         provenance: Provenance {
             request_id,
             timestamp: timestamp_ms,
@@ -176,13 +310,102 @@ pub(super) fn recommend(
     ))
 }
 
-/// The user's top-k, or the popularity ranking for a user the model does not know.
-fn top_k(loaded: &LoadedModel, user_id: i64, k: usize) -> (Vec<Scored>, Option<&'static str>) {
-    let model = &loaded.model;
-    match model.user_row(user_id) {
-        Some(row) => (model.recommend_row(row, k), None),
-        None => (model.popular(k).to_vec(), Some("popularity")),
+/// What [`top_k`] found: the ranking, the fallback it took, and (fold-in only) the
+/// history ids the model does not know.
+struct Answer {
+    scored: Vec<Scored>,
+    fallback: Option<&'static str>,
+    unknown: Option<Vec<i64>>,
+}
+
+/// Sorted, repeat-free item rows of the known ids among `ids`, and the unknown ids
+/// (in the order given, repeats dropped).
+fn rows_of(model: &recs_core::AlsModel, ids: &[i64]) -> (Vec<u32>, Vec<i64>) {
+    let mut rows = Vec::with_capacity(ids.len());
+    let mut unknown: Vec<i64> = Vec::new();
+    for &id in ids {
+        match model.item_row(id) {
+            Some(r) => rows.push(r),
+            None if !unknown.contains(&id) => unknown.push(id),
+            None => {}
+        }
     }
+    rows.sort_unstable();
+    rows.dedup();
+    (rows, unknown)
+}
+
+fn sorted_union(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut v: Vec<u32> = a.iter().chain(b).copied().collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The popularity ranking without the `excluded` rows (sorted).
+fn popular_excluding(model: &recs_core::AlsModel, excluded: &[u32], k: usize) -> Vec<Scored> {
+    model
+        .popular(model.n_items())
+        .iter()
+        .filter(|s| excluded.binary_search(&s.row).is_err())
+        .take(k)
+        .copied()
+        .collect()
+}
+
+/// The answer to `ask` from one model: the known user's top-k, a fold-in of the
+/// history, or the popularity ranking for a user the model does not know (or a
+/// history it knows none of).
+fn top_k(loaded: &LoadedModel, ask: &Ask) -> Result<Answer, ApiError> {
+    let model = &loaded.model;
+    let (excluded, _) = rows_of(model, &ask.exclude);
+    let known_row = ask.user_id.and_then(|u| model.user_row(u));
+    let Some(history) = &ask.history else {
+        return Ok(match known_row {
+            Some(row) => Answer {
+                scored: model.recommend_row_excluding(row, &excluded, ask.k),
+                fallback: None,
+                unknown: None,
+            },
+            None => Answer {
+                scored: popular_excluding(model, &excluded, ask.k),
+                fallback: Some("popularity"),
+                unknown: None,
+            },
+        });
+    };
+    let (mut rows, unknown) = rows_of(model, history);
+    // A known user: the given interactions are newer ones, on top of the training row.
+    if let Some(row) = known_row {
+        rows = sorted_union(&rows, model.seen().row(row));
+    }
+    let excluded = sorted_union(&excluded, &rows);
+    if rows.is_empty() {
+        return Ok(Answer {
+            scored: popular_excluding(model, &excluded, ask.k),
+            fallback: Some("popularity"),
+            unknown: Some(unknown),
+        });
+    }
+    let unavailable = |detail: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fold_in_unavailable",
+            detail,
+        )
+    };
+    let params = FoldInParams::from_meta(&loaded.meta.raw, &loaded.model_meta)
+        .map_err(|e| unavailable(format!("model version {}: {e}", loaded.version)))?;
+    // Interactions carry no strength here: r = 1 each, as a binary training matrix.
+    let interactions: Vec<(u32, f32)> = rows.iter().map(|&r| (r, 1.0)).collect();
+    let user = model
+        .fold_in(&interactions, &params)
+        .map_err(|e| unavailable(format!("model version {}: {e}", loaded.version)))?;
+    Ok(Answer {
+        scored: model.recommend_vector(&user, &excluded, ask.k),
+        fallback: Some("folded_in"),
+        unknown: Some(unknown),
+    })
 }
 
 #[cfg(test)]
@@ -205,6 +428,15 @@ mod tests {
         ] {
             assert_eq!(parse_id(bad), None, "{bad}");
         }
+        assert_eq!(parse_id_list("history", "").unwrap(), Vec::<i64>::new());
+        assert_eq!(parse_id_list("history", "1,20,3").unwrap(), vec![1, 20, 3]);
+        for bad in ["1,,2", "1,", ",1", "a", "1;2", "-1", "1, 2"] {
+            assert!(parse_id_list("history", bad).is_err(), "{bad}");
+        }
+        let cap = vec!["7"; MAX_HISTORY].join(",");
+        assert_eq!(parse_id_list("history", &cap).unwrap().len(), MAX_HISTORY);
+        let over = vec!["7"; MAX_HISTORY + 1].join(",");
+        assert!(parse_id_list("history", &over).is_err());
         assert_eq!(parse_k(None, 100).unwrap(), 20);
         assert_eq!(parse_k(None, 5).unwrap(), 5);
         assert_eq!(parse_k(Some("100"), 100).unwrap(), 100);

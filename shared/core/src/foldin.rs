@@ -1,0 +1,351 @@
+//! Fold-in: a user vector from a list of interactions, by one exact least-squares
+//! solve against the model's item factors, with implicit's semantics
+//! (`AlternatingLeastSquares.recalculate_user`, which calls the Cholesky solver
+//! `_als._least_squares` even when training used conjugate gradient):
+//!
+//! ```text
+//! A = YᵀY + λ_u·I + Σ_i (c_i − 1)·y_i y_iᵀ      b = Σ_{c_i > 0} c_i·y_i      x = A⁻¹ b
+//! ```
+//!
+//! where c_i is the confidence of interaction i (`alpha · r`, implicit's form, or
+//! `1 + alpha · r`), a negative confidence counts with its magnitude in `A` and not at
+//! all in `b` (implicit's "disliked" convention), and λ_u is the plain regularisation
+//! (scaled by the row's weight when the model was trained with `reg_exponent`).
+//! YᵀY is computed once, when the model is assembled ([`gram`]); a request then costs
+//! `n·f²` for its own items and `f³/3` for the Cholesky factorisation, in f64.
+
+use serde_json::Value;
+
+/// How a rating value becomes a confidence (the trainer's `confidence` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfidenceForm {
+    /// c = alpha · r (implicit's semantics).
+    Alpha,
+    /// c = 1 + alpha · r (Hu, Koren and Volinsky 2008).
+    OnePlusAlpha,
+}
+
+/// The hyper-parameters a fold-in needs: those the version was trained with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FoldInParams {
+    /// λ, added as λ·I.
+    pub regularization: f64,
+    /// The confidence scale.
+    pub alpha: f64,
+    /// How a rating becomes a confidence.
+    pub confidence: ConfidenceForm,
+    /// Frequency-scaled regularisation exponent ν (0 = plain λ).
+    pub reg_exponent: f64,
+}
+
+/// Why a fold-in cannot be computed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FoldInError {
+    /// The version's meta.json does not say how the model was trained.
+    #[error("the version's meta.json has no usable {0} (metrics.{0}); fold-in needs the training hyper-parameters")]
+    MissingParam(&'static str),
+    /// A hyper-parameter is present but unusable.
+    #[error("the version's meta.json has an unusable {name}: {value}")]
+    BadParam {
+        /// The field.
+        name: &'static str,
+        /// Its value, as JSON.
+        value: String,
+    },
+    /// `A` is not positive definite (only possible with λ = 0 and few items).
+    #[error("the fold-in system is not positive definite (pivot {0}); the model's regularization is too small for these items")]
+    NotPositiveDefinite(usize),
+}
+
+impl FoldInParams {
+    /// The parameters recorded in a version: `metrics` of the version-level
+    /// meta.json (where the trainer and the Python exporter put them), else the
+    /// `als/meta.json` object. `regularization` and `alpha` are required; `confidence`
+    /// defaults to implicit's `alpha` form and `reg_exponent` to 0.
+    pub fn from_meta(version_meta: &Value, model_meta: &Value) -> Result<Self, FoldInError> {
+        let metrics = version_meta
+            .get("metrics")
+            .filter(|m| m.get("regularization").is_some())
+            .unwrap_or(model_meta);
+        let number = |name: &'static str| -> Result<Option<f64>, FoldInError> {
+            match metrics.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => match v.as_f64() {
+                    Some(x) if x.is_finite() && x >= 0.0 => Ok(Some(x)),
+                    _ => Err(FoldInError::BadParam {
+                        name,
+                        value: v.to_string(),
+                    }),
+                },
+            }
+        };
+        let regularization =
+            number("regularization")?.ok_or(FoldInError::MissingParam("regularization"))?;
+        let alpha = number("alpha")?.ok_or(FoldInError::MissingParam("alpha"))?;
+        let reg_exponent = number("reg_exponent")?.unwrap_or(0.0);
+        let confidence = match metrics.get("confidence") {
+            None | Some(Value::Null) => ConfidenceForm::Alpha,
+            Some(Value::String(s)) if s == "alpha" => ConfidenceForm::Alpha,
+            Some(Value::String(s)) if s == "one-plus-alpha" => ConfidenceForm::OnePlusAlpha,
+            Some(v) => {
+                return Err(FoldInError::BadParam {
+                    name: "confidence",
+                    value: v.to_string(),
+                })
+            }
+        };
+        Ok(FoldInParams {
+            regularization,
+            alpha,
+            confidence,
+            reg_exponent,
+        })
+    }
+
+    fn confidence_of(&self, rating: f64) -> f64 {
+        match self.confidence {
+            ConfidenceForm::Alpha => self.alpha * rating,
+            ConfidenceForm::OnePlusAlpha => 1.0 + self.alpha * rating,
+        }
+    }
+}
+
+/// Rows per partial sum of [`gram`]: f32 sums over short blocks, added in f64.
+const GRAM_BLOCK: usize = 256;
+
+/// YᵀY (f x f, both triangles, row-major f64) of a C-order items x f matrix.
+pub fn gram(items: &[f32], f: usize) -> Vec<f64> {
+    let mut g = vec![0f64; f * f];
+    if f == 0 {
+        return g;
+    }
+    let mut block = vec![0f32; f * f];
+    for chunk in items.chunks(f * GRAM_BLOCK) {
+        block.fill(0.0);
+        for y in chunk.chunks_exact(f) {
+            for j in 0..f {
+                let yj = y[j];
+                let row = &mut block[j * f + j..(j + 1) * f];
+                for (acc, &yk) in row.iter_mut().zip(&y[j..]) {
+                    *acc += yj * yk;
+                }
+            }
+        }
+        for j in 0..f {
+            for k in j..f {
+                g[j * f + k] += f64::from(block[j * f + k]);
+            }
+        }
+    }
+    for j in 0..f {
+        for k in 0..j {
+            g[j * f + k] = g[k * f + j];
+        }
+    }
+    g
+}
+
+/// Solves for one user vector. `gram` is YᵀY of `item_factors` (items x f, C
+/// order); `interactions` are (item row, rating), rows in range. No interactions
+/// give the zero vector (as implicit).
+pub fn solve_user(
+    gram: &[f64],
+    item_factors: &[f32],
+    f: usize,
+    interactions: &[(u32, f32)],
+    params: &FoldInParams,
+) -> Result<Vec<f32>, FoldInError> {
+    if interactions.is_empty() {
+        return Ok(vec![0.0; f]);
+    }
+    let n_items = item_factors.len() / f.max(1);
+    let mut a = gram.to_vec();
+    let mut b = vec![0f64; f];
+    let mut yi = vec![0f64; f];
+    let mut excess = 0f64;
+    for &(row, rating) in interactions {
+        let y = &item_factors[row as usize * f..(row as usize + 1) * f];
+        for (d, &s) in yi.iter_mut().zip(y) {
+            *d = f64::from(s);
+        }
+        let mut c = params.confidence_of(f64::from(rating));
+        if c > 0.0 {
+            for (bj, &y) in b.iter_mut().zip(&yi) {
+                *bj += c * y;
+            }
+        } else {
+            c = -c;
+        }
+        excess += c - 1.0;
+        let w = c - 1.0;
+        if w != 0.0 {
+            // Upper triangle only; the factorisation reads no other.
+            for j in 0..f {
+                let wy = w * yi[j];
+                for (akj, &yk) in a[j * f + j..(j + 1) * f].iter_mut().zip(&yi[j..]) {
+                    *akj += wy * yk;
+                }
+            }
+        }
+    }
+    let mut lambda = params.regularization;
+    if params.reg_exponent != 0.0 && n_items > 0 {
+        let n = n_items as f64;
+        lambda *= ((n + excess).max(1e-12) / n).powf(params.reg_exponent);
+    }
+    for j in 0..f {
+        a[j * f + j] += lambda;
+    }
+    cholesky_upper_solve(&mut a, &mut b, f)?;
+    Ok(b.into_iter().map(|x| x as f32).collect())
+}
+
+/// Solves A x = b in place (x into `b`) for a symmetric positive definite A of
+/// which the upper triangle (row-major) is read: A = RᵀR, then two triangular solves.
+fn cholesky_upper_solve(a: &mut [f64], b: &mut [f64], f: usize) -> Result<(), FoldInError> {
+    // R overwrites the upper triangle, row by row.
+    for j in 0..f {
+        let mut d = a[j * f + j];
+        for k in 0..j {
+            d -= a[k * f + j] * a[k * f + j];
+        }
+        if d <= 0.0 || !d.is_finite() {
+            return Err(FoldInError::NotPositiveDefinite(j));
+        }
+        let d = d.sqrt();
+        a[j * f + j] = d;
+        for i in j + 1..f {
+            let mut s = a[j * f + i];
+            for k in 0..j {
+                s -= a[k * f + j] * a[k * f + i];
+            }
+            a[j * f + i] = s / d;
+        }
+    }
+    // Rᵀ z = b
+    for i in 0..f {
+        let mut s = b[i];
+        for k in 0..i {
+            s -= a[k * f + i] * b[k];
+        }
+        b[i] = s / a[i * f + i];
+    }
+    // R x = z
+    for i in (0..f).rev() {
+        let mut s = b[i];
+        for k in i + 1..f {
+            s -= a[i * f + k] * b[k];
+        }
+        b[i] = s / a[i * f + i];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params(reg: f64, alpha: f64) -> FoldInParams {
+        FoldInParams {
+            regularization: reg,
+            alpha,
+            confidence: ConfidenceForm::Alpha,
+            reg_exponent: 0.0,
+        }
+    }
+
+    /// A 3 x 2 item matrix and a hand-solved system: with alpha = 2 and items 0, 2,
+    /// A = YᵀY + λI + (y0 y0ᵀ + y2 y2ᵀ), b = 2(y0 + y2).
+    #[test]
+    fn solves_a_hand_computed_system() {
+        let y = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let g = gram(&y, 2);
+        assert_eq!(g, vec![2.0, 1.0, 1.0, 2.0]);
+        let x = solve_user(&g, &y, 2, &[(0, 1.0), (2, 1.0)], &params(0.5, 2.0)).unwrap();
+        // A = [[2,1],[1,2]] + 0.5 I + [[1,0],[0,0]] + [[1,1],[1,1]] = [[4.5,2],[2,3.5]]
+        // b = [4, 2]; x = A⁻¹ b = [ (3.5*4 - 2*2), (4.5*2 - 2*4) ] / (4.5*3.5 - 4)
+        let det = 4.5 * 3.5 - 4.0;
+        let want = [(3.5 * 4.0 - 4.0) / det, (9.0 - 8.0) / det];
+        for (got, want) in x.iter().zip(want) {
+            assert!((f64::from(*got) - want).abs() < 1e-6, "{x:?}");
+        }
+        // One-plus-alpha changes c from 2 to 3: a different answer.
+        let p = FoldInParams {
+            confidence: ConfidenceForm::OnePlusAlpha,
+            ..params(0.5, 2.0)
+        };
+        let x3 = solve_user(&g, &y, 2, &[(0, 1.0), (2, 1.0)], &p).unwrap();
+        assert!((x3[0] - x[0]).abs() > 1e-3);
+    }
+
+    #[test]
+    fn gram_matches_naive_across_blocks() {
+        let f = 5;
+        let n = 700; // more than two blocks
+        let y: Vec<f32> = (0..n * f)
+            .map(|i| ((i * 37 % 101) as f32) / 101.0 - 0.5)
+            .collect();
+        let g = gram(&y, f);
+        for j in 0..f {
+            for k in 0..f {
+                let naive: f64 = (0..n)
+                    .map(|r| f64::from(y[r * f + j]) * f64::from(y[r * f + k]))
+                    .sum();
+                assert!((g[j * f + k] - naive).abs() < 1e-3, "{j},{k}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_history_is_zero_and_singular_is_an_error() {
+        let y = [1.0f32, 0.0, 0.0, 0.0];
+        let g = gram(&y, 2);
+        assert_eq!(
+            solve_user(&g, &y, 2, &[], &params(0.1, 1.0)).unwrap(),
+            vec![0.0, 0.0]
+        );
+        // λ = 0 and the second factor never occurs: singular.
+        assert_eq!(
+            solve_user(&g, &y, 2, &[(0, 1.0)], &params(0.0, 1.0)),
+            Err(FoldInError::NotPositiveDefinite(1))
+        );
+    }
+
+    #[test]
+    fn params_from_meta() {
+        let v = json!({"metrics": {"regularization": 0.05, "alpha": 1.0}});
+        assert_eq!(
+            FoldInParams::from_meta(&v, &Value::Null).unwrap(),
+            params(0.05, 1.0)
+        );
+        let m = json!({"regularization": 2, "alpha": 5, "confidence": "one-plus-alpha", "reg_exponent": 1.0});
+        let p = FoldInParams::from_meta(&Value::Null, &m).unwrap();
+        assert_eq!(p.confidence, ConfidenceForm::OnePlusAlpha);
+        assert_eq!((p.regularization, p.alpha, p.reg_exponent), (2.0, 5.0, 1.0));
+        assert_eq!(
+            FoldInParams::from_meta(&json!({"metrics": {"alpha": 1}}), &Value::Null),
+            Err(FoldInError::MissingParam("regularization"))
+        );
+        assert!(matches!(
+            FoldInParams::from_meta(
+                &json!({"metrics": {"regularization": -1, "alpha": 1}}),
+                &Value::Null
+            ),
+            Err(FoldInError::BadParam {
+                name: "regularization",
+                ..
+            })
+        ));
+        assert!(matches!(
+            FoldInParams::from_meta(
+                &json!({"metrics": {"regularization": 1, "alpha": 1, "confidence": "x"}}),
+                &Value::Null
+            ),
+            Err(FoldInError::BadParam {
+                name: "confidence",
+                ..
+            })
+        ));
+    }
+}

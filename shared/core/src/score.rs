@@ -1,0 +1,487 @@
+//! Blocked scoring kernels: the dot products of one user vector with a run of
+//! consecutive item rows, four rows per pass with two accumulators each (eight
+//! independent FMA chains), so the loads of the user vector are shared and the
+//! FMA latency is hidden. AVX-512 (16 lanes) and AVX2+FMA (8 lanes) are compiled
+//! behind `#[target_feature]` and chosen at run time, as in recs-train's kernels;
+//! everything else (other CPUs, factor counts that are not a multiple of the lane
+//! width) uses the portable [`dot`](crate::topk::dot). `RECS_SIMD=portable|avx2`
+//! caps the choice (read once).
+//!
+//! The arithmetic is exact f32 multiply-adds; only the summation order differs
+//! between flavours, so scores agree to a few ulps.
+
+use std::sync::OnceLock;
+
+use crate::topk::dot;
+
+/// The kernel flavour in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simd {
+    /// AVX-512F, 16 lanes.
+    Avx512,
+    /// AVX2 with FMA, 8 lanes.
+    Avx2,
+    /// Plain Rust (the compiler's vectorisation for the baseline target).
+    Portable,
+}
+
+impl Simd {
+    /// The best the CPU supports, capped by `RECS_SIMD`; detected once.
+    pub fn detected() -> Simd {
+        static CHOICE: OnceLock<Simd> = OnceLock::new();
+        *CHOICE.get_or_init(|| {
+            let cap = std::env::var("RECS_SIMD").unwrap_or_default();
+            #[cfg(target_arch = "x86_64")]
+            {
+                let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+                let avx512 = is_x86_feature_detected!("avx512f");
+                match cap.as_str() {
+                    "portable" => Simd::Portable,
+                    "avx2" if avx2 => Simd::Avx2,
+                    _ if avx512 && cap != "avx2" => Simd::Avx512,
+                    _ if avx2 => Simd::Avx2,
+                    _ => Simd::Portable,
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = cap;
+                Simd::Portable
+            }
+        })
+    }
+
+    /// The name shown by the bench.
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Avx512 => "avx512",
+            Simd::Avx2 => "avx2+fma",
+            Simd::Portable => "portable",
+        }
+    }
+}
+
+/// `out[i] = user · items[i]` for the `out.len()` consecutive rows (of `user.len()`
+/// values each) at the start of `items`, with the detected kernel.
+pub fn scores(user: &[f32], items: &[f32], out: &mut [f32]) {
+    scores_with(Simd::detected(), user, items, out)
+}
+
+/// [`scores`] with a given flavour; one the CPU lacks, or that does not divide the
+/// factor count, falls back to the portable kernel.
+pub fn scores_with(simd: Simd, user: &[f32], items: &[f32], out: &mut [f32]) {
+    let f = user.len();
+    assert!(items.len() >= out.len() * f, "items hold out.len() rows");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd == Simd::Avx512
+            && f.is_multiple_of(16)
+            && f > 0
+            && is_x86_feature_detected!("avx512f")
+        {
+            // SAFETY: the feature is present; the bounds were checked above.
+            unsafe { x86::scores_avx512(user, items, out) };
+            return;
+        }
+        if simd != Simd::Portable
+            && f.is_multiple_of(8)
+            && f > 0
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features are present; the bounds were checked above.
+            unsafe { x86::scores_avx2(user, items, out) };
+            return;
+        }
+    }
+    let _ = simd;
+    for (o, item) in out.iter_mut().zip(items.chunks_exact(f.max(1))) {
+        *o = dot(user, item);
+    }
+}
+
+/// Item factors as int8 with one scale per row (`y ≈ scale · q`, |q| <= 127), a
+/// quarter of the f32 bytes: a first pass over them bounds every score, and only
+/// the rows that can still reach the top k are scored exactly in f32
+/// ([`AlsModel::recommend_vector`](crate::AlsModel::recommend_vector)).
+#[derive(Debug)]
+pub struct QuantizedItems {
+    q: Vec<i8>,
+    scale: Vec<f32>,
+    f: usize,
+}
+
+impl QuantizedItems {
+    /// Quantizes a C-order items x `f` matrix, row by row (symmetric, round to nearest).
+    pub fn new(items: &[f32], f: usize) -> Self {
+        let rows = items.len() / f.max(1);
+        let mut q = Vec::with_capacity(rows * f);
+        let mut scale = Vec::with_capacity(rows);
+        for row in items.chunks_exact(f.max(1)) {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+            scale.push(s);
+            q.extend(
+                row.iter()
+                    .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8),
+            );
+        }
+        QuantizedItems { q, scale, f }
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.scale.len()
+    }
+
+    /// The per-row scales.
+    pub fn scales(&self) -> &[f32] {
+        &self.scale
+    }
+
+    /// Unscaled approximate scores `Σ_j q[i][j] · user[j]` of rows `first..first + out.len()`.
+    pub fn raw_scores(&self, simd: Simd, user: &[f32], first: usize, out: &mut [f32]) {
+        let f = self.f;
+        assert_eq!(user.len(), f, "user vector width");
+        let q = &self.q[first * f..(first + out.len()) * f];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if simd == Simd::Avx512 && f.is_multiple_of(16) && is_x86_feature_detected!("avx512f") {
+                // SAFETY: the feature is present; `q` holds out.len() rows.
+                unsafe { x86::raw_i8_avx512(user, q, out) };
+                return;
+            }
+            if simd != Simd::Portable
+                && f.is_multiple_of(8)
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the features are present; `q` holds out.len() rows.
+                unsafe { x86::raw_i8_avx2(user, q, out) };
+                return;
+            }
+        }
+        let _ = simd;
+        for (o, row) in out.iter_mut().zip(q.chunks_exact(f.max(1))) {
+            *o = row.iter().zip(user).map(|(&a, &b)| f32::from(a) * b).sum();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// f.is_multiple_of(16), q.len() >= out.len() * f.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn raw_i8_avx512(user: &[f32], q: &[i8], out: &mut [f32]) {
+        let f = user.len();
+        let chunks = f / 16;
+        let u = user.as_ptr();
+        let n = out.len();
+        let load = |p: *const i8| {
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
+        };
+        let mut i = 0;
+        while i + 4 <= n {
+            let p = q.as_ptr().add(i * f);
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+            );
+            for c in 0..chunks {
+                let x = _mm512_loadu_ps(u.add(c * 16));
+                a0 = _mm512_fmadd_ps(load(p.add(c * 16)), x, a0);
+                a1 = _mm512_fmadd_ps(load(p.add(f + c * 16)), x, a1);
+                a2 = _mm512_fmadd_ps(load(p.add(2 * f + c * 16)), x, a2);
+                a3 = _mm512_fmadd_ps(load(p.add(3 * f + c * 16)), x, a3);
+            }
+            *out.get_unchecked_mut(i) = _mm512_reduce_add_ps(a0);
+            *out.get_unchecked_mut(i + 1) = _mm512_reduce_add_ps(a1);
+            *out.get_unchecked_mut(i + 2) = _mm512_reduce_add_ps(a2);
+            *out.get_unchecked_mut(i + 3) = _mm512_reduce_add_ps(a3);
+            i += 4;
+        }
+        while i < n {
+            let p = q.as_ptr().add(i * f);
+            let mut a = _mm512_setzero_ps();
+            for c in 0..chunks {
+                a = _mm512_fmadd_ps(load(p.add(c * 16)), _mm512_loadu_ps(u.add(c * 16)), a);
+            }
+            *out.get_unchecked_mut(i) = _mm512_reduce_add_ps(a);
+            i += 1;
+        }
+    }
+
+    /// f.is_multiple_of(8), q.len() >= out.len() * f.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn raw_i8_avx2(user: &[f32], q: &[i8], out: &mut [f32]) {
+        let f = user.len();
+        let chunks = f / 8;
+        let u = user.as_ptr();
+        let n = out.len();
+        let load = |p: *const i8| {
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+        };
+        let mut i = 0;
+        while i + 4 <= n {
+            let p = q.as_ptr().add(i * f);
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            for c in 0..chunks {
+                let x = _mm256_loadu_ps(u.add(c * 8));
+                a0 = _mm256_fmadd_ps(load(p.add(c * 8)), x, a0);
+                a1 = _mm256_fmadd_ps(load(p.add(f + c * 8)), x, a1);
+                a2 = _mm256_fmadd_ps(load(p.add(2 * f + c * 8)), x, a2);
+                a3 = _mm256_fmadd_ps(load(p.add(3 * f + c * 8)), x, a3);
+            }
+            *out.get_unchecked_mut(i) = hsum256(a0);
+            *out.get_unchecked_mut(i + 1) = hsum256(a1);
+            *out.get_unchecked_mut(i + 2) = hsum256(a2);
+            *out.get_unchecked_mut(i + 3) = hsum256(a3);
+            i += 4;
+        }
+        while i < n {
+            let p = q.as_ptr().add(i * f);
+            let mut a = _mm256_setzero_ps();
+            for c in 0..chunks {
+                a = _mm256_fmadd_ps(load(p.add(c * 8)), _mm256_loadu_ps(u.add(c * 8)), a);
+            }
+            *out.get_unchecked_mut(i) = hsum256(a);
+            i += 1;
+        }
+    }
+
+    /// f.is_multiple_of(16), items.len() >= out.len() * f.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scores_avx512(user: &[f32], items: &[f32], out: &mut [f32]) {
+        let f = user.len();
+        let chunks = f / 16;
+        let u = user.as_ptr();
+        let n = out.len();
+        let mut i = 0;
+        while i + 4 <= n {
+            let p = items.as_ptr().add(i * f);
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+            );
+            let (mut b0, mut b1, mut b2, mut b3) = (a0, a1, a2, a3);
+            let mut c = 0;
+            while c + 2 <= chunks {
+                let x = _mm512_loadu_ps(u.add(c * 16));
+                let y = _mm512_loadu_ps(u.add(c * 16 + 16));
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(c * 16)), x, a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(f + c * 16)), x, a1);
+                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(2 * f + c * 16)), x, a2);
+                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * f + c * 16)), x, a3);
+                b0 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(c * 16 + 16)), y, b0);
+                b1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(f + c * 16 + 16)), y, b1);
+                b2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(2 * f + c * 16 + 16)), y, b2);
+                b3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * f + c * 16 + 16)), y, b3);
+                c += 2;
+            }
+            if c < chunks {
+                let x = _mm512_loadu_ps(u.add(c * 16));
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(c * 16)), x, a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(f + c * 16)), x, a1);
+                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(2 * f + c * 16)), x, a2);
+                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * f + c * 16)), x, a3);
+            }
+            *out.get_unchecked_mut(i) = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+            *out.get_unchecked_mut(i + 1) = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+            *out.get_unchecked_mut(i + 2) = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
+            *out.get_unchecked_mut(i + 3) = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
+            i += 4;
+        }
+        // The same two-accumulator order as above: a row's score does not depend
+        // on whether it was scored in a group of four.
+        while i < n {
+            let p = items.as_ptr().add(i * f);
+            let (mut a, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut c = 0;
+            while c + 2 <= chunks {
+                a = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(p.add(c * 16)),
+                    _mm512_loadu_ps(u.add(c * 16)),
+                    a,
+                );
+                b = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(p.add(c * 16 + 16)),
+                    _mm512_loadu_ps(u.add(c * 16 + 16)),
+                    b,
+                );
+                c += 2;
+            }
+            if c < chunks {
+                a = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(p.add(c * 16)),
+                    _mm512_loadu_ps(u.add(c * 16)),
+                    a,
+                );
+            }
+            *out.get_unchecked_mut(i) = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+            i += 1;
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn hsum256(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// f.is_multiple_of(8), items.len() >= out.len() * f.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scores_avx2(user: &[f32], items: &[f32], out: &mut [f32]) {
+        let f = user.len();
+        let chunks = f / 8;
+        let u = user.as_ptr();
+        let n = out.len();
+        let mut i = 0;
+        while i + 4 <= n {
+            let p = items.as_ptr().add(i * f);
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            let (mut b0, mut b1, mut b2, mut b3) = (a0, a1, a2, a3);
+            let mut c = 0;
+            while c + 2 <= chunks {
+                let x = _mm256_loadu_ps(u.add(c * 8));
+                let y = _mm256_loadu_ps(u.add(c * 8 + 8));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c * 8)), x, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(f + c * 8)), x, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(2 * f + c * 8)), x, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(3 * f + c * 8)), x, a3);
+                b0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c * 8 + 8)), y, b0);
+                b1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(f + c * 8 + 8)), y, b1);
+                b2 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(2 * f + c * 8 + 8)), y, b2);
+                b3 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(3 * f + c * 8 + 8)), y, b3);
+                c += 2;
+            }
+            if c < chunks {
+                let x = _mm256_loadu_ps(u.add(c * 8));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c * 8)), x, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(f + c * 8)), x, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(2 * f + c * 8)), x, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(3 * f + c * 8)), x, a3);
+            }
+            *out.get_unchecked_mut(i) = hsum256(_mm256_add_ps(a0, b0));
+            *out.get_unchecked_mut(i + 1) = hsum256(_mm256_add_ps(a1, b1));
+            *out.get_unchecked_mut(i + 2) = hsum256(_mm256_add_ps(a2, b2));
+            *out.get_unchecked_mut(i + 3) = hsum256(_mm256_add_ps(a3, b3));
+            i += 4;
+        }
+        while i < n {
+            let p = items.as_ptr().add(i * f);
+            let (mut a, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut c = 0;
+            while c + 2 <= chunks {
+                a = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(p.add(c * 8)),
+                    _mm256_loadu_ps(u.add(c * 8)),
+                    a,
+                );
+                b = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(p.add(c * 8 + 8)),
+                    _mm256_loadu_ps(u.add(c * 8 + 8)),
+                    b,
+                );
+                c += 2;
+            }
+            if c < chunks {
+                a = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(p.add(c * 8)),
+                    _mm256_loadu_ps(u.add(c * 8)),
+                    a,
+                );
+            }
+            *out.get_unchecked_mut(i) = hsum256(_mm256_add_ps(a, b));
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantized_scores_are_within_their_bound() {
+        for f in [8, 16, 24, 64] {
+            let n = 9;
+            let items: Vec<f32> = (0..n * f)
+                .map(|i| ((i * 31 % 23) as f32) / 23.0 - 0.5)
+                .collect();
+            let user: Vec<f32> = (0..f).map(|i| ((i * 5 % 11) as f32) / 11.0 - 0.3).collect();
+            let qi = QuantizedItems::new(&items, f);
+            let l1: f32 = user.iter().map(|v| v.abs()).sum();
+            for simd in [Simd::Avx512, Simd::Avx2, Simd::Portable] {
+                let mut raw = vec![0f32; n];
+                qi.raw_scores(simd, &user, 0, &mut raw);
+                for (i, row) in items.chunks_exact(f).enumerate() {
+                    let exact: f32 = row.iter().zip(&user).map(|(a, b)| a * b).sum();
+                    let bound = qi.scales()[i] * 0.5 * l1 * 1.001 + 1e-6;
+                    assert!(
+                        (raw[i] * qi.scales()[i] - exact).abs() <= bound,
+                        "{simd:?} f={f} row {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_scores_the_same_alone_or_in_a_group() {
+        let f = 48;
+        let items: Vec<f32> = (0..5 * f)
+            .map(|i| ((i * 13 % 29) as f32) / 29.0 - 0.5)
+            .collect();
+        let user: Vec<f32> = (0..f).map(|i| ((i * 3 % 7) as f32) / 7.0 - 0.5).collect();
+        for simd in [Simd::Avx512, Simd::Avx2, Simd::Portable] {
+            let mut all = vec![0f32; 5];
+            scores_with(simd, &user, &items, &mut all);
+            for i in 0..5 {
+                let mut one = [0f32];
+                scores_with(simd, &user, &items[i * f..], &mut one);
+                assert_eq!(one[0].to_bits(), all[i].to_bits(), "{simd:?} row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_flavour_matches_the_naive_dot() {
+        for f in [1, 7, 8, 16, 24, 32, 64, 72, 128] {
+            for n in [0, 1, 3, 4, 5, 9] {
+                let user: Vec<f32> = (0..f).map(|i| ((i * 7 % 13) as f32) / 13.0 - 0.4).collect();
+                let items: Vec<f32> = (0..n * f)
+                    .map(|i| ((i * 11 % 17) as f32) / 17.0 - 0.5)
+                    .collect();
+                let naive: Vec<f64> = items
+                    .chunks_exact(f)
+                    .map(|it| it.iter().zip(&user).map(|(a, b)| f64::from(a * b)).sum())
+                    .collect();
+                for simd in [Simd::Avx512, Simd::Avx2, Simd::Portable] {
+                    let mut out = vec![0f32; n];
+                    scores_with(simd, &user, &items, &mut out);
+                    for (o, w) in out.iter().zip(&naive) {
+                        assert!((f64::from(*o) - w).abs() < 1e-4, "{simd:?} f={f} n={n}");
+                    }
+                }
+            }
+        }
+    }
+}
