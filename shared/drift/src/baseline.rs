@@ -24,7 +24,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::Event;
 use crate::psi::Binned;
 use recs_core::{validate_version, AlsModel, Interaction, Registry, RegistryError, StoreError};
 
@@ -106,17 +105,6 @@ impl ModelIndex {
     #[inline]
     fn item_rank(&self, item: i64) -> Option<u32> {
         self.item_rank.get(&item).copied()
-    }
-}
-
-impl From<&Event> for Interaction {
-    fn from(e: &Event) -> Interaction {
-        Interaction {
-            user: e.user,
-            item: e.item,
-            rating: e.rating,
-            ts_ms: Some(e.ts_ms),
-        }
     }
 }
 

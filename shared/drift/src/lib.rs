@@ -212,16 +212,19 @@ pub fn compute(
     let mut pairs: HashMap<(i64, i64), Pair, BuildHasherDefault<baseline::IdHasher>> =
         HashMap::default();
     let mut n_events = 0u64;
-    for e in events.iter().filter(|e| window.contains(e.ts_ms)) {
+    let timed = events
+        .iter()
+        .filter_map(|e| e.ts_ms.filter(|_| window.contains(e.ts_ms)).map(|t| (e, t)));
+    for (e, ts) in timed {
         n_events += 1;
         let p = pairs.entry((e.user, e.item)).or_insert(Pair {
-            first_ts: e.ts_ms,
+            first_ts: ts,
             rating_ts: i64::MIN,
             rating: None,
         });
-        p.first_ts = p.first_ts.min(e.ts_ms);
-        if e.rating.is_some() && e.ts_ms >= p.rating_ts {
-            p.rating_ts = e.ts_ms;
+        p.first_ts = p.first_ts.min(ts);
+        if e.rating.is_some() && ts >= p.rating_ts {
+            p.rating_ts = ts;
             p.rating = e.rating;
         }
     }

@@ -127,12 +127,12 @@ pub fn events(cfg: &SynthConfig, start_ms: i64, end_ms: i64) -> Vec<Event> {
                 user,
                 item,
                 rating,
-                ts_ms: t as i64,
+                ts_ms: Some(t as i64),
             });
             t += gap.sample(&mut rng);
         }
     }
-    out.sort_by_key(|e| (e.ts_ms, e.user));
+    out.sort_by_key(|e| (e.ts_ms.unwrap_or_default(), e.user));
     out
 }
 
@@ -157,14 +157,17 @@ fn json_line(e: &Event) -> String {
     match e.rating {
         Some(r) => format!(
             r#"{{"user_id":{},"movie_id":{},"rating":{},"ts":{}}}"#,
-            e.user, e.item, r, e.ts_ms
+            e.user,
+            e.item,
+            r,
+            e.ts_ms.unwrap_or_default()
         ),
         None => format!(
             r#"{{"user_id":{},"movie_id":{},"timestamp":"{}.{:03}Z","minute":{}}}"#,
             e.user,
             e.item,
-            &recs_core::time::rfc3339((e.ts_ms / 1000) as u64)[..19],
-            e.ts_ms % 1000,
+            &recs_core::time::rfc3339((e.ts_ms.unwrap_or_default() / 1000) as u64)[..19],
+            e.ts_ms.unwrap_or_default() % 1000,
             e.item % 120
         ),
     }
@@ -179,7 +182,10 @@ fn partitioned(events: &[Event], per_file: usize) -> Vec<(String, Vec<u8>)> {
     for e in events {
         let kind = if e.rating.is_some() { "rate" } else { "watch" };
         groups
-            .entry((date_of_day(e.ts_ms.div_euclid(86_400_000)), kind))
+            .entry((
+                date_of_day(e.ts_ms.unwrap_or_default().div_euclid(86_400_000)),
+                kind,
+            ))
             .or_default()
             .push(e);
     }
@@ -219,7 +225,14 @@ pub fn write_ratings_csv(events: &[Event], path: &Path) -> std::io::Result<()> {
     writeln!(w, "userId,movieId,rating,timestamp")?;
     for e in events {
         if let Some(r) = e.rating {
-            writeln!(w, "{},{},{},{}", e.user, e.item, r, e.ts_ms / 1000)?;
+            writeln!(
+                w,
+                "{},{},{},{}",
+                e.user,
+                e.item,
+                r,
+                e.ts_ms.unwrap_or_default() / 1000
+            )?;
         }
     }
     w.flush()
@@ -243,9 +256,8 @@ mod tests {
         let day = 1_795_824_000_000;
         let evs = events(&cfg, day, day + 86_400_000);
         assert!((40..120).contains(&evs.len()), "{}", evs.len());
-        assert!(evs
-            .iter()
-            .all(|e| e.ts_ms >= day && e.ts_ms < day + 86_400_000));
+        assert!(evs.iter().all(|e| e.ts_ms.unwrap_or_default() >= day
+            && e.ts_ms.unwrap_or_default() < day + 86_400_000));
         for e in &evs {
             assert_eq!(parse_json_line(&json_line(e)), Line::Event(*e));
         }

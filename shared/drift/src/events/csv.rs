@@ -59,11 +59,11 @@ pub(super) fn parse_csv_fields(fields: &[&str], c: &Columns) -> Line {
         },
     };
     match c.ts.and_then(get).and_then(parse_time) {
-        Some(ts_ms) => Line::Event(Event {
+        Some(ts) => Line::Event(Event {
             user,
             item,
             rating,
-            ts_ms,
+            ts_ms: Some(ts),
         }),
         None => Line::Malformed("no valid timestamp column"),
     }

@@ -151,11 +151,11 @@ pub(crate) fn parse_json_line(line: &str) -> Line {
         (None, None) => return Line::Malformed("no ts or timestamp"),
     };
     match ts {
-        Some(ts_ms) => Line::Event(Event {
+        Some(ts) => Line::Event(Event {
             user,
             item,
             rating,
-            ts_ms,
+            ts_ms: Some(ts),
         }),
         None => Line::Malformed("ts/timestamp is not epoch seconds/ms or ISO 8601"),
     }

@@ -33,18 +33,10 @@ pub use listing::list_window_files;
 
 use recs_core::{Store, StoreError};
 
-/// One interaction in the window.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Event {
-    /// Raw user id.
-    pub user: i64,
-    /// Raw movie id.
-    pub item: i64,
-    /// `None` for a watch event.
-    pub rating: Option<f32>,
-    /// Epoch milliseconds, UTC.
-    pub ts_ms: i64,
-}
+/// One rate or watch event: the shared interaction type. Its time is always set (an
+/// event line without a readable time is counted as malformed), and a watch event has
+/// no rating.
+pub type Event = recs_core::Interaction;
 
 /// How many lines and files were read, skipped and why.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -114,8 +106,8 @@ impl Window {
     }
 
     #[inline]
-    pub(crate) fn contains(&self, ts_ms: i64) -> bool {
-        ts_ms >= self.start_ms && ts_ms < self.end_ms
+    pub(crate) fn contains(&self, ts_ms: Option<i64>) -> bool {
+        ts_ms.is_some_and(|t| t >= self.start_ms && t < self.end_ms)
     }
 
     /// Every instant (no filtering), for reading whole files in tests.
@@ -238,7 +230,7 @@ mod tests {
                 user: 1,
                 item: 2,
                 rating: Some(4.0),
-                ts_ms: t
+                ts_ms: Some(t)
             }
         );
         assert_eq!(
@@ -257,11 +249,15 @@ mod tests {
         );
         // 3. ingestor: ts as seconds, float rating; naive datetime with microseconds.
         assert_eq!(
-            ev(r#"{"user_id":1,"movie_id":2,"rating":4.0,"ts":1795824000}"#).ts_ms,
+            ev(r#"{"user_id":1,"movie_id":2,"rating":4.0,"ts":1795824000}"#)
+                .ts_ms
+                .unwrap(),
             t
         );
         assert_eq!(
-            ev(r#"{"user_id":1,"movie_id":2,"timestamp":"2026-11-28T00:00:00.000001"}"#).ts_ms,
+            ev(r#"{"user_id":1,"movie_id":2,"timestamp":"2026-11-28T00:00:00.000001"}"#)
+                .ts_ms
+                .unwrap(),
             t
         );
         // 4. producers: evidence rate events; probe and reco lines are ignored.
@@ -313,7 +309,7 @@ mod tests {
                 user: 196,
                 item: 242,
                 rating: Some(3.0),
-                ts_ms: 881_250_949_000
+                ts_ms: Some(881_250_949_000)
             }
         );
         // Window filtering counts the rest.
