@@ -241,7 +241,10 @@ mod tests {
         // Independently known: 2024 and 2000 are leap years.
         assert_eq!(parse_iso("2024-02-29"), Some(1_709_164_800_000));
         assert_eq!(parse_iso("2000-02-29"), Some(951_782_400_000));
-        assert_eq!(parse_iso("2026-11-28T00:00:00+23:59"), Some(1_795_824_000_000 - 86_340_000));
+        assert_eq!(
+            parse_iso("2026-11-28T00:00:00+23:59"),
+            Some(1_795_824_000_000 - 86_340_000)
+        );
         assert_eq!(date_of_day(i64::MAX).len(), 10);
     }
 

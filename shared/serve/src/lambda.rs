@@ -110,9 +110,13 @@ pub async fn respond_with_metrics(
     event: Request,
     cold_start: bool,
 ) -> (http::Response<Bytes>, Vec<String>) {
-    respond_via(svc, allowed, event, cold_start, |svc, allowed, req| async move {
-        api::handle_with_outcome(&svc, allowed, &req).await
-    })
+    respond_via(
+        svc,
+        allowed,
+        event,
+        cold_start,
+        |svc, allowed, req| async move { api::handle_with_outcome(&svc, allowed, &req).await },
+    )
     .await
 }
 
@@ -273,10 +277,16 @@ mod tests {
 
     #[test]
     fn stage_prefixes_are_stripped_only_for_named_stages() {
-        assert_eq!(strip_stage("/prod/recommend/1", Some("prod")), "/recommend/1");
+        assert_eq!(
+            strip_stage("/prod/recommend/1", Some("prod")),
+            "/recommend/1"
+        );
         assert_eq!(strip_stage("/prod", Some("prod")), "/");
         assert_eq!(strip_stage("/production/x", Some("prod")), "/production/x");
-        assert_eq!(strip_stage("/recommend/1", Some("$default")), "/recommend/1");
+        assert_eq!(
+            strip_stage("/recommend/1", Some("$default")),
+            "/recommend/1"
+        );
         assert_eq!(strip_stage("/recommend/1", None), "/recommend/1");
         assert_eq!(strip_stage("/recommend/1", Some("prod")), "/recommend/1");
     }
@@ -326,12 +336,23 @@ mod tests {
             "the event holds the decoded value, as API Gateway sends it"
         );
         let (status, body) = call(&svc, &Endpoint::ADMIN, &hostile).await;
-        assert_eq!((status, body["error_type"].as_str()), (400, Some("invalid_model")), "{body}");
+        assert_eq!(
+            (status, body["error_type"].as_str()),
+            (400, Some("invalid_model")),
+            "{body}"
+        );
         // Only the decoded parameters (no rawQueryString): still read, still refused.
         let mut decoded_only = hostile.clone();
-        decoded_only.as_object_mut().unwrap().remove("rawQueryString");
+        decoded_only
+            .as_object_mut()
+            .unwrap()
+            .remove("rawQueryString");
         let (status, body) = call(&svc, &Endpoint::ADMIN, &decoded_only).await;
-        assert_eq!((status, body["error_type"].as_str()), (400, Some("invalid_model")), "{body}");
+        assert_eq!(
+            (status, body["error_type"].as_str()),
+            (400, Some("invalid_model")),
+            "{body}"
+        );
         // And a good name given only decoded switches.
         let mut good = event_json("switch-get.json");
         good.as_object_mut().unwrap().remove("rawQueryString");
@@ -370,7 +391,10 @@ mod tests {
             .map(|l| recs_telemetry::emf::check_document(l).unwrap())
             .collect();
         assert_eq!(docs[0]["status_class"], "5xx", "{docs:?}");
-        assert!(docs.iter().any(|d| d["error_type"] == "internal_error"), "{docs:?}");
+        assert!(
+            docs.iter().any(|d| d["error_type"] == "internal_error"),
+            "{docs:?}"
+        );
         assert_eq!(svc.metrics.requests("recommend", 500), 1);
         // The next invocation is answered normally.
         let (status, _) = call(&svc, RECOMMEND, &event_json("recommend.json")).await;
@@ -395,7 +419,10 @@ mod tests {
             if body["model"] == "v0.1" {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "b never followed the switch");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "b never followed the switch"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -411,7 +438,11 @@ mod tests {
         std::fs::rename(&location, &away).unwrap();
         let svc = service(&location_s).await;
         let (status, body) = call(&svc, RECOMMEND, &event_json("recommend.json")).await;
-        assert_eq!((status, body["error_type"].as_str()), (503, Some("model_unavailable")), "{body}");
+        assert_eq!(
+            (status, body["error_type"].as_str()),
+            (503, Some("model_unavailable")),
+            "{body}"
+        );
         // It comes back: the very next invocation loads the model in the request.
         std::fs::rename(&away, &location).unwrap();
         let (status, body) = call(&svc, RECOMMEND, &event_json("recommend.json")).await;

@@ -510,7 +510,10 @@ mod tests {
         fn rows() -> impl Strategy<Value = BTreeMap<(i64, i64), (f32, i64)>> {
             prop::collection::btree_map(
                 (0i64..1_000_000_000, 0i64..1_000_000_000),
-                ((1u8..=10).prop_map(|h| f32::from(h) / 2.0), 0i64..99_999_999_999),
+                (
+                    (1u8..=10).prop_map(|h| f32::from(h) / 2.0),
+                    0i64..99_999_999_999,
+                ),
                 0..40,
             )
         }

@@ -117,7 +117,11 @@ mod props {
         let (mut days, rem) = (secs / 86_400, secs % 86_400);
         let mut year = 1970;
         loop {
-            let len = if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) { 366 } else { 365 };
+            let len = if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) {
+                366
+            } else {
+                365
+            };
             if days < len {
                 break;
             }
@@ -125,7 +129,20 @@ mod props {
             year += 1;
         }
         let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-        let months = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        let months = [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
         let mut month = 0;
         while days >= months[month] {
             days -= months[month];
@@ -142,11 +159,26 @@ mod props {
     }
 
     fn json_line(e: &Event, schema: u8) -> String {
-        let rating = e.rating.map_or(String::new(), |r| format!(",\"rating\":{r}"));
+        let rating = e
+            .rating
+            .map_or(String::new(), |r| format!(",\"rating\":{r}"));
         match schema {
-            0 => format!("{{\"user_id\":{},\"movie_id\":{}{rating},\"ts\":\"{}\"}}", e.user, e.item, iso(e.ts_ms / 1000)),
-            1 => format!("{{\"user_id\":\"{}\",\"movie_id\":{}{rating},\"timestamp\":{}}}", e.user, e.item, e.ts_ms / 1000),
-            _ => format!("{{\"timestamp\":{},\"movie_id\":{},\"user_id\":{}{rating}}}", e.ts_ms, e.item, e.user),
+            0 => format!(
+                "{{\"user_id\":{},\"movie_id\":{}{rating},\"ts\":\"{}\"}}",
+                e.user,
+                e.item,
+                iso(e.ts_ms / 1000)
+            ),
+            1 => format!(
+                "{{\"user_id\":\"{}\",\"movie_id\":{}{rating},\"timestamp\":{}}}",
+                e.user,
+                e.item,
+                e.ts_ms / 1000
+            ),
+            _ => format!(
+                "{{\"timestamp\":{},\"movie_id\":{},\"user_id\":{}{rating}}}",
+                e.ts_ms, e.item, e.user
+            ),
         }
     }
 
@@ -156,7 +188,12 @@ mod props {
         // stored as an infinite f32 rating; the CSV reader already refused it.
         let line = r#"{"user_id":1,"movie_id":2,"rating":1e39,"ts":1795824000}"#;
         assert!(matches!(parse_json_line(line), Line::Malformed(_)));
-        let (_, stats) = parse_file("e.csv", b"1,2,1e39,1795824000\n", FileKind::Delimited(b','), Window::all());
+        let (_, stats) = parse_file(
+            "e.csv",
+            b"1,2,1e39,1795824000\n",
+            FileKind::Delimited(b','),
+            Window::all(),
+        );
         assert_eq!(stats.malformed, 1);
     }
 

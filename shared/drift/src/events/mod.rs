@@ -121,7 +121,11 @@ impl Window {
     pub fn ending(end_ms: i64, seconds: u64) -> Window {
         Window {
             // Saturating: a window longer than the epoch range starts at its beginning.
-            start_ms: end_ms.saturating_sub(i64::try_from(seconds).unwrap_or(i64::MAX).saturating_mul(1000)),
+            start_ms: end_ms.saturating_sub(
+                i64::try_from(seconds)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+            ),
             end_ms,
         }
     }
