@@ -92,7 +92,7 @@ pub fn parse_date(s: &str) -> Option<i64> {
     }
     let (y, m, d) = (digits(&b[..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
     // The day must exist in that month: 2026-02-31 is refused, not read as March 3.
-    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y as i64, m) {
+    if !(1..=12).contains(&m) || !(1..=days_in_month(i64::from(y), m)).contains(&d) {
         return None;
     }
     Some(days_from_civil(y as i64, m, d))
