@@ -2,10 +2,13 @@
 //! JSON body (and changes nothing), unknown users get the popularity fallback,
 //! known users never see what they already rated.
 
-use e2e_tests::{block_on, get, json, service, synthetic_registry};
+use std::collections::{BTreeMap, BTreeSet};
+
+use e2e_tests::{block_on, get, json, service, small_config, synthetic_registry};
 use recs_core::Titles;
 use recs_serve::api;
 use recs_serve::Service;
+use recs_train::gen_data::generate;
 
 fn svc() -> (tempfile::TempDir, Service) {
     let (dir, registry) = synthetic_registry();
@@ -147,19 +150,31 @@ fn known_user_gets_unseen_items_with_titles_and_provenance() {
 #[test]
 fn unknown_user_gets_popularity_fallback() {
     let (_d, svc) = svc();
-    let loaded = svc.model().unwrap();
-    let model = &loaded.model;
-    let expected: Vec<i64> = model
-        .popular(5)
-        .iter()
-        .map(|s| model.item_id(s.row))
-        .collect();
+    // The expected ranking comes from the generated ratings themselves, not from
+    // the model code: distinct users per movie, most first, ties to the lower id.
+    let data = generate(&small_config());
+    let mut users_of: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+    for r in &data.ratings {
+        users_of.entry(r.item).or_default().insert(r.user);
+    }
+    let mut counts: Vec<(i64, usize)> = users_of.iter().map(|(m, u)| (*m, u.len())).collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let expected: Vec<i64> = counts.iter().take(5).map(|(m, _)| *m).collect();
     let resp = e2e_tests::route(&svc, &get("/recommend/123456?k=5", &[]));
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert_eq!(body["fallback"], "popularity");
     let items = e2e_tests::items(&body);
     assert_eq!(items, expected);
+    // The score is the interaction count.
+    let scores: Vec<usize> = body["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap() as usize)
+        .collect();
+    let expected_scores: Vec<usize> = counts.iter().take(5).map(|(_, c)| *c).collect();
+    assert_eq!(scores, expected_scores);
     // The generated request id is a UUID, echoed in the header and provenance.
     let rid = resp.headers()["x-request-id"].to_str().unwrap();
     assert_eq!(rid.len(), 36);
@@ -195,4 +210,96 @@ fn health_names_the_version_and_other_routes_are_404_405() {
         &get("/recommend/1", &[]),
     ));
     assert_eq!(resp.status(), 404);
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Random paths, queries and request ids: every answer is a documented status
+        /// with a JSON body, and never a 5xx.
+        #[test]
+        fn random_requests_get_documented_answers(
+            user in "([0-9]{0,21}|[ -~]{0,8}|%[0-9A-F]{2})",
+            query in "([a-z]{1,5}=[ -~&&[^#]]{0,8}&?){0,4}",
+            rid in prop::option::of("[ -~]{0,130}"),
+        ) {
+            use std::sync::OnceLock;
+            static SVC: OnceLock<(tempfile::TempDir, Service)> = OnceLock::new();
+            let (_, svc) = SVC.get_or_init(svc);
+            let uri = format!("/recommend/{user}?{query}");
+            let Ok(uri) = uri.parse::<http::Uri>() else { return Ok(()); };
+            let headers: Vec<(&str, &str)> = rid.iter().map(|r| ("x-request-id", r.as_str())).collect();
+            if rid.as_deref().is_some_and(|r| http::HeaderValue::from_str(r).is_err()) {
+                return Ok(());
+            }
+            let req = get(&uri.to_string(), &headers);
+            let resp = e2e_tests::route(svc, &req);
+            let status = resp.status().as_u16();
+            prop_assert!([200, 400, 404].contains(&status), "{uri}: {status} {:?}", resp.body());
+            let body = json(&resp);
+            if status != 200 {
+                prop_assert!(body["error_type"].is_string() && body["detail"].is_string(), "{body}");
+            } else {
+                prop_assert!(body["items"].is_array());
+            }
+        }
+    }
+}
+
+#[test]
+fn openapi_document_is_served_and_names_every_route() {
+    let (_d, svc) = svc();
+    let resp = e2e_tests::route(&svc, &get("/openapi.json", &[]));
+    assert_eq!(resp.status(), 200);
+    let doc = json(&resp);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort_unstable();
+    // The routes `recs serve` answers (api::Endpoint::ALL), written out here.
+    assert_eq!(
+        paths,
+        [
+            "/healthz",
+            "/metrics",
+            "/openapi.json",
+            "/recommend/{user_id}",
+            "/rollout/status",
+            "/rollout/update",
+            "/switch"
+        ]
+    );
+    // Every documented operation is routed (not a 404 or 405). POSTs carry a field
+    // no route accepts, so they are refused before anything is written.
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let uri = path.replace("{user_id}", "1");
+            let body = if method == "post" {
+                &br#"{"no_such_field":1}"#[..]
+            } else {
+                b""
+            };
+            let req = http::Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(uri.as_str())
+                .body(bytes::Bytes::from_static(body))
+                .unwrap();
+            let resp = e2e_tests::route(&svc, &req);
+            let status = resp.status().as_u16();
+            assert!(status != 404 && status != 405, "{method} {path}: {status}");
+            // Each status answered is one the document lists for the operation.
+            assert!(
+                ops[method]["responses"].get(status.to_string()).is_some(),
+                "{method} {path}: {status} is not documented"
+            );
+        }
+    }
 }

@@ -20,10 +20,21 @@ pub fn shared_dir() -> Option<PathBuf> {
     dir.join("fixtures").is_dir().then_some(dir)
 }
 
-/// `shared_dir()`, or prints why the test is skipped.
+/// True when running in CI (`CI=true`, as CI sets it): a missing `../shared` is then
+/// a failure, not a skip, so CI notices when the tests that need it stop running.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// `shared_dir()`, or prints why the test is skipped; panics under `CI=true`.
 pub fn shared_or_skip(test: &str) -> Option<PathBuf> {
     let dir = shared_dir();
     if dir.is_none() {
+        assert!(
+            !in_ci(),
+            "{test}: ../shared (fixtures, MovieLens) is missing and CI=true: \
+             the tests that need it must run in CI"
+        );
         eprintln!(
             "SKIP {test}: ../shared (fixtures, MovieLens) is not present beside the repository"
         );

@@ -339,24 +339,30 @@ fn concurrent_switches_are_all_recorded_in_order() {
         };
         let (a, b) = (start(0).await, start(1).await);
         let (ra, rb) = tokio::join!(a.switch("v0.1"), b.switch("v0.3"));
-        let ok: Vec<_> = [ra, rb].into_iter().filter_map(Result::ok).collect();
-        assert!(!ok.is_empty());
+        // Both must succeed: the loser of a conditional write re-reads and retries.
+        assert!(ra.is_ok(), "switch to v0.1 failed: {:?}", ra.err());
+        assert!(rb.is_ok(), "switch to v0.3 failed: {:?}", rb.err());
         let (state, _) = recs_core::active::read(registry.store())
             .await
             .unwrap()
             .unwrap();
-        let switches: Vec<&str> = state.history.iter().map(|c| c.version.as_str()).collect();
-        // Each successful switch is in the history exactly once, in revision order,
-        // and the active version is the last one written.
-        assert_eq!(switches.len(), ok.len(), "{switches:?}");
+        let switches: Vec<&str> = state
+            .history
+            .iter()
+            .filter(|c| c.action == "switch")
+            .map(|c| c.version.as_str())
+            .collect();
+        // Each switch is in the history exactly once, in revision order, and the
+        // active version is the last one written, the previous the first.
+        let mut sorted = switches.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, ["v0.1", "v0.3"], "{:?}", state.history);
         assert!(state
             .history
             .windows(2)
             .all(|w| w[0].revision < w[1].revision));
-        assert_eq!(state.active_version, *switches.last().unwrap());
-        if ok.len() == 2 {
-            assert_eq!(state.previous_version.as_deref(), Some(switches[0]));
-        }
+        assert_eq!(state.active_version, switches[1]);
+        assert_eq!(state.previous_version.as_deref(), Some(switches[0]));
     });
 }
 
@@ -454,6 +460,26 @@ fn admin_routes_need_the_token_and_refuse_hostile_names() {
         variants.insert(v1["variant"].as_str().unwrap().to_string());
     }
     assert_eq!(variants.len(), 2, "{variants:?}");
+    // The served share of variant_B is a binomial draw (n = 400, p = 0.2): within
+    // 4.5 standard deviations of 80, so a 1 % or a 50 % split fails.
+    let (n, p) = (400.0f64, 0.2f64);
+    let b = (1..=400)
+        .filter(|user| {
+            let (status, body) = curl(
+                "GET",
+                &format!("{}/recommend/{user}?k=1", server.base),
+                &[],
+                None,
+            );
+            assert_eq!(status, 200, "{body}");
+            json(&body)["variant"] == "variant_B"
+        })
+        .count() as f64;
+    let sd = (n * p * (1.0 - p)).sqrt();
+    assert!(
+        (b - n * p).abs() <= 4.5 * sd,
+        "{b} of 400 users got variant_B at 20 %"
+    );
 }
 
 #[test]
@@ -546,4 +572,31 @@ fn s3_outages_at_cold_start_and_later() {
         )
     });
     assert!(counted.is_some(), "the failed poll was not counted");
+    // A switch while S3 is down: 503 registry_unavailable, and what is served stays.
+    for model in ["v0.1", "v0.2"] {
+        let (status, body) = curl(
+            "GET",
+            &format!("{}/switch?model={model}", server.base),
+            &[],
+            None,
+        );
+        assert_eq!(status, 503, "{model}: {body}");
+        assert_eq!(json(&body)["error_type"], "registry_unavailable", "{body}");
+    }
+    let (status, body) = curl("GET", &format!("{}/healthz", server.base), &[], None);
+    assert_eq!(
+        (status, json(&body)["version"].as_str()),
+        (200, Some("v0.1"))
+    );
+    let (status, body) = curl(
+        "GET",
+        &format!("{}/recommend/1?k=3", server.base),
+        &[],
+        None,
+    );
+    assert_eq!(
+        (status, json(&body)["model"].as_str()),
+        (200, Some("v0.1")),
+        "{body}"
+    );
 }

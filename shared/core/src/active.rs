@@ -238,6 +238,8 @@ pub async fn update<E>(
             Some((_, etag)) => Precondition::Matches(etag),
             None => Precondition::Absent,
         };
+        #[cfg(any(test, feature = "test-hooks"))]
+        hooks::run(&store.location());
         match store.put_if(ACTIVE_KEY, bytes, cond).await {
             Ok(_) => return Ok(Ok(next)),
             Err(StoreError::Conflict(_)) => continue,
@@ -245,6 +247,41 @@ pub async fn update<E>(
         }
     }
     Err(ActiveError::Conflict)
+}
+
+/// Deterministic conflict tests: a hook that runs between `update`'s read of
+/// active.json and its conditional write, so a test can slip a competing write in
+/// there instead of hoping a race interleaves. Compiled only for tests (this crate's,
+/// or with the `test-hooks` feature for other crates' tests).
+#[cfg(any(test, feature = "test-hooks"))]
+#[doc(hidden)]
+pub mod hooks {
+    use std::sync::Mutex;
+
+    type Hook = Box<dyn FnMut() + Send>;
+    static HOOKS: Mutex<Vec<(String, Hook)>> = Mutex::new(Vec::new());
+
+    /// Runs `hook` before every conditional write of active.json in the store at
+    /// `location` ([`crate::Store::location`]), until [`clear`].
+    pub fn before_conditional_put(location: &str, hook: impl FnMut() + Send + 'static) {
+        let mut hooks = HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+        hooks.push((location.to_string(), Box::new(hook)));
+    }
+
+    /// Removes the hooks of `location`.
+    pub fn clear(location: &str) {
+        let mut hooks = HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+        hooks.retain(|(l, _)| l != location);
+    }
+
+    pub(super) fn run(location: &str) {
+        let mut hooks = HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+        for (l, hook) in hooks.iter_mut() {
+            if l == location {
+                hook();
+            }
+        }
+    }
 }
 
 /// Publishing is not switching: before a new version moves latest.txt, record what
@@ -360,12 +397,17 @@ mod tests {
             canary_percentage: 10.0,
             salt: "s1".into(),
         };
-        let canaries = (0..20_000).filter(|&u| r.assign(u).canary).count();
+        // The share is a binomial draw: n = 20000, p = 0.1, within 4.5 standard
+        // deviations of n p (a 9 % or 11 % split fails).
+        let (n, p) = (20_000.0f64, 0.10f64);
+        let canaries = (0..20_000).filter(|&u| r.assign(u).canary).count() as f64;
+        let sd = (n * p * (1.0 - p)).sqrt();
         assert!(
-            (1_700..2_300).contains(&canaries),
-            "{canaries} of 20000 at 10%"
+            (canaries - n * p).abs() <= 4.5 * sd,
+            "{canaries} of 20000 at 10% (allowed {} +- {})",
+            n * p,
+            4.5 * sd
         );
-        assert_eq!(r.assign(42), r.assign(42));
         let resalted = Rollout {
             salt: "s2".into(),
             ..r.clone()
@@ -393,6 +435,83 @@ mod tests {
             ..r
         };
         assert!((0..1000).all(|u| !none.assign(u).canary));
+    }
+
+    /// Buckets pinned to values computed outside this crate (a Python transcription
+    /// of splitmix64 and FNV-1a: bucket = splitmix64(fnv1a(salt) ^ splitmix64(user))
+    /// mod 10000), so a change to the hash, the mixing or the modulus is caught,
+    /// and every release assigns a user to the same variant.
+    #[test]
+    fn buckets_are_pinned_for_fixed_salt_and_user() {
+        let cases: &[(&str, &[(i64, u32)])] = &[
+            (
+                "movie-recs",
+                &[
+                    (0, 5413),
+                    (1, 8399),
+                    (7, 4543),
+                    (42, 9154),
+                    (1000, 317),
+                    (-1, 1681),
+                    (1 << 62, 2620),
+                ],
+            ),
+            (
+                "s1",
+                &[
+                    (0, 4362),
+                    (1, 2478),
+                    (7, 4192),
+                    (42, 1686),
+                    (1000, 8307),
+                    (-1, 3138),
+                    (1 << 62, 5074),
+                ],
+            ),
+            (
+                "s2",
+                &[
+                    (0, 6052),
+                    (1, 185),
+                    (7, 8594),
+                    (42, 6811),
+                    (1000, 8579),
+                    (-1, 1217),
+                    (1 << 62, 7055),
+                ],
+            ),
+            (
+                "",
+                &[
+                    (0, 4604),
+                    (1, 4149),
+                    (7, 8625),
+                    (42, 3682),
+                    (1000, 8708),
+                    (-1, 3237),
+                    (1 << 62, 4259),
+                ],
+            ),
+        ];
+        for (salt, users) in cases {
+            let r = Rollout {
+                strategy: Strategy::Canary,
+                canary_version: Some("v2".into()),
+                canary_percentage: 20.0,
+                salt: salt.to_string(),
+            };
+            for &(user, bucket) in users.iter() {
+                assert_eq!(r.bucket(user), bucket, "salt {salt:?}, user {user}");
+                // 20 % = buckets 0..2000 go to the canary.
+                assert_eq!(
+                    r.assign(user).canary,
+                    bucket < 2000,
+                    "salt {salt:?}, user {user}"
+                );
+            }
+        }
+        // The default salt is part of the contract too.
+        assert_eq!(Rollout::default().bucket(42), 9154);
     }
 
     #[tokio::test]
@@ -431,6 +550,99 @@ mod tests {
             state.previous_version.as_deref(),
             Some(state.history[4].version.as_str())
         );
+    }
+
+    /// A folder store and a function that writes a competing active.json into it
+    /// (a plain file write, as another instance's conditional PUT would land).
+    fn store_with_rival() -> (tempfile::TempDir, Store, impl Fn(&str) + Send + Clone) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let path = dir.path().join(ACTIVE_KEY);
+        let rival = move |version: &str| {
+            let mut s = std::fs::read(&path)
+                .ok()
+                .and_then(|b| parse(&b).ok())
+                .unwrap_or_else(|| ActiveState::new("v0.1"));
+            s.revision += 1;
+            s.active_version = version.to_string();
+            s.history.push(Change {
+                revision: s.revision,
+                action: "rival".into(),
+                version: version.into(),
+                at: crate::time::now_rfc3339(),
+            });
+            std::fs::write(&path, serde_json::to_vec(&s).unwrap()).unwrap();
+        };
+        (dir, store, rival)
+    }
+
+    #[tokio::test]
+    async fn a_write_between_read_and_put_is_retried_on_the_fresh_state() {
+        let (_dir, store, rival) = store_with_rival();
+        update(&store, "switch", |_| Ok::<_, ()>(ActiveState::new("v0.1")))
+            .await
+            .unwrap()
+            .unwrap();
+        // One competing write, slipped in before our first conditional put only.
+        let fired = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (f, r) = (fired.clone(), rival.clone());
+        hooks::before_conditional_put(&store.location(), move || {
+            if f.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                r("v0.7");
+            }
+        });
+        let mut seen = Vec::new();
+        let written = update(&store, "switch", |cur| {
+            let cur = cur.unwrap();
+            seen.push(cur.active_version.clone());
+            let mut s = cur.clone();
+            s.previous_version = Some(s.active_version.clone());
+            s.active_version = "v0.2".into();
+            Ok::<_, ()>(s)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        hooks::clear(&store.location());
+        // The change was applied twice: first to v0.1, then to the rival's v0.7.
+        assert_eq!(seen, ["v0.1", "v0.7"]);
+        assert_eq!(fired.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let (state, _) = read(&store).await.unwrap().unwrap();
+        assert_eq!(state, written);
+        assert_eq!(state.active_version, "v0.2");
+        assert_eq!(state.previous_version.as_deref(), Some("v0.7"));
+        let actions: Vec<&str> = state.history.iter().map(|c| c.action.as_str()).collect();
+        assert_eq!(actions, ["switch", "rival", "switch"]);
+        assert_eq!(state.revision, 3);
+    }
+
+    #[tokio::test]
+    async fn losing_every_attempt_is_a_conflict_and_writes_nothing() {
+        let (_dir, store, rival) = store_with_rival();
+        update(&store, "switch", |_| Ok::<_, ()>(ActiveState::new("v0.1")))
+            .await
+            .unwrap()
+            .unwrap();
+        let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let a = attempts.clone();
+        hooks::before_conditional_put(&store.location(), move || {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            rival("v0.9");
+        });
+        let result = update(&store, "switch", |cur| {
+            let mut s = cur.unwrap().clone();
+            s.active_version = "v0.2".into();
+            Ok::<_, ()>(s)
+        })
+        .await;
+        hooks::clear(&store.location());
+        assert!(matches!(result, Err(ActiveError::Conflict)), "{result:?}");
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 8);
+        // Only the rival's writes are there: none of ours.
+        let (state, _) = read(&store).await.unwrap().unwrap();
+        assert_eq!(state.active_version, "v0.9");
+        assert!(state.history.iter().all(|c| c.version != "v0.2"));
+        assert_eq!(state.revision, 1 + 8);
     }
 
     #[test]

@@ -25,9 +25,22 @@ impl Interaction {
 /// Epoch seconds or milliseconds to milliseconds: MovieLens files carry seconds, and
 /// values from 1e11 on are milliseconds already.
 pub fn file_ts_ms(ts: i64) -> i64 {
-    if ts.abs() < 100_000_000_000 {
+    // unsigned_abs: i64::MIN.abs() overflows (a panic in debug builds).
+    if ts.unsigned_abs() < 100_000_000_000 {
         ts * 1000
     } else {
         ts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn extreme_timestamps_do_not_overflow() {
+        // Regression: i64::MIN (a parseable timestamp field) panicked in `abs()`.
+        assert_eq!(super::file_ts_ms(i64::MIN), i64::MIN);
+        assert_eq!(super::file_ts_ms(i64::MAX), i64::MAX);
+        assert_eq!(super::file_ts_ms(-5), -5_000);
+        assert_eq!(super::file_ts_ms(99_999_999_999), 99_999_999_999_000);
     }
 }

@@ -202,10 +202,13 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, NpyError> {
         found: descr.to_string(),
         expected: "<f4, <f8, <i4, <i8 or |S<n>".into(),
     })?;
-    let needed = shape
+    // The element count must fit too, not only the byte count: with a zero-width
+    // dtype (|S0) the bytes are 0 whatever the shape.
+    let elements = shape
         .iter()
-        .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(bad)?;
+    let needed = elements.checked_mul(dtype.size()).ok_or_else(bad)?;
     let found = bytes.len() - data_offset;
     if found < needed {
         return Err(NpyError::TruncatedData {
@@ -489,9 +492,133 @@ mod tests {
     }
 
     #[test]
+    fn zero_width_elements_with_a_huge_shape_are_refused() {
+        // |S0 needs 0 bytes whatever the shape, so the byte count alone let a shape
+        // whose element count overflows usize through (and Header::len() panicked).
+        let mut bytes = numpy_header("|S0", "False", "(4294967296, 4294967296, 16)");
+        assert!(matches!(parse_header(&bytes), Err(NpyError::BadHeader(_))));
+        bytes = numpy_header("|S0", "False", "(3, 2)");
+        assert_eq!(parse_header(&bytes).unwrap().len(), 6);
+    }
+
+    #[test]
     fn huge_shape_does_not_overflow() {
         let mut bytes = numpy_header("<f4", "False", "(18446744073709551615, 4)");
         bytes.extend_from_slice(&[0; 8]);
         assert!(matches!(read_f32(&bytes), Err(NpyError::BadHeader(_))));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A shape of rank 0..=3 with at most 64 elements.
+        fn shape() -> impl Strategy<Value = Vec<usize>> {
+            prop::collection::vec(0usize..5, 0..=3)
+        }
+
+        /// Applies `edits` (position, new byte) and a truncation to `bytes`.
+        fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8)], cut: usize) -> Vec<u8> {
+            for &(at, b) in edits {
+                if !bytes.is_empty() {
+                    let at = at % bytes.len();
+                    bytes[at] = b;
+                }
+            }
+            bytes.truncate(bytes.len().saturating_sub(cut));
+            bytes
+        }
+
+        /// Every reader on `bytes`: none may panic; an accepted header's element
+        /// count must be computable (no overflow) and match the data it returns.
+        fn read_all(bytes: &[u8]) {
+            if let Ok(h) = parse_header(bytes) {
+                let n = h.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                assert!(n.is_some(), "accepted shape {:?} overflows", h.shape);
+                assert!(h.data_offset <= bytes.len());
+            }
+            if let Ok(a) = read_f32(bytes) {
+                assert_eq!(a.data.len(), a.shape.iter().product::<usize>());
+            }
+            if let Ok(a) = read_int(bytes) {
+                assert_eq!(a.data.len(), a.shape.iter().product::<usize>());
+            }
+            if let Ok(a) = read_float(bytes) {
+                assert_eq!(a.data.len(), a.shape.iter().product::<usize>());
+            }
+            let _ = read_bytes(bytes);
+        }
+
+        proptest! {
+            #[test]
+            fn f32_round_trips(shape in shape(), seed in any::<u64>()) {
+                let n: usize = shape.iter().product();
+                // Any bit pattern, NaNs included: compared bit for bit.
+                let data: Vec<f32> = (0..n as u64)
+                    .map(|i| f32::from_bits(crate::hash::splitmix64(seed ^ i) as u32))
+                    .collect();
+                let a = read_f32(&write_f32(&shape, &data)).unwrap();
+                prop_assert_eq!(&a.shape, &shape);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&a.data), bits(&data));
+            }
+
+            #[test]
+            fn ints_round_trip(shape in shape(), seed in any::<u64>()) {
+                let n: usize = shape.iter().product();
+                let data: Vec<i64> = (0..n as u64)
+                    .map(|i| crate::hash::splitmix64(seed ^ i) as i64)
+                    .collect();
+                let a = read_int(&write_i64(&shape, &data)).unwrap();
+                prop_assert_eq!((&a.shape, &a.data), (&shape, &data));
+                let narrow: Vec<i32> = data.iter().map(|&v| v as i32).collect();
+                let b = read_int(&write_i32(&shape, &narrow)).unwrap();
+                let widened: Vec<i64> = narrow.iter().map(|&v| i64::from(v)).collect();
+                prop_assert_eq!(b.data, widened);
+            }
+
+            #[test]
+            fn byte_scalars_round_trip(value in prop::collection::vec(any::<u8>(), 0..40)) {
+                prop_assert_eq!(read_bytes(&write_bytes_scalar(&value)).unwrap(), value);
+            }
+
+            #[test]
+            fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+                read_all(&bytes);
+                // The same bytes behind a valid magic and version reach the header parser.
+                let mut framed = MAGIC.to_vec();
+                framed.extend_from_slice(&[1, 0, bytes.len() as u8, 0]);
+                framed.extend_from_slice(&bytes);
+                read_all(&framed);
+            }
+
+            #[test]
+            fn mutated_files_never_panic(
+                shape in shape(),
+                edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+                cut in 0usize..20,
+            ) {
+                let n: usize = shape.iter().product();
+                let file = write_f32(&shape, &vec![1.5; n]);
+                read_all(&mutate(file, &edits, cut));
+            }
+
+            #[test]
+            fn hostile_header_text_is_refused_or_consistent(
+                descr in "(<f4|<f8|<i4|<i8|\\|S[0-9]{1,3}|[ -~]{0,6})",
+                fortran in "(True|False|[ -~]{0,5})",
+                dims in prop::collection::vec("[0-9]{1,21}L?", 0..4),
+                body in 0usize..64,
+            ) {
+                let shape = format!("({})", dims.join(", "));
+                let dict = format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}\n");
+                let mut file = MAGIC.to_vec();
+                file.extend_from_slice(&[1, 0]);
+                file.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+                file.extend_from_slice(dict.as_bytes());
+                file.extend(std::iter::repeat_n(0u8, body));
+                read_all(&file);
+            }
+        }
     }
 }

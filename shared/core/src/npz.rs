@@ -179,4 +179,47 @@ mod tests {
         let err = read_csr(&write_csr(&m)).unwrap_err();
         assert!(err.to_string().contains("outside 0..2"), "{err}");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn pattern() -> impl Strategy<Value = CsrPattern> {
+            (1usize..40).prop_flat_map(|cols| {
+                prop::collection::vec(prop::collection::vec(0..cols as u32, 0..8), 0..12)
+                    .prop_map(move |rows| CsrPattern::from_rows(cols, rows))
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn csr_round_trips(m in pattern()) {
+                prop_assert_eq!(read_csr(&write_csr(&m)).unwrap(), m);
+            }
+
+            #[test]
+            fn random_bytes_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+                prop_assert!(read_csr(&bytes).is_err());
+            }
+
+            #[test]
+            fn mutated_files_never_panic(
+                m in pattern(),
+                edits in prop::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+                cut in 0usize..40,
+            ) {
+                let mut file = write_csr(&m);
+                for (at, b) in edits {
+                    let at = at % file.len();
+                    file[at] = b;
+                }
+                file.truncate(file.len() - cut.min(file.len()));
+                // Refused or read; when read, the pattern is well-formed.
+                if let Ok(p) = read_csr(&file) {
+                    prop_assert_eq!(p.indptr.len(), p.rows + 1);
+                    prop_assert!(p.indices.iter().all(|&c| (c as usize) < p.cols));
+                }
+            }
+        }
+    }
 }

@@ -61,7 +61,8 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// `YYYY-MM-DD` of a day number.
 pub fn date_of_day(day: i64) -> String {
-    rfc3339((day.max(0) as u64) * 86_400)[..10].to_string()
+    // Saturating: a day number from hostile input must not overflow.
+    rfc3339((day.max(0) as u64).saturating_mul(86_400))[..10].to_string()
 }
 
 fn digits(s: &[u8]) -> Option<u32> {
@@ -73,6 +74,16 @@ fn digits(s: &[u8]) -> Option<u32> {
     })
 }
 
+/// Days in month `m` (1..=12) of year `y`, proleptic Gregorian.
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 /// `YYYY-MM-DD` -> day number.
 pub fn parse_date(s: &str) -> Option<i64> {
     let b = s.as_bytes();
@@ -80,7 +91,8 @@ pub fn parse_date(s: &str) -> Option<i64> {
         return None;
     }
     let (y, m, d) = (digits(&b[..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    // The day must exist in that month: 2026-02-31 is refused, not read as March 3.
+    if !(1..=12).contains(&m) || !(1..=days_in_month(i64::from(y), m)).contains(&d) {
         return None;
     }
     Some(days_from_civil(y as i64, m, d))
@@ -136,6 +148,10 @@ fn parse_iso(s: &str) -> Option<i64> {
                 [a, b, b':', c, d] | [a, b, c, d] => (digits(&[*a, *b])?, digits(&[*c, *d])?),
                 _ => return None,
             };
+            // RFC 3339 offsets are at most 23:59; +99:99 is garbage, not an offset.
+            if oh > 23 || om > 59 {
+                return None;
+            }
             let m = (oh * 60 + om) as i64;
             if *sign == b'+' {
                 m
@@ -205,5 +221,83 @@ mod tests {
         assert_eq!(epoch_ms(-1.0), None);
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(date_of_day(days_from_civil(2024, 2, 29)), "2024-02-29");
+    }
+
+    #[test]
+    fn impossible_dates_and_offsets_are_refused() {
+        // Found by the property tests below: these were accepted (2026-02-31 read as
+        // 2026-03-03; +99:99 as an offset of 100 h 39 min).
+        for bad in [
+            "2026-02-31",
+            "2026-02-29",
+            "2026-04-31",
+            "1900-02-29",
+            "2026-11-28T00:00:00+99:99",
+            "2026-11-28T00:00:00+24:00",
+            "2026-11-28T00:00:00-00:60",
+        ] {
+            assert_eq!(parse_iso(bad), None, "{bad}");
+        }
+        // Independently known: 2024 and 2000 are leap years.
+        assert_eq!(parse_iso("2024-02-29"), Some(1_709_164_800_000));
+        assert_eq!(parse_iso("2000-02-29"), Some(951_782_400_000));
+        assert_eq!(
+            parse_iso("2026-11-28T00:00:00+23:59"),
+            Some(1_795_824_000_000 - 86_340_000)
+        );
+        assert_eq!(date_of_day(i64::MAX).len(), 10);
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn rfc3339_round_trips(secs in 0u64..253_402_300_800) {
+                // Years 1970..=9999: what rfc3339 writes, parse_iso reads back.
+                let text = rfc3339(secs);
+                prop_assert_eq!(parse_iso(&text), Some(secs as i64 * 1000));
+                prop_assert_eq!(parse_time(&text), Some(secs as i64 * 1000));
+                let day = (secs / 86_400) as i64;
+                prop_assert_eq!(parse_date(&date_of_day(day)), Some(day));
+            }
+
+            #[test]
+            fn offsets_shift_by_their_value(
+                secs in 0u64..4_102_444_800,
+                oh in 0u32..24,
+                om in 0u32..60,
+                minus in any::<bool>(),
+            ) {
+                let base = rfc3339(secs);
+                let sign = if minus { '-' } else { '+' };
+                let text = format!("{}{sign}{oh:02}:{om:02}", &base[..19]);
+                let offset = i64::from(oh * 60 + om) * 60_000;
+                let expect = secs as i64 * 1000 - if minus { -offset } else { offset };
+                prop_assert_eq!(parse_iso(&text), Some(expect));
+            }
+
+            #[test]
+            fn any_text_never_panics(s in "\\PC{0,40}") {
+                let _ = parse_time(&s);
+                let _ = parse_date(&s);
+                if let Some(ms) = parse_iso(&s) {
+                    // Whatever is accepted starts with a real calendar date.
+                    prop_assert!(parse_date(&s.trim()[..10]).is_some(), "{s:?} -> {ms}");
+                }
+            }
+
+            #[test]
+            fn iso_shaped_text_never_panics(
+                s in "[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{0,9})?)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?|[ -~]{0,3})?",
+            ) {
+                if let Some(ms) = parse_iso(&s) {
+                    let day = parse_date(&s[..10]).expect("accepted text has a valid date");
+                    // Within a day (plus the largest offset) of its date.
+                    prop_assert!((ms - day * 86_400_000).abs() <= 2 * 86_400_000, "{s:?}");
+                }
+            }
+        }
     }
 }

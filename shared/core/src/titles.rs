@@ -238,4 +238,77 @@ mod tests {
         let err = Titles::load(&p).unwrap_err().to_string();
         assert!(err.contains("line 3"), "{err}");
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// RFC 4180 encoding, written here independently of the reader: a field with
+        /// a comma, quote or line break is quoted, quotes doubled.
+        fn encode(records: &[Vec<String>], eol: &str) -> String {
+            let field = |f: &String| {
+                if f.contains([',', '"', '\n', '\r']) || f.is_empty() {
+                    format!("\"{}\"", f.replace('"', "\"\""))
+                } else {
+                    f.clone()
+                }
+            };
+            records
+                .iter()
+                .map(|r| r.iter().map(field).collect::<Vec<_>>().join(","))
+                .map(|line| line + eol)
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn csv_round_trips(
+                records in prop::collection::vec(
+                    prop::collection::vec("[a-z ,\"\r\n\\PC]{0,8}", 1..5), 0..6),
+                crlf in any::<bool>(),
+            ) {
+                let text = encode(&records, if crlf { "\r\n" } else { "\n" });
+                let back: Vec<Vec<String>> = csv_records(&text)
+                    .map(|r| r.map(|(_, f)| f))
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                // A line holding one empty field reads as a blank line (skipped).
+                let expected: Vec<Vec<String>> = records
+                    .into_iter()
+                    .filter(|r| !(r.len() == 1 && r[0].is_empty()))
+                    .collect();
+                prop_assert_eq!(back, expected);
+            }
+
+            #[test]
+            fn titles_csv_round_trips(titles in prop::collection::btree_map(0i64..1_000_000, "[A-Za-z0-9 ,.()'\"]{1,30}", 0..20)) {
+                let records: Vec<Vec<String>> = std::iter::once(vec!["movie_id".to_string(), "title".to_string(), "genres".to_string()])
+                    .chain(titles.iter().map(|(id, t)| vec![id.to_string(), t.clone(), "Drama".into()]))
+                    .collect();
+                let t = Titles::parse("movie_titles.csv", encode(&records, "\n").into_bytes()).unwrap();
+                prop_assert_eq!(t.len(), titles.len());
+                for (id, title) in &titles {
+                    prop_assert_eq!(t.get(*id), title.as_str());
+                }
+            }
+
+            #[test]
+            fn any_bytes_never_panic(
+                bytes in prop::collection::vec(any::<u8>(), 0..300),
+                name in "(movie_titles.csv|u.item|movies.dat)",
+            ) {
+                let _ = Titles::parse(&name, bytes.clone());
+                for r in csv_records(&String::from_utf8_lossy(&bytes)) {
+                    let _ = r;
+                }
+            }
+
+            #[test]
+            fn csv_shaped_text_never_panics(text in "[a-z0-9,\"\r\n|:]{0,80}") {
+                let _ = Titles::parse("movie_titles.csv", format!("movie_id,title\n{text}").into_bytes());
+                let _ = Titles::parse("movies.dat", text.clone().into_bytes());
+                let _ = csv_records(&text).count();
+            }
+        }
+    }
 }

@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use baseline::load_baseline;
 pub use baseline::{save_baseline, Baseline, BaselineError, ModelIndex, BASELINE_FILE, FEATURES};
+#[doc(hidden)]
+pub use events::fuzz_parse_file;
 pub use events::{list_window_files, read_window, Event, ReadStats, Window};
 pub use psi::Binned;
 

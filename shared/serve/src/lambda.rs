@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 
 use crate::api::{self, ApiError, Endpoint, Outcome, Route};
@@ -15,10 +16,28 @@ use recs_telemetry::emf;
 
 /// Converts an API Gateway / Function URL request into a plain `http::Request`,
 /// using the path without the stage prefix (`raw_http_path`).
+/// The query: lambda_http puts API Gateway's `rawQueryString` (as the client sent it,
+/// percent-encoded) in the URI. An event without one still carries the parameters
+/// in `queryStringParameters`, already percent-decoded by API Gateway: they are
+/// re-encoded here, so `/switch?model=../x` is refused the same way either way.
 fn to_http(event: Request) -> http::Request<Bytes> {
-    let path = event.raw_http_path().to_string();
+    let stage = match event.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.clone(),
+        _ => None,
+    };
+    let path = strip_stage(event.raw_http_path(), stage.as_deref()).to_string();
+    let decoded = event.query_string_parameters();
     let (mut parts, body) = event.into_parts();
-    let path_and_query = match parts.uri.query() {
+    let query = match parts.uri.query() {
+        Some(q) => Some(q.to_string()),
+        None if !decoded.is_empty() => Some(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(decoded.iter())
+                .finish(),
+        ),
+        None => None,
+    };
+    let path_and_query = match query {
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
@@ -32,6 +51,19 @@ fn to_http(event: Request) -> http::Request<Bytes> {
         _ => Bytes::new(),
     };
     http::Request::from_parts(parts, body)
+}
+
+/// The route path without a named stage's prefix: an HTTP API's `rawPath` carries it
+/// (`/prod/recommend/1` on stage `prod`); the `$default` stage has none.
+fn strip_stage<'p>(path: &'p str, stage: Option<&str>) -> &'p str {
+    match stage {
+        Some(stage) if stage != "$default" && !stage.is_empty() => path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(stage))
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .map_or(path, |rest| if rest.is_empty() { "/" } else { rest }),
+        _ => path,
+    }
 }
 
 /// Converts a response back; JSON and text bodies stay text so API Gateway does not
@@ -69,15 +101,40 @@ pub async fn respond_with_metrics(
     event: Request,
     cold_start: bool,
 ) -> (http::Response<Bytes>, Vec<String>) {
+    respond_via(
+        svc,
+        allowed,
+        event,
+        cold_start,
+        |svc, allowed, req| async move { api::handle_with_outcome(&svc, allowed, &req).await },
+    )
+    .await
+}
+
+/// [`respond_with_metrics`] with the handler passed in, so a test can make it panic.
+async fn respond_via<F, Fut>(
+    svc: &Arc<Service>,
+    allowed: &'static [Endpoint],
+    event: Request,
+    cold_start: bool,
+    handler: F,
+) -> (http::Response<Bytes>, Vec<String>)
+where
+    F: FnOnce(Arc<Service>, &'static [Endpoint], http::Request<Bytes>) -> Fut,
+    Fut: std::future::Future<Output = (http::Response<Bytes>, Outcome)> + Send + 'static,
+{
     keep_current(svc).await;
     let req = to_http(event);
     // The endpoint named if the handler panics (the handler routes the request itself).
     let endpoint = Route::of(req.uri().path()).endpoint;
-    let task_svc = svc.clone();
-    let (resp, outcome) =
-        tokio::spawn(async move { api::handle_with_outcome(&task_svc, allowed, &req).await })
-            .await
-            .unwrap_or_else(|_| internal_error(endpoint));
+    let (resp, outcome) = tokio::spawn(handler(svc.clone(), allowed, req))
+        .await
+        .unwrap_or_else(|_| {
+            // Counted like every other answer (the handler never got to count it).
+            svc.metrics
+                .observe_request(endpoint.name(), 500, 0.0, Some("internal_error"));
+            internal_error(endpoint)
+        });
     // Loads, failures, switches and shadow comparisons since the last invocation
     // (start-up included), then this request.
     let mut lines = svc.metrics.take_emf();
@@ -128,4 +185,258 @@ pub async fn respond(
     let (resp, lines) = respond_with_metrics(svc, allowed, event, cold_start).await;
     emf::emit(&lines);
     from_http(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recs_core::Registry;
+    use recs_train::gen_data::{generate, GenConfig};
+    use serde_json::Value;
+    use std::time::{Duration, Instant};
+
+    const RECOMMEND: &[Endpoint] = &[Endpoint::Recommend];
+
+    /// An `events/` file as JSON, to be changed by a test before lambda_http parses it.
+    fn event_json(name: &str) -> Value {
+        let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    fn event(v: &Value) -> Request {
+        lambda_http::request::from_str(&v.to_string()).unwrap()
+    }
+
+    async fn publish(location: &str, version: &str, seed: u64) {
+        let data = generate(&GenConfig {
+            users: 50,
+            items: 40,
+            seed,
+            ..GenConfig::default()
+        });
+        Registry::open(location)
+            .unwrap()
+            .publish(version, &data.planted_artifacts())
+            .await
+            .unwrap();
+    }
+
+    /// A service over `location` that polls on every invocation.
+    async fn service(location: &str) -> Arc<Service> {
+        Arc::new(
+            Service::start(crate::Config {
+                registry: location.to_string(),
+                poll: Duration::ZERO,
+                ..crate::Config::default()
+            })
+            .await,
+        )
+    }
+
+    async fn call(svc: &Arc<Service>, allowed: &'static [Endpoint], e: &Value) -> (u16, Value) {
+        let (resp, _) = respond_with_metrics(svc, allowed, event(e), false).await;
+        let body = serde_json::from_slice(resp.body()).unwrap();
+        (resp.status().as_u16(), body)
+    }
+
+    /// Standard base64 with padding (RFC 4648), a few lines rather than a crate.
+    fn base64(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in bytes.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(b"fooba"), "Zm9vYmE=");
+        assert_eq!(base64(b"foob"), "Zm9vYg==");
+    }
+
+    #[test]
+    fn stage_prefixes_are_stripped_only_for_named_stages() {
+        assert_eq!(
+            strip_stage("/prod/recommend/1", Some("prod")),
+            "/recommend/1"
+        );
+        assert_eq!(strip_stage("/prod", Some("prod")), "/");
+        assert_eq!(strip_stage("/production/x", Some("prod")), "/production/x");
+        assert_eq!(
+            strip_stage("/recommend/1", Some("$default")),
+            "/recommend/1"
+        );
+        assert_eq!(strip_stage("/recommend/1", None), "/recommend/1");
+        assert_eq!(strip_stage("/recommend/1", Some("prod")), "/recommend/1");
+    }
+
+    #[tokio::test]
+    async fn stage_prefixed_paths_reach_their_route() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().to_str().unwrap();
+        publish(location, "v0.1", 1).await;
+        let svc = service(location).await;
+        // A named stage: API Gateway's rawPath and http.path carry the stage.
+        let mut e = event_json("recommend.json");
+        e["rawPath"] = "/prod/recommend/1".into();
+        e["requestContext"]["http"]["path"] = "/prod/recommend/1".into();
+        e["requestContext"]["stage"] = "prod".into();
+        let (status, body) = call(&svc, RECOMMEND, &e).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["user_id"], 1);
+        // A path under another stage's name is not ours.
+        e["rawPath"] = "/other/recommend/1".into();
+        let (status, _) = call(&svc, RECOMMEND, &e).await;
+        assert_eq!(status, 404);
+    }
+
+    #[tokio::test]
+    async fn base64_bodies_and_decoded_query_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().to_str().unwrap();
+        publish(location, "v0.1", 1).await;
+        publish(location, "v0.2", 2).await;
+        let svc = service(location).await;
+        assert_eq!(svc.model().unwrap().version, "v0.2");
+        // POST /switch with its JSON body base64-encoded, as API Gateway sends a
+        // body it treats as binary.
+        let mut e = event_json("switch-post.json");
+        e["body"] = base64(br#"{"model":"v0.1"}"#).into();
+        e["isBase64Encoded"] = true.into();
+        let (status, body) = call(&svc, &Endpoint::ADMIN, &e).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["model_version"], "v0.1");
+
+        // The hostile name as API Gateway delivers it: rawQueryString encoded,
+        // queryStringParameters decoded. Refused by name either way.
+        let hostile = event_json("switch-hostile.json");
+        assert_eq!(
+            hostile["queryStringParameters"]["model"], "../../etc/passwd",
+            "the event holds the decoded value, as API Gateway sends it"
+        );
+        let (status, body) = call(&svc, &Endpoint::ADMIN, &hostile).await;
+        assert_eq!(
+            (status, body["error_type"].as_str()),
+            (400, Some("invalid_model")),
+            "{body}"
+        );
+        // Only the decoded parameters (no rawQueryString): still read, still refused.
+        let mut decoded_only = hostile.clone();
+        decoded_only
+            .as_object_mut()
+            .unwrap()
+            .remove("rawQueryString");
+        let (status, body) = call(&svc, &Endpoint::ADMIN, &decoded_only).await;
+        assert_eq!(
+            (status, body["error_type"].as_str()),
+            (400, Some("invalid_model")),
+            "{body}"
+        );
+        // And a good name given only decoded switches.
+        let mut good = event_json("switch-get.json");
+        good.as_object_mut().unwrap().remove("rawQueryString");
+        good["queryStringParameters"] = serde_json::json!({"model": "v0.2"});
+        let (status, body) = call(&svc, &Endpoint::ADMIN, &good).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["model_version"], "v0.2");
+        // Recommend reads k from decoded-only parameters too.
+        let mut k = event_json("recommend.json");
+        k.as_object_mut().unwrap().remove("rawQueryString");
+        k["queryStringParameters"] = serde_json::json!({"k": "3"});
+        let (status, body) = call(&svc, RECOMMEND, &k).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["items"].as_array().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_counted_500() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().to_str().unwrap();
+        publish(location, "v0.1", 1).await;
+        let svc = service(location).await;
+        let (resp, lines) = respond_via(
+            &svc,
+            RECOMMEND,
+            event(&event_json("recommend.json")),
+            false,
+            |_, _, _| async { panic!("injected") },
+        )
+        .await;
+        assert_eq!(resp.status(), 500);
+        let body: Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(body["error_type"], "internal_error");
+        let docs: Vec<Value> = lines
+            .iter()
+            .map(|l| recs_telemetry::emf::check_document(l).unwrap())
+            .collect();
+        assert_eq!(docs[0]["status_class"], "5xx", "{docs:?}");
+        assert!(
+            docs.iter().any(|d| d["error_type"] == "internal_error"),
+            "{docs:?}"
+        );
+        assert_eq!(svc.metrics.requests("recommend", 500), 1);
+        // The next invocation is answered normally.
+        let (status, _) = call(&svc, RECOMMEND, &event_json("recommend.json")).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn a_switch_elsewhere_is_seen_through_the_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().to_str().unwrap();
+        publish(location, "v0.1", 1).await;
+        publish(location, "v0.2", 2).await;
+        let (a, b) = (service(location).await, service(location).await);
+        let (_, body) = call(&b, RECOMMEND, &event_json("recommend.json")).await;
+        assert_eq!(body["model"], "v0.2");
+        a.switch("v0.1").await.unwrap();
+        // b polls in the background of its invocations; it follows within a few.
+        let start = Instant::now();
+        loop {
+            let (status, body) = call(&b, RECOMMEND, &event_json("recommend.json")).await;
+            assert_eq!(status, 200, "{body}");
+            if body["model"] == "v0.1" {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "b never followed the switch"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn no_model_retries_in_the_request_and_recovers_when_the_registry_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().join("registry");
+        let away = dir.path().join("away");
+        let location_s = location.to_str().unwrap().to_string();
+        publish(&location_s, "v0.1", 1).await;
+        // The registry is unreachable at cold start.
+        std::fs::rename(&location, &away).unwrap();
+        let svc = service(&location_s).await;
+        let (status, body) = call(&svc, RECOMMEND, &event_json("recommend.json")).await;
+        assert_eq!(
+            (status, body["error_type"].as_str()),
+            (503, Some("model_unavailable")),
+            "{body}"
+        );
+        // It comes back: the very next invocation loads the model in the request.
+        std::fs::rename(&away, &location).unwrap();
+        let (status, body) = call(&svc, RECOMMEND, &event_json("recommend.json")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["model"], "v0.1");
+    }
 }

@@ -279,8 +279,10 @@ pub fn read_ratings(
     parse_ratings(&display, &bytes, format, skip_bad_rows)
 }
 
-/// Parses rating-file bytes; `path` is only used in messages.
-fn parse_ratings(
+/// Parses rating-file bytes; `path` is only used in messages. Public only for the
+/// fuzz targets (tests/fuzz); use [`read_ratings`].
+#[doc(hidden)]
+pub fn parse_ratings(
     path: &str,
     bytes: &[u8],
     format: Format,
@@ -490,5 +492,90 @@ mod tests {
         assert_eq!(r.rows[0].rating, Some(5.0));
         assert_eq!(r.rows[1].rating, Some(2.0));
         assert_eq!(r.positives(4.0).len(), 1);
+    }
+
+    #[test]
+    fn extreme_timestamp_is_read_not_a_panic() {
+        // Regression (property tests): i64::MIN as a timestamp overflowed in file_ts_ms.
+        let r = parse("1,2,5,-9223372036854775808\n", Format::Csv).unwrap();
+        assert_eq!(r.rows[0].ts_ms, Some(i64::MIN));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        /// Distinct (user, item) pairs with a whole- or half-star rating and epoch seconds.
+        fn rows() -> impl Strategy<Value = BTreeMap<(i64, i64), (f32, i64)>> {
+            prop::collection::btree_map(
+                (0i64..1_000_000_000, 0i64..1_000_000_000),
+                (
+                    (1u8..=10).prop_map(|h| f32::from(h) / 2.0),
+                    0i64..99_999_999_999,
+                ),
+                0..40,
+            )
+        }
+
+        /// The file `rows` make in `format`, written here independently of the reader.
+        fn write(rows: &BTreeMap<(i64, i64), (f32, i64)>, format: Format) -> String {
+            let (sep, head) = match format {
+                Format::Ml100k | Format::Tsv => ("\t", None),
+                Format::Ml1m => ("::", None),
+                Format::MovielensCsv => (",", Some("userId,movieId,rating,timestamp")),
+                _ => (",", None),
+            };
+            let mut out = head.map(|h| format!("{h}\n")).unwrap_or_default();
+            for ((u, i), (r, t)) in rows {
+                out.push_str(&format!("{u}{sep}{i}{sep}{r}{sep}{t}\n"));
+            }
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn every_format_round_trips(
+                rows in rows(),
+                format in prop::sample::select(vec![
+                    Format::Ml100k, Format::Ml1m, Format::MovielensCsv, Format::Csv, Format::Tsv, Format::Auto,
+                ]),
+            ) {
+                let text = write(&rows, format);
+                let r = parse(&text, format).unwrap();
+                let back: Vec<(i64, i64, Option<f32>, Option<i64>)> =
+                    r.rows.iter().map(|x| (x.user, x.item, x.rating, x.ts_ms)).collect();
+                let expected: Vec<(i64, i64, Option<f32>, Option<i64>)> = rows
+                    .iter()
+                    .map(|(&(u, i), &(rating, secs))| (u, i, Some(rating), Some(secs * 1000)))
+                    .collect();
+                prop_assert_eq!(back, expected);
+                prop_assert_eq!(r.skipped, 0);
+            }
+
+            #[test]
+            fn any_bytes_are_read_or_refused_with_a_line(
+                bytes in prop::collection::vec(any::<u8>(), 0..200),
+                format in prop::sample::select(vec![
+                    Format::Ml100k, Format::Ml1m, Format::MovielensCsv, Format::Csv, Format::Tsv, Format::Auto,
+                ]),
+                skip in any::<bool>(),
+            ) {
+                match parse_ratings("f", &bytes, format, skip) {
+                    Ok(r) => prop_assert!(r.rows.iter().all(|x| x.user >= 0 && x.item >= 0)),
+                    Err(RatingsError::Malformed { line, .. }) => prop_assert!(line >= 1),
+                    Err(e) => prop_assert!(false, "unexpected error {e}"),
+                }
+            }
+
+            #[test]
+            fn rating_shaped_lines_never_panic(
+                lines in prop::collection::vec("[0-9 .eE+-]{0,12}([,\t]|::)[0-9 -]{0,22}(([,\t]|::)[0-9a-zA-Z. +-]{0,10}){0,3}", 0..8),
+                skip in any::<bool>(),
+            ) {
+                let text = lines.join("\n");
+                let _ = parse_ratings("f", text.as_bytes(), Format::Auto, skip);
+            }
+        }
     }
 }

@@ -100,8 +100,10 @@ fn rating_of(s: &Scalar) -> Result<Option<f32>, ()> {
         Scalar::S(t) => t.trim().parse::<f64>().map_err(|_| ())?,
         Scalar::Other => return Err(()),
     };
-    if v.is_finite() {
-        Ok(Some(v as f32))
+    // Finite as the f32 it is stored as: 1e39 is finite in f64 but inf in f32.
+    let r = v as f32;
+    if r.is_finite() {
+        Ok(Some(r))
     } else {
         Err(())
     }

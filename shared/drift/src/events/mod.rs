@@ -33,6 +33,18 @@ pub use listing::list_window_files;
 
 use recs_core::{Store, StoreError};
 
+/// Fuzzing entry point (tests/fuzz): parses one event file's bytes as the drift job
+/// would, `name` choosing the format by its extension, every instant in the window.
+/// Not part of the API.
+#[doc(hidden)]
+pub fn fuzz_parse_file(name: &str, bytes: &[u8]) -> (Vec<Event>, ReadStats) {
+    let window = Window {
+        start_ms: i64::MIN,
+        end_ms: i64::MAX,
+    };
+    parse_file(name, bytes, FileKind::of(name), window)
+}
+
 /// One rate or watch event: the shared interaction type. Its time is always set (an
 /// event line without a readable time is counted as malformed), and a watch event has
 /// no rating.
@@ -100,7 +112,12 @@ impl Window {
     /// The `seconds` before `end_ms`.
     pub fn ending(end_ms: i64, seconds: u64) -> Window {
         Window {
-            start_ms: end_ms - (seconds as i64) * 1000,
+            // Saturating: a window longer than the epoch range starts at its beginning.
+            start_ms: end_ms.saturating_sub(
+                i64::try_from(seconds)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+            ),
             end_ms,
         }
     }

@@ -24,6 +24,11 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// The largest request body accepted (the POST routes take small JSON objects).
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// The OpenAPI 3 document of this API (every route, parameter, body, response and
+/// error shape), served at `/openapi.json` and checked against the server by
+/// schemathesis in `make test`.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
 /// The endpoints, as named in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -40,6 +45,8 @@ pub enum Endpoint {
     RolloutStatus,
     /// `POST /rollout/update`
     RolloutUpdate,
+    /// `GET /openapi.json` (local server only): the OpenAPI 3 document.
+    OpenApi,
     /// No route matched.
     Unknown,
 }
@@ -57,6 +64,7 @@ fn router() -> &'static matchit::Router<Endpoint> {
             ("/recommend/", Endpoint::Recommend),
             ("/healthz", Endpoint::Health),
             ("/metrics", Endpoint::Metrics),
+            ("/openapi.json", Endpoint::OpenApi),
             ("/switch", Endpoint::Switch),
             ("/rollout/status", Endpoint::RolloutStatus),
             ("/rollout/update", Endpoint::RolloutUpdate),
@@ -106,13 +114,14 @@ impl Route<'_> {
 
 impl Endpoint {
     /// Every endpoint `recs serve` answers.
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 7] = [
         Endpoint::Recommend,
         Endpoint::Health,
         Endpoint::Metrics,
         Endpoint::Switch,
         Endpoint::RolloutStatus,
         Endpoint::RolloutUpdate,
+        Endpoint::OpenApi,
     ];
     /// The routes of the `switch` Lambda function.
     pub const ADMIN: [Endpoint; 3] = [
@@ -130,6 +139,7 @@ impl Endpoint {
             Endpoint::Switch => "switch",
             Endpoint::RolloutStatus => "rollout_status",
             Endpoint::RolloutUpdate => "rollout_update",
+            Endpoint::OpenApi => "openapi",
             Endpoint::Unknown => "unknown",
         }
     }
@@ -276,6 +286,7 @@ async fn dispatch(
         Endpoint::Switch => admin::switch(svc, req).await?,
         Endpoint::RolloutStatus => admin::rollout_status(svc),
         Endpoint::RolloutUpdate => admin::rollout_update(svc, req).await?,
+        Endpoint::OpenApi => Reply::Json(StatusCode::OK, OPENAPI.to_string(), None),
         Endpoint::Unknown => unreachable!("refused above"),
     };
     Ok((reply, None))
@@ -431,5 +442,68 @@ mod tests {
         assert_eq!(at("/switch"), Endpoint::Switch);
         assert_eq!(at("/rollout/update"), Endpoint::RolloutUpdate);
         assert_eq!(at("/healthz/"), Endpoint::Unknown);
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn with_header(v: &[u8]) -> Option<Request<Bytes>> {
+            let value = HeaderValue::from_bytes(v).ok()?;
+            let mut req = Request::new(Bytes::new());
+            req.headers_mut().insert("x-request-id", value);
+            Some(req)
+        }
+
+        proptest! {
+            #[test]
+            fn request_ids_are_echoed_exactly_when_valid(v in prop::collection::vec(any::<u8>(), 0..140)) {
+                let valid = !v.is_empty()
+                    && v.len() <= 128
+                    && v.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
+                let Some(req) = with_header(&v) else {
+                    // Not a legal header value: http refuses it before we see it.
+                    return Ok(());
+                };
+                let (id, err) = request_id(&req);
+                if valid {
+                    prop_assert!(err.is_none());
+                    prop_assert_eq!(id.as_bytes(), &v[..]);
+                } else {
+                    let e = err.expect("refused");
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                    // Never echoed: a fresh UUID instead.
+                    prop_assert_eq!(id.len(), 36);
+                }
+            }
+
+            #[test]
+            fn query_strings_decode_and_duplicates_are_refused(
+                pairs in prop::collection::vec(("[a-z]{1,3}", "\\PC{0,10}"), 0..6),
+            ) {
+                let q: String = form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs.iter())
+                    .finish();
+                let uri = format!("/recommend/1?{q}");
+                let Ok(req) = Request::builder().uri(uri.as_str()).body(Bytes::new()) else {
+                    return Ok(());
+                };
+                let params = query(&req);
+                prop_assert_eq!(&params, &pairs);
+                for (name, value) in &pairs {
+                    let n = pairs.iter().filter(|(k, _)| k == name).count();
+                    match param(&params, name) {
+                        Ok(Some(v)) => prop_assert!(n == 1 && v == value),
+                        Ok(None) => prop_assert!(false, "{name} is present"),
+                        Err(e) => prop_assert!(n > 1 && e.error_type == "invalid_input"),
+                    }
+                }
+            }
+
+            #[test]
+            fn any_path_routes_without_panic(p in "/\\PC{0,30}") {
+                let _ = Route::of(&p);
+            }
+        }
     }
 }

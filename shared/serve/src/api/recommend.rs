@@ -452,4 +452,51 @@ mod tests {
             assert!(parse_k(Some(bad), 100).is_err(), "{bad}");
         }
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// The contract, written out: 1..=19 ASCII digits whose value fits in i64.
+        fn oracle_id(s: &str) -> Option<i64> {
+            let digits = !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit());
+            digits
+                .then(|| s.bytes().fold(0u128, |a, b| a * 10 + u128::from(b - b'0')))
+                .filter(|&v| v <= i64::MAX as u128)
+                .map(|v| v as i64)
+        }
+
+        proptest! {
+            #[test]
+            fn user_ids_follow_the_contract(s in "(\\PC{0,22}|[0-9]{1,21}|[+-]?[0-9]{1,5})") {
+                prop_assert_eq!(parse_id(&s), oracle_id(&s));
+            }
+
+            #[test]
+            fn any_integer_id_round_trips(v in 0i64..=i64::MAX) {
+                prop_assert_eq!(parse_id(&v.to_string()), Some(v));
+                prop_assert_eq!(parse_id(&format!("-{v}")), None);
+            }
+
+            #[test]
+            fn k_is_accepted_exactly_in_range(
+                k in prop::num::i128::ANY,
+                max_k in 1usize..=10_000,
+                junk in "\\PC{0,12}",
+            ) {
+                let got = parse_k(Some(&k.to_string()), max_k);
+                if (1..=max_k as i128).contains(&k) {
+                    prop_assert_eq!(got.unwrap(), k as usize);
+                } else {
+                    let e = got.unwrap_err();
+                    prop_assert_eq!((e.status, e.error_type), (StatusCode::BAD_REQUEST, "invalid_input"));
+                }
+                // Anything else is refused with the same typed error, or is a number in range.
+                match parse_k(Some(&junk), max_k) {
+                    Ok(v) => prop_assert!((1..=max_k).contains(&v)),
+                    Err(e) => prop_assert_eq!(e.error_type, "invalid_input"),
+                }
+            }
+        }
+    }
 }

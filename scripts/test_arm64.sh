@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds the serving, registry and training crates for aarch64 (Graviton) with
+# Debian's cross gcc as linker and runs their tests under qemu-user. Only the
+# portable kernels exist there, so this is where they are proven.
+# Usage: scripts/test_arm64.sh [cargo test args...] (default: recs-core, recs-serve,
+# recs-train, recs-drift, recs-telemetry).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=aarch64-unknown-linux-gnu
+rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+need=()
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null || need+=(qemu-user-static)
+if ((${#need[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "test-arm64: install ${need[*]} (Debian) first" >&2
+        exit 1
+    fi
+    echo "test-arm64: installing ${need[*]} from Debian"
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+qemu=$(command -v qemu-aarch64-static || command -v qemu-aarch64)
+export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$qemu -L $QEMU_LD_PREFIX"
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
+if (($# == 0)); then
+    set -- -p recs-core -p recs-serve -p recs-train -p recs-drift -p recs-telemetry
+fi
+start=$(date +%s)
+cargo test --target "$target" --no-run "$@"
+built=$(date +%s)
+cargo test --target "$target" "$@"
+end=$(date +%s)
+echo "test-arm64: build $((built - start)) s, tests under qemu $((end - built)) s"
