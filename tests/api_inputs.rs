@@ -93,7 +93,7 @@ fn k_bounds_are_inclusive() {
 fn known_user_gets_unseen_items_with_titles_and_provenance() {
     let (_d, svc) = svc();
     let loaded = svc.model().unwrap();
-    let model = &loaded.model;
+    let model = loaded.model.als().unwrap();
     let row = model.user_row(1).unwrap();
     let seen: Vec<i64> = model
         .seen()
@@ -148,7 +148,7 @@ fn known_user_gets_unseen_items_with_titles_and_provenance() {
 fn unknown_user_gets_popularity_fallback() {
     let (_d, svc) = svc();
     let loaded = svc.model().unwrap();
-    let model = &loaded.model;
+    let model = loaded.model.als().unwrap();
     let expected: Vec<i64> = model
         .popular(5)
         .iter()

@@ -261,7 +261,13 @@ pub async fn run_eval(args: EvalArgs) -> Result<()> {
         .with_context(|| format!("loading {version} from {}", args.registry))?;
     let t = ratings::read_ratings(&args.test, args.format, false)?;
     let set = TestSet::from_ratings(&t, args.min_rating);
-    let e = eval::evaluate(&loaded.model, &set, args.k);
+    let als = loaded.model.als().with_context(|| {
+        format!(
+            "{version} is a {} model; recs eval evaluates ALS versions (and popularity alongside)",
+            loaded.model.kind()
+        )
+    })?;
+    let e = eval::evaluate(als, &set, args.k);
     let mut out = e.to_json();
     out["version"] = json!(version);
     out["registry"] = json!(args.registry);

@@ -64,7 +64,7 @@ fn synthetic(users: usize, items: usize, factors: usize, seen_per_user: usize) -
         version: "bench".into(),
         meta: VersionMeta::default(),
         model_meta: serde_json::Value::Null,
-        model,
+        model: recs_core::ServedModel::Als(model),
         artifact_sha: String::new(),
         artifact_size: 0,
         load_seconds: 0.0,
@@ -105,7 +105,7 @@ struct Row {
 }
 
 fn measure(name: &str, loaded: LoadedModel, calls: usize, bandwidth: f64) -> Row {
-    let m = &loaded.model;
+    let m = loaded.model.als().unwrap();
     let shape = format!("{} x {} x {}", m.n_users(), m.n_items(), m.factors());
     let floor = (m.n_items() * m.factors() * 4) as f64 / bandwidth;
     let users: Vec<i64> = m.users().to_vec();

@@ -448,9 +448,16 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
                 error: e.to_string(),
             },
             Ok(v) => match registry.load(&v).await {
-                Ok(old) => Incumbent::Evaluated {
-                    eval: eval::evaluate(&old.model, set, opts.k),
-                    version: v,
+                Ok(old) => match old.model.als() {
+                    Some(als) => Incumbent::Evaluated {
+                        eval: eval::evaluate(als, set, opts.k),
+                        version: v,
+                    },
+                    // The candidate is compared with popularity anyway.
+                    None => Incumbent::Unloadable {
+                        version: v,
+                        error: format!("it is a {} model, not ALS", old.model.kind()),
+                    },
                 },
                 Err(e) => Incumbent::Unloadable {
                     version: v,
@@ -541,7 +548,12 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
                 source: Box::new(source),
             })?;
         // The drift job compares live traffic with the data this version learnt from.
-        let baseline = recs_drift::Baseline::compute(&data.rows, &loaded.model);
+        let als = loaded.model.als().ok_or_else(|| {
+            TrainError::Invalid(format!(
+                "{version} was published as ALS but reads back as another kind"
+            ))
+        })?;
+        let baseline = recs_drift::Baseline::compute(&data.rows, als);
         recs_drift::save_baseline(&registry, &version, &baseline)
             .await
             .map_err(|source| TrainError::Baseline {

@@ -175,13 +175,10 @@ pub(super) fn recommend(
     ))
 }
 
-/// The user's top-k, or the popularity ranking for a user the model does not know.
+/// The user's top-k: ALS (popularity for a user it does not know) or a popularity
+/// version's ranking without the user's seen items.
 fn top_k(loaded: &LoadedModel, user_id: i64, k: usize) -> (Vec<Scored>, Option<&'static str>) {
-    let model = &loaded.model;
-    match model.user_row(user_id) {
-        Some(row) => (model.recommend_row(row, k), None),
-        None => (model.popular(k).to_vec(), Some("popularity")),
-    }
+    loaded.model.recommend(user_id, k)
 }
 
 #[cfg(test)]
