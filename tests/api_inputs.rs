@@ -141,7 +141,9 @@ fn known_user_gets_unseen_items_with_titles_and_provenance() {
     assert_eq!(p["model_name"], "als");
     assert_eq!(p["data_snapshot_id"], "synthetic-seed-42");
     assert!(p["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
-    assert!(p["latency_ms"].as_f64().unwrap() >= 0.0);
+    // An int of at least 1 ms, as the Python API had it, plus the precise value.
+    assert!(p["latency_ms"].as_u64().unwrap() >= 1, "{p}");
+    assert!(p["latency_ms_precise"].as_f64().unwrap() >= 0.0);
 }
 
 #[test]

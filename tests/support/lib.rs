@@ -20,9 +20,13 @@ pub fn shared_dir() -> Option<PathBuf> {
     dir.join("fixtures").is_dir().then_some(dir)
 }
 
-/// `shared_dir()`, or prints why the test is skipped.
+/// `shared_dir()`, or prints why the test is skipped. With `CI=true` a missing
+/// `../shared` fails the test instead: CI must not pass by skipping.
 pub fn shared_or_skip(test: &str) -> Option<PathBuf> {
     let dir = shared_dir();
+    if dir.is_none() && std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: CI=true but ../shared (fixtures, MovieLens) is not present beside the repository");
+    }
     if dir.is_none() {
         eprintln!(
             "SKIP {test}: ../shared (fixtures, MovieLens) is not present beside the repository"

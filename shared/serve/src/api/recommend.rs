@@ -52,7 +52,16 @@ struct Provenance<'a> {
     git_sha: &'a str,
     data_snapshot_id: &'a str,
     container_image_digest: Option<&'a str>,
-    latency_ms: f64,
+    /// Whole milliseconds, at least 1: the Python API's and `reco_response`'s int.
+    latency_ms: u64,
+    /// The same latency to the microsecond.
+    latency_ms_precise: f64,
+}
+
+/// The Python service's `max(1, round(ms))` (Python rounds halves to even), for
+/// clients that read an int.
+fn whole_ms(precise_ms: f64) -> u64 {
+    (precise_ms.round_ties_even() as u64).max(1)
 }
 
 #[derive(Serialize)]
@@ -163,7 +172,8 @@ pub(super) fn recommend(
             git_sha: &loaded.meta.git_sha,
             data_snapshot_id: &loaded.meta.data_snapshot_id,
             container_image_digest: image_digest,
-            latency_ms,
+            latency_ms: whole_ms(latency_ms),
+            latency_ms_precise: latency_ms,
         },
     };
     // Serialised straight from the struct: field order as documented, f32 scores
@@ -184,6 +194,16 @@ fn top_k(loaded: &LoadedModel, user_id: i64, k: usize) -> (Vec<Scored>, Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_is_whole_ms_at_least_one() {
+        assert_eq!(whole_ms(0.0), 1);
+        assert_eq!(whole_ms(0.197), 1);
+        assert_eq!(whole_ms(1.49), 1);
+        assert_eq!(whole_ms(1.5), 2);
+        assert_eq!(whole_ms(2.5), 2); // Python: round(2.5) == 2
+        assert_eq!(whole_ms(250.2), 250);
+    }
 
     #[test]
     fn ids_and_k() {
