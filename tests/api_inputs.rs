@@ -198,3 +198,33 @@ fn health_names_the_version_and_other_routes_are_404_405() {
     ));
     assert_eq!(resp.status(), 404);
 }
+
+#[test]
+fn trace_returns_the_python_shape_or_404() {
+    let (_d, svc) = svc();
+    let resp = e2e_tests::route(
+        &svc,
+        &get("/recommend/1?k=3", &[("X-Request-ID", "trace-me")]),
+    );
+    assert_eq!(resp.status(), 200);
+    let rec = json(&resp);
+    let t = e2e_tests::route(&svc, &get("/trace/trace-me", &[]));
+    assert_eq!(t.status(), 200, "{:?}", t.body());
+    let body = json(&t);
+    assert_eq!(body["request_id"], "trace-me");
+    let trace = &body["trace"];
+    assert_eq!(trace["user_id"], 1);
+    assert_eq!(trace["k"], 3);
+    assert_eq!(trace["status"], 200);
+    assert_eq!(trace["model_version"], "v0.1");
+    assert_eq!(trace["git_sha"], rec["provenance"]["git_sha"]);
+    assert_eq!(
+        trace["data_snapshot_id"],
+        rec["provenance"]["data_snapshot_id"]
+    );
+    assert_eq!(trace["latency_ms"], rec["provenance"]["latency_ms"]);
+    assert_eq!(trace["movie_ids"], rec["items"]);
+    let missing = e2e_tests::route(&svc, &get("/trace/nope", &[]));
+    assert_eq!(missing.status(), 404);
+    assert_eq!(json(&missing)["detail"], "not found");
+}

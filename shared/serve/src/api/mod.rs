@@ -39,6 +39,8 @@ pub enum Endpoint {
     RolloutStatus,
     /// `POST /rollout/update`
     RolloutUpdate,
+    /// `GET /trace/{request_id}` (local server: this process's recent requests)
+    Trace,
     /// No route matched.
     Unknown,
 }
@@ -59,6 +61,7 @@ fn router() -> &'static matchit::Router<Endpoint> {
             ("/switch", Endpoint::Switch),
             ("/rollout/status", Endpoint::RolloutStatus),
             ("/rollout/update", Endpoint::RolloutUpdate),
+            ("/trace/{*request_id}", Endpoint::Trace),
         ] {
             r.insert(path, endpoint)
                 .expect("static routes do not overlap");
@@ -81,7 +84,11 @@ impl<'p> Route<'p> {
         match router().at(path) {
             Ok(m) => Route {
                 endpoint: *m.value,
-                user_id: m.params.get("user_id").unwrap_or(""),
+                user_id: m
+                    .params
+                    .get("user_id")
+                    .or_else(|| m.params.get("request_id"))
+                    .unwrap_or(""),
             },
             Err(_) => Route {
                 endpoint: Endpoint::Unknown,
@@ -93,13 +100,14 @@ impl<'p> Route<'p> {
 
 impl Endpoint {
     /// Every endpoint `recs serve` answers.
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 7] = [
         Endpoint::Recommend,
         Endpoint::Health,
         Endpoint::Metrics,
         Endpoint::Switch,
         Endpoint::RolloutStatus,
         Endpoint::RolloutUpdate,
+        Endpoint::Trace,
     ];
     /// The routes of the `switch` Lambda function.
     pub const ADMIN: [Endpoint; 3] = [
@@ -117,6 +125,7 @@ impl Endpoint {
             Endpoint::Switch => "switch",
             Endpoint::RolloutStatus => "rollout_status",
             Endpoint::RolloutUpdate => "rollout_update",
+            Endpoint::Trace => "trace",
             Endpoint::Unknown => "unknown",
         }
     }
@@ -263,6 +272,17 @@ async fn dispatch(
         Endpoint::Switch => admin::switch(svc, req).await?,
         Endpoint::RolloutStatus => admin::rollout_status(svc),
         Endpoint::RolloutUpdate => admin::rollout_update(svc, req).await?,
+        // The Python service's shape; 404 "not found" like its API.
+        Endpoint::Trace => match svc.traces.get(route.user_id) {
+            Some(trace) => ok_json(json!({"request_id": route.user_id, "trace": trace})),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "not found",
+                ))
+            }
+        },
         Endpoint::Unknown => unreachable!("refused above"),
     };
     Ok((reply, None))

@@ -179,6 +179,24 @@ pub(super) fn recommend(
     // Serialised straight from the struct: field order as documented, f32 scores
     // printed as f32 (no widening noise).
     let text = serde_json::to_string(&body).expect("response serialises");
+    svc.traces.insert(
+        request_id,
+        serde_json::json!({
+            "user_id": user_id,
+            "k": k,
+            "model_version": loaded.version,
+            "model_name": loaded.meta.model_name,
+            "git_sha": loaded.meta.git_sha,
+            "data_snapshot_id": loaded.meta.data_snapshot_id,
+            "latency_ms": body.provenance.latency_ms,
+            "latency_ms_precise": latency_ms,
+            "status": 200,
+            "ts": timestamp_ms,
+            "movie_ids": body.items,
+            "variant": variant,
+            "fallback": fallback,
+        }),
+    );
     Ok((
         Reply::Json(StatusCode::OK, text, None),
         loaded.version.clone(),
