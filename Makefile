@@ -59,13 +59,15 @@ demo-registry: ## Rebuild model_registry/: v0.1 and v0.2 (ALS, other hyper-param
 	# v_popularity was published next to v0.1 (same training data); it gets the same baseline.
 	./target/release/recs drift baseline --ratings demo-data/ratings.csv --registry $(MODEL_REGISTRY) --version v_popularity
 	./target/release/recs verify --registry $(MODEL_REGISTRY) v_popularity
-	# A second ALS model with other hyper-parameters, so switch and rollback have somewhere to go.
+	# A second, smaller ALS model (other hyper-parameters), so switch and rollback have somewhere to go;
+	# --no-gate: it is deliberately the lighter model, a little below v0.1 on NDCG@10.
 	RECS_SIMD=portable ./target/release/recs train --ratings demo-data/split/train.tsv --test demo-data/split/test.tsv \
 		--registry $(MODEL_REGISTRY) --version v0.2 --factors 32 --regularization 20 --alpha 8 --iterations 15 --seed 7 \
-		--no-popularity > demo-data/train-v0.2.json
+		--no-popularity --no-gate > demo-data/train-v0.2.json
 	./target/release/recs drift baseline --ratings demo-data/ratings.csv --registry $(MODEL_REGISTRY) --version v0.2
 	./target/release/recs verify --registry $(MODEL_REGISTRY) v0.2
-	# Served: v0.1 (active.json, pinned when v0.2 was published); latest.txt -> v0.2.
+	# latest.txt -> v0.2; active.json (v0.1, pinned when v0.2 was published) is not tracked,
+	# so a fresh checkout serves v0.2.
 	./target/release/recs verify --registry $(MODEL_REGISTRY)
 	@du -sh $(MODEL_REGISTRY)
 
