@@ -244,7 +244,7 @@ mod tests {
             .unwrap();
         let synth_cfg = synth::SynthConfig::from_model(&model.model, 1);
         let train = synth::events(&synth_cfg, UNTIL - 15 * DAY, UNTIL - DAY);
-        let rows: Vec<Interaction> = train.iter().map(Interaction::from).collect();
+        let rows: Vec<Interaction> = train.to_vec();
         drift::save_baseline(&registry, "v0.1", &Baseline::compute(&rows, &model.model))
             .await
             .unwrap();

@@ -54,7 +54,7 @@ fn main() {
         UNTIL - 15 * DAY,
         UNTIL - DAY,
     );
-    let rows: Vec<Interaction> = train.iter().map(Interaction::from).collect();
+    let rows: Vec<Interaction> = train.to_vec();
     let baseline = Baseline::compute(&rows, &model.model);
     rt.block_on(drift::save_baseline(&registry, "v0.1", &baseline))
         .unwrap();

@@ -55,7 +55,7 @@ fn training_and_window(model: &LoadedModel) -> (Vec<drift::Event>, Vec<drift::Ev
 }
 
 async fn with_baseline(registry: &Registry, model: &LoadedModel, train: &[drift::Event]) {
-    let rows: Vec<Interaction> = train.iter().map(Interaction::from).collect();
+    let rows: Vec<Interaction> = train.to_vec();
     let baseline = Baseline::compute(&rows, &model.model);
     save_baseline(registry, "v0.1", &baseline).await.unwrap();
 }
@@ -131,7 +131,7 @@ fn a_window_against_itself_is_zero() {
     rt().block_on(async {
         let (_dir, _registry, model) = registry().await;
         let (_, window) = training_and_window(&model);
-        let rows: Vec<Interaction> = window.iter().map(Interaction::from).collect();
+        let rows: Vec<Interaction> = window.to_vec();
         let index = ModelIndex::new(&model.model);
         let baseline = Baseline::compute_indexed(&rows, &index, &[]);
         let s = compute(

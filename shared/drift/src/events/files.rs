@@ -177,7 +177,9 @@ mod props {
             ),
             _ => format!(
                 "{{\"timestamp\":{},\"movie_id\":{},\"user_id\":{}{rating}}}",
-                e.ts_ms.unwrap(), e.item, e.user
+                e.ts_ms.unwrap(),
+                e.item,
+                e.user
             ),
         }
     }
