@@ -17,7 +17,7 @@ const RECS: &str = env!("CARGO_BIN_EXE_recs");
 fn shared_dir(test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("RECS_SHARED_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
     if dir.join("data/ml-100k/u.data").is_file() {
         Some(dir)
     } else {
