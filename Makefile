@@ -65,7 +65,7 @@ deploy: build ## sam deploy --guided (needs AWS credentials and the SAM CLI; not
 	@command -v sam >/dev/null || { echo "install the AWS SAM CLI: pip install aws-sam-cli" >&2; exit 1; }
 	cd infra && sam deploy --guided
 
-demo-registry: ## Rebuild model_registry/: `recs train` on `recs gen-data` ratings (seed 42, holdout split, gated)
+demo-registry: ## Rebuild model_registry/: v0.1 and v0.2 (ALS, other hyper-parameters) and v_popularity from `recs gen-data` ratings
 	rm -rf $(MODEL_REGISTRY) demo-data
 	$(CARGO) build --release -p recs --bin recs
 	./target/release/recs gen-data --out demo-data
@@ -76,6 +76,19 @@ demo-registry: ## Rebuild model_registry/: `recs train` on `recs gen-data` ratin
 	# The split files carry no ratings or times: take the drift baseline from all ratings.
 	./target/release/recs drift baseline --ratings demo-data/ratings.csv --registry $(MODEL_REGISTRY) --version v0.1
 	./target/release/recs verify --registry $(MODEL_REGISTRY) v0.1
+	# v_popularity was published next to v0.1 (same training data); it gets the same baseline.
+	./target/release/recs drift baseline --ratings demo-data/ratings.csv --registry $(MODEL_REGISTRY) --version v_popularity
+	./target/release/recs verify --registry $(MODEL_REGISTRY) v_popularity
+	# A second, smaller ALS model (other hyper-parameters), so switch and rollback have somewhere to go;
+	# --no-gate: it is deliberately the lighter model, a little below v0.1 on NDCG@10.
+	RECS_SIMD=portable ./target/release/recs train --ratings demo-data/split/train.tsv --test demo-data/split/test.tsv \
+		--registry $(MODEL_REGISTRY) --version v0.2 --factors 32 --regularization 20 --alpha 8 --iterations 15 --seed 7 \
+		--no-popularity --no-gate > demo-data/train-v0.2.json
+	./target/release/recs drift baseline --ratings demo-data/ratings.csv --registry $(MODEL_REGISTRY) --version v0.2
+	./target/release/recs verify --registry $(MODEL_REGISTRY) v0.2
+	# latest.txt -> v0.2; active.json (v0.1, pinned when v0.2 was published) is not tracked,
+	# so a fresh checkout serves v0.2.
+	./target/release/recs verify --registry $(MODEL_REGISTRY)
 	@du -sh $(MODEL_REGISTRY)
 
 bench-train: ## Train/eval benchmark vs implicit 0.7.3 (ml-100k NDCG, ml-1m CPU time), ratios; needs ../shared

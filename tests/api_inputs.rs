@@ -96,7 +96,7 @@ fn k_bounds_are_inclusive() {
 fn known_user_gets_unseen_items_with_titles_and_provenance() {
     let (_d, svc) = svc();
     let loaded = svc.model().unwrap();
-    let model = &loaded.model;
+    let model = loaded.model.als().unwrap();
     let row = model.user_row(1).unwrap();
     let seen: Vec<i64> = model
         .seen()
@@ -144,7 +144,9 @@ fn known_user_gets_unseen_items_with_titles_and_provenance() {
     assert_eq!(p["model_name"], "als");
     assert_eq!(p["data_snapshot_id"], "synthetic-seed-42");
     assert!(p["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
-    assert!(p["latency_ms"].as_f64().unwrap() >= 0.0);
+    // An int of at least 1 ms, as the Python API had it, plus the precise value.
+    assert!(p["latency_ms"].as_u64().unwrap() >= 1, "{p}");
+    assert!(p["latency_ms_precise"].as_f64().unwrap() >= 0.0);
 }
 
 #[test]
@@ -274,14 +276,20 @@ fn openapi_document_is_served_and_names_every_route() {
             "/recommend/{user_id}",
             "/rollout/status",
             "/rollout/update",
-            "/switch"
+            "/switch",
+            "/trace/{request_id}"
         ]
     );
+    // A request to trace, so /trace/{request_id} has something to find.
+    let probe = get("/recommend/1?k=2", &[("X-Request-ID", "openapi-probe")]);
+    assert_eq!(e2e_tests::route(&svc, &probe).status(), 200);
     // Every documented operation is routed (not a 404 or 405). POSTs carry a field
     // no route accepts, so they are refused before anything is written.
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {
-            let uri = path.replace("{user_id}", "1");
+            let uri = path
+                .replace("{user_id}", "1")
+                .replace("{request_id}", "openapi-probe");
             let body = if method == "post" {
                 &br#"{"no_such_field":1}"#[..]
             } else {
@@ -302,4 +310,34 @@ fn openapi_document_is_served_and_names_every_route() {
             );
         }
     }
+}
+
+#[test]
+fn trace_returns_the_python_shape_or_404() {
+    let (_d, svc) = svc();
+    let resp = e2e_tests::route(
+        &svc,
+        &get("/recommend/1?k=3", &[("X-Request-ID", "trace-me")]),
+    );
+    assert_eq!(resp.status(), 200);
+    let rec = json(&resp);
+    let t = e2e_tests::route(&svc, &get("/trace/trace-me", &[]));
+    assert_eq!(t.status(), 200, "{:?}", t.body());
+    let body = json(&t);
+    assert_eq!(body["request_id"], "trace-me");
+    let trace = &body["trace"];
+    assert_eq!(trace["user_id"], 1);
+    assert_eq!(trace["k"], 3);
+    assert_eq!(trace["status"], 200);
+    assert_eq!(trace["model_version"], "v0.1");
+    assert_eq!(trace["git_sha"], rec["provenance"]["git_sha"]);
+    assert_eq!(
+        trace["data_snapshot_id"],
+        rec["provenance"]["data_snapshot_id"]
+    );
+    assert_eq!(trace["latency_ms"], rec["provenance"]["latency_ms"]);
+    assert_eq!(trace["movie_ids"], rec["items"]);
+    let missing = e2e_tests::route(&svc, &get("/trace/nope", &[]));
+    assert_eq!(missing.status(), 404);
+    assert_eq!(json(&missing)["detail"], "not found");
 }

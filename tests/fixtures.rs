@@ -118,3 +118,27 @@ fn the_committed_demo_registry_verifies_and_serves() {
         .iter()
         .all(|r| r["title"].as_str().unwrap().starts_with("Synthetic Movie")));
 }
+
+#[test]
+fn the_committed_demo_registry_holds_the_runbooks_versions() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../model_registry");
+    let registry = Registry::open(root.to_str().unwrap()).unwrap();
+    let versions = block_on(registry.versions()).unwrap();
+    assert_eq!(versions, ["v0.1", "v0.2", "v_popularity"]);
+    for (v, kind, factors) in [
+        ("v0.1", "als", 128),
+        ("v0.2", "als", 32),
+        ("v_popularity", "popularity", 0),
+    ] {
+        let loaded = block_on(registry.load(v)).unwrap();
+        assert!(
+            loaded.meta.artifact_sha.is_some(),
+            "{v} carries its checksum"
+        );
+        assert_eq!(
+            (loaded.model.kind(), loaded.model.factors()),
+            (kind, factors),
+            "{v}"
+        );
+    }
+}

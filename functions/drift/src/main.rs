@@ -242,15 +242,19 @@ mod tests {
             .publish("v0.1", &generate(&cfg).planted_artifacts())
             .await
             .unwrap();
-        let synth_cfg = synth::SynthConfig::from_model(&model.model, 1);
+        let synth_cfg = synth::SynthConfig::from_model(model.model.als().unwrap(), 1);
         let train = synth::events(&synth_cfg, UNTIL - 15 * DAY, UNTIL - DAY);
         let rows: Vec<Interaction> = train.to_vec();
-        drift::save_baseline(&registry, "v0.1", &Baseline::compute(&rows, &model.model))
-            .await
-            .unwrap();
+        drift::save_baseline(
+            &registry,
+            "v0.1",
+            &Baseline::compute(&rows, model.model.als().unwrap()),
+        )
+        .await
+        .unwrap();
         let offset = if empty { 3 * DAY } else { 0 };
         let mut window = synth::events(
-            &synth::SynthConfig::from_model(&model.model, 2),
+            &synth::SynthConfig::from_model(model.model.als().unwrap(), 2),
             UNTIL - DAY - offset,
             UNTIL - offset,
         );

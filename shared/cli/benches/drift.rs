@@ -50,17 +50,17 @@ fn main() {
 
     // Baseline: 14 days of the model's users.
     let train = synth::events(
-        &synth::SynthConfig::from_model(&model.model, 1),
+        &synth::SynthConfig::from_model(model.model.als().unwrap(), 1),
         UNTIL - 15 * DAY,
         UNTIL - DAY,
     );
     let rows: Vec<Interaction> = train.to_vec();
-    let baseline = Baseline::compute(&rows, &model.model);
+    let baseline = Baseline::compute(&rows, model.model.als().unwrap());
     rt.block_on(drift::save_baseline(&registry, "v0.1", &baseline))
         .unwrap();
 
     // The window: enough users at 2 events/day for n_target events.
-    let mut cfg = synth::SynthConfig::from_model(&model.model, 2);
+    let mut cfg = synth::SynthConfig::from_model(model.model.als().unwrap(), 2);
     cfg.users = (1..=(n_target / 2) as i64).collect();
     let t = Instant::now();
     let window_events = synth::events(&cfg, UNTIL - DAY, UNTIL);
@@ -97,7 +97,7 @@ fn main() {
     assert_eq!(evs.len(), n);
     assert_eq!(stats.malformed, 0);
     // 3. Features + PSI on the parsed events.
-    let index = ModelIndex::new(&model.model);
+    let index = ModelIndex::new(model.model.als().unwrap());
     let (t_compute, summary) = time(|| drift::compute(&baseline, &index, &evs, window, 200));
     assert_eq!(summary.events as usize, n);
     drop(evs);

@@ -196,7 +196,7 @@ async fn baseline(a: BaselineArgs) -> Result<()> {
     }
     let model = registry.load(&version).await?;
     let rows = &ratings.rows;
-    let mut b = Baseline::compute_indexed(rows, &ModelIndex::new(&model.model), &extra);
+    let mut b = Baseline::compute_indexed(rows, &ModelIndex::of(&model.model), &extra);
     b.source = format!("{} (sha256 {})", a.ratings.display(), ratings.sha256);
     save_baseline(&registry, &version, &b).await?;
     println!(
@@ -216,7 +216,10 @@ async fn gen_events(a: GenEventsArgs) -> Result<()> {
     let registry = Registry::open(&a.registry)?;
     let version = recs_core::active::served_version(&registry, None).await?.1;
     let model = registry.load(&version).await?;
-    let mut cfg = synth::SynthConfig::from_model(&model.model, a.seed);
+    let als = model.model.als().with_context(|| {
+        format!("{version} is a {} model; gen-events plants events from an ALS version (pass --registry with one served)", model.model.kind())
+    })?;
+    let mut cfg = synth::SynthConfig::from_model(als, a.seed);
     if a.ratings_csv.is_some() {
         // Training data: ratings only (same event rate, every event rated).
         cfg.watch_share = 0.0;
@@ -229,7 +232,7 @@ async fn gen_events(a: GenEventsArgs) -> Result<()> {
     let start = end - window_secs(&a.period)? as i64 * 1000;
     let mut events = synth::events(&cfg, start, end);
     if a.shift {
-        let base = model.model.items().iter().max().copied().unwrap_or(0) + 1_000;
+        let base = als.items().iter().max().copied().unwrap_or(0) + 1_000;
         synth::shift(&mut events, synth::Shift::planted(base), a.seed + 1);
     }
     match (a.out, a.ratings_csv) {

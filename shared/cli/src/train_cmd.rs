@@ -113,6 +113,25 @@ pub struct TrainArgs {
     /// Train, evaluate and gate, but publish nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// als: fit ALS (and publish the popularity ranking next to it);
+    /// popularity: publish only the ranking (version default: v_popularity).
+    #[arg(long, value_enum, default_value_t = ModelKind::Als)]
+    pub model: ModelKind,
+    /// Name of the popularity version published next to an ALS one (kept when it exists).
+    #[arg(long, default_value = recs_train::DEFAULT_POPULARITY_VERSION)]
+    pub popularity_version: String,
+    /// Publish no popularity version next to the ALS one.
+    #[arg(long)]
+    pub no_popularity: bool,
+}
+
+/// What `recs train` publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelKind {
+    /// Implicit-feedback ALS, gated, plus a popularity version next to it.
+    Als,
+    /// The positives' popularity ranking alone.
+    Popularity,
 }
 
 /// `recs eval`.
@@ -219,8 +238,12 @@ pub async fn run_train(args: TrainArgs) -> Result<()> {
         gate_margin: args.gate_margin,
         dry_run: args.dry_run,
         progress: true,
+        popularity_version: (!args.no_popularity).then(|| args.popularity_version.clone()),
     };
-    let report = recs_train::train(&opts).await?;
+    let report = match args.model {
+        ModelKind::Als => recs_train::train(&opts).await?,
+        ModelKind::Popularity => recs_train::train_popularity(&opts).await?,
+    };
     print_json(&report.summary);
     note_skipped(&report.summary["model"]["data"]);
     for note in &report.gate.notes {
@@ -238,9 +261,15 @@ pub async fn run_train(args: TrainArgs) -> Result<()> {
             report.gate.reasons()
         );
     }
+    for note in &report.notes {
+        eprintln!("popularity: {note}");
+    }
     match &report.published {
         Some(v) => {
             eprintln!("published {v} to {}; latest.txt -> {v}", opts.registry);
+            if let Some(p) = &report.popularity {
+                eprintln!("published {p} (popularity ranking of the same data) next to it");
+            }
             crate::tell_served(&opts.registry, v).await;
         }
         None => eprintln!("dry run: nothing published"),
@@ -261,7 +290,13 @@ pub async fn run_eval(args: EvalArgs) -> Result<()> {
         .with_context(|| format!("loading {version} from {}", args.registry))?;
     let t = ratings::read_ratings(&args.test, args.format, false)?;
     let set = TestSet::from_ratings(&t, args.min_rating);
-    let e = eval::evaluate(&loaded.model, &set, args.k);
+    let als = loaded.model.als().with_context(|| {
+        format!(
+            "{version} is a {} model; recs eval evaluates ALS versions (and popularity alongside)",
+            loaded.model.kind()
+        )
+    })?;
+    let e = eval::evaluate(als, &set, args.k);
     let mut out = e.to_json();
     out["version"] = json!(version);
     out["registry"] = json!(args.registry);

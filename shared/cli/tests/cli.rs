@@ -282,3 +282,88 @@ fn a_closed_pipe_ends_quietly_and_logs_to_a_file_carry_no_colour() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Publishing is not switching: a second `recs train` names what is still served and
+/// the command that would switch; `v_popularity` is published next to the first ALS
+/// version and `--model popularity` publishes a ranking alone.
+#[test]
+fn train_says_what_is_served_and_publishes_popularity() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("registry");
+    let reg_s = reg.to_str().unwrap();
+    let data = dir.path().join("data");
+    let ratings = data.join("ratings.csv");
+    let out = recs(&[
+        "gen-data",
+        "--out",
+        data.to_str().unwrap(),
+        "--users",
+        "60",
+        "--items",
+        "40",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--ratings",
+            ratings.to_str().unwrap(),
+            "--registry",
+            reg_s,
+            "--factors",
+            "8",
+            "--iterations",
+            "3",
+            "--no-gate",
+        ];
+        args.extend_from_slice(extra);
+        let out = recs(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let first = train(&["--version", "v0.1"]);
+    assert!(first.contains("published v_popularity"), "{first}");
+    let second = train(&["--version", "v0.2"]);
+    assert!(second.contains("latest.txt -> v0.2"), "{second}");
+    assert!(
+        second.contains("serving v0.1 (active.json); to serve v0.2: recs switch --registry"),
+        "{second}"
+    );
+    assert!(second.contains("v_popularity already exists"), "{second}");
+    // verify with no version checks what is served (v0.1), not latest.txt.
+    let v = recs(&["verify", "--registry", reg_s]);
+    assert!(
+        String::from_utf8_lossy(&v.stdout).starts_with("v0.1: OK"),
+        "{v:?}"
+    );
+    let v = recs(&["verify", "--registry", reg_s, "v_popularity", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(j["model_name"], "popularity");
+    let als = recs(&["verify", "--registry", reg_s, "v0.1", "--json"]);
+    let als: serde_json::Value = serde_json::from_slice(&als.stdout).unwrap();
+    assert_eq!(j["items"], als["items"], "same training data, same items");
+    let alone = train(&["--model", "popularity", "--version", "v_pop2"]);
+    assert!(alone.contains("to serve v_pop2: recs switch"), "{alone}");
+    // An existing name is refused, not overwritten.
+    let again = recs(&[
+        "train",
+        "--ratings",
+        ratings.to_str().unwrap(),
+        "--registry",
+        reg_s,
+        "--model",
+        "popularity",
+        "--version",
+        "v_pop2",
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}

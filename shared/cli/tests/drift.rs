@@ -42,12 +42,12 @@ async fn registry() -> (tempfile::TempDir, Registry, LoadedModel) {
 /// from the same process with different seeds.
 fn training_and_window(model: &LoadedModel) -> (Vec<drift::Event>, Vec<drift::Event>) {
     let train = synth::events(
-        &synth::SynthConfig::from_model(&model.model, 1),
+        &synth::SynthConfig::from_model(model.model.als().unwrap(), 1),
         UNTIL - 15 * DAY,
         UNTIL - DAY,
     );
     let window = synth::events(
-        &synth::SynthConfig::from_model(&model.model, 2),
+        &synth::SynthConfig::from_model(model.model.als().unwrap(), 2),
         UNTIL - DAY,
         UNTIL,
     );
@@ -56,7 +56,7 @@ fn training_and_window(model: &LoadedModel) -> (Vec<drift::Event>, Vec<drift::Ev
 
 async fn with_baseline(registry: &Registry, model: &LoadedModel, train: &[drift::Event]) {
     let rows: Vec<Interaction> = train.to_vec();
-    let baseline = Baseline::compute(&rows, &model.model);
+    let baseline = Baseline::compute(&rows, model.model.als().unwrap());
     save_baseline(registry, "v0.1", &baseline).await.unwrap();
 }
 
@@ -132,7 +132,7 @@ fn a_window_against_itself_is_zero() {
         let (_dir, _registry, model) = registry().await;
         let (_, window) = training_and_window(&model);
         let rows: Vec<Interaction> = window.to_vec();
-        let index = ModelIndex::new(&model.model);
+        let index = ModelIndex::new(model.model.als().unwrap());
         let baseline = Baseline::compute_indexed(&rows, &index, &[]);
         let s = compute(
             &baseline,
@@ -271,7 +271,7 @@ fn the_cli_builds_a_baseline_and_stores_the_summary() {
         let (dir, registry, model) = registry().await;
         let (_, window) = training_and_window(&model);
         // Training files hold ratings only: the same event rate, every event rated.
-        let mut rated = synth::SynthConfig::from_model(&model.model, 1);
+        let mut rated = synth::SynthConfig::from_model(model.model.als().unwrap(), 1);
         rated.watch_share = 0.0;
         let train = synth::events(&rated, UNTIL - 15 * DAY, UNTIL - DAY);
         let train_csv = dir.path().join("train.csv");

@@ -140,12 +140,14 @@ fn a_switch_under_concurrent_load_has_no_5xx_and_no_mixed_responses() {
         for v in ["v0.1", "v0.2"] {
             let m = registry.load(v).await.unwrap();
             for user in 1..=20i64 {
-                let row = m.model.user_row(user).unwrap();
+                let row = m.model.als().unwrap().user_row(user).unwrap();
                 let items = m
                     .model
+                    .als()
+                    .unwrap()
                     .recommend_row(row, 5)
                     .iter()
-                    .map(|s| m.model.item_id(s.row))
+                    .map(|s| m.model.als().unwrap().item_id(s.row))
                     .collect();
                 expected.insert((v.to_string(), user), items);
             }

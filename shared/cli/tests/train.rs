@@ -113,7 +113,7 @@ fn trained_model_beats_popularity_and_is_served() {
     let registry = Registry::open(reg.to_str().unwrap()).unwrap();
     assert_eq!(block_on(registry.latest()).unwrap(), "v0.1");
     let loaded = block_on(registry.load("v0.1")).unwrap();
-    let m = &loaded.model;
+    let m = loaded.model.als().unwrap();
     assert_eq!(m.factors(), 16);
     // The drift baseline of the training data is stored beside the version.
     let baseline = reg.join("v0.1/drift_baseline.json");
@@ -406,7 +406,7 @@ fn needs_shared_implicit_registry_is_read_by_our_reader() {
     let root = shared.join("fixtures/implicit-ml100k");
     let registry = Registry::open(root.to_str().unwrap()).unwrap();
     let loaded = block_on(registry.load("v1.0")).unwrap();
-    let m = &loaded.model;
+    let m = loaded.model.als().unwrap();
     assert_eq!((m.n_users(), m.n_items(), m.factors()), (942, 1447, 64));
     // Its first line of expected_top10.jsonl, through the same call our eval uses.
     let first = std::fs::read_to_string(root.join("expected_top10.jsonl")).unwrap();

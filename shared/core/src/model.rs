@@ -89,6 +89,9 @@ pub enum ModelError {
         /// Row of the repeat.
         second: usize,
     },
+    /// A popularity ranking is inconsistent (counts length, order, finiteness).
+    #[error("popularity ranking: {0}")]
+    Ranking(String),
     /// The seen-interactions matrix is not users x items.
     #[error("seen_csr.npz is {rows}x{cols} but the model has {users} users and {items} items")]
     SeenShape {

@@ -5,7 +5,12 @@
 //! <root>/<version>/meta.json
 //! <root>/<version>/als/{user_factors.npy, item_factors.npy, users.json, items.json,
 //!                       seen_csr.npz, meta.json}
+//! <root>/<version>/popularity/{items.json, counts.json, users.json, seen_csr.npz, meta.json}
+//! <root>/<version>/model.pkl            the Python team's v_popularity (a pickled list)
 //! ```
+//!
+//! A version is ALS when it has `als/`, else popularity when it has `popularity/` or
+//! `model.pkl`.
 //!
 //! Reading verifies everything before a model is handed out; publishing writes a
 //! complete version under a temporary name, verifies it by reading it back, and only
@@ -22,6 +27,8 @@ use crate::hash::hex;
 use crate::model::{AlsModel, Factors, ModelError};
 use crate::npy::{self, NpyError};
 use crate::npz::{self, NpzError};
+use crate::pickle::{self, PickleError};
+use crate::popularity::{PopularityModel, ServedModel};
 use crate::store::{Store, StoreError};
 
 /// Top-level folders that are not versions (the drift job's results).
@@ -33,6 +40,10 @@ pub const DRIFT_LATEST_KEY: &str = "drift/latest.json";
 
 /// The folder inside a version that holds the ALS artifacts.
 pub const MODEL_DIR: &str = "als";
+/// The folder inside a version that holds a popularity ranking.
+pub const POPULARITY_DIR: &str = "popularity";
+/// The Python team's popularity model: a pickled list of movie ids in the version.
+const PICKLE_FILE: &str = "model.pkl";
 const REQUIRED: [&str; 5] = [
     "user_factors.npy",
     "item_factors.npy",
@@ -49,7 +60,8 @@ pub enum RegistryError {
         "invalid version name {0:?}: use letters, digits, '.', '_' or '-' (at most 64, no '..')"
     )]
     InvalidVersion(String),
-    /// The version has no files under `<version>/als/` (the name).
+    /// The version has no files under `<version>/als/` or `<version>/popularity/`,
+    /// and no `model.pkl` (the name).
     #[error("version {0} does not exist in the registry")]
     UnknownVersion(String),
     /// The registry has no `latest.txt` (the registry's location).
@@ -80,6 +92,15 @@ pub enum RegistryError {
         /// Why it was refused.
         #[source]
         source: NpzError,
+    },
+    /// `model.pkl` holds something other than a plain list of ids.
+    #[error("{file}: {source}")]
+    Pickle {
+        /// The file, relative to the version.
+        file: String,
+        /// Why it was refused.
+        #[source]
+        source: PickleError,
     },
     /// An id list or meta.json is not valid JSON or has the wrong structure.
     #[error("{file}: {reason}")]
@@ -219,8 +240,8 @@ pub struct LoadedModel {
     /// `als/meta.json` (hyper-parameters, offline metrics), `null` when absent.
     pub model_meta: Value,
     /// The verified model.
-    pub model: AlsModel,
-    /// Hex SHA-256 of the `als/` files as read ([`artifact_sha`]).
+    pub model: ServedModel,
+    /// Hex SHA-256 of the model folder's files as read ([`artifact_sha`]).
     pub artifact_sha: String,
     /// Total size of the `als/` files, in bytes.
     pub artifact_size: u64,
@@ -244,6 +265,96 @@ pub struct Artifacts {
     pub model_meta: Value,
     /// Extra version-level fields (git_sha, data_snapshot_id, notes...).
     pub version_fields: serde_json::Map<String, Value>,
+}
+
+/// Everything needed to publish a popularity version (`<version>/popularity/`).
+pub struct PopularityArtifacts {
+    /// Movie ids, most popular first.
+    pub items: Vec<i64>,
+    /// Interaction counts in `items` order (non-increasing).
+    pub counts: Vec<f64>,
+    /// Raw user ids and their seen items (users x `items`, in ranking order), so a
+    /// known user is not shown what they already interacted with.
+    pub seen: Option<(Vec<i64>, CsrPattern)>,
+    /// Written as `popularity/meta.json` and copied into the version meta's `metrics`.
+    pub model_meta: Value,
+    /// Extra version-level fields (git_sha, data_snapshot_id...).
+    pub version_fields: serde_json::Map<String, Value>,
+}
+
+impl PopularityArtifacts {
+    /// The ranking of a set of training interactions (users x items, as in an ALS
+    /// version): items by descending count, ties by lower item row, with every
+    /// user's seen items carried over.
+    pub fn from_interactions(users: &[i64], items: &[i64], seen: &CsrPattern) -> Self {
+        let counts = seen.column_counts();
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
+        let mut rank = vec![0u32; items.len()];
+        for (r, &row) in order.iter().enumerate() {
+            rank[row] = r as u32;
+        }
+        let rows = (0..seen.rows)
+            .map(|u| seen.row(u).iter().map(|&c| rank[c as usize]).collect())
+            .collect();
+        PopularityArtifacts {
+            items: order.iter().map(|&r| items[r]).collect(),
+            counts: order.iter().map(|&r| counts[r] as f64).collect(),
+            seen: Some((users.to_vec(), CsrPattern::from_rows(items.len(), rows))),
+            model_meta: Value::Null,
+            version_fields: Default::default(),
+        }
+    }
+}
+
+/// Encodes popularity artifacts as the files of `<version>/popularity`.
+fn encode_popularity(a: &PopularityArtifacts) -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![
+        (
+            "items.json".to_string(),
+            serde_json::to_vec(&a.items).expect("ids serialise"),
+        ),
+        (
+            "counts.json".to_string(),
+            serde_json::to_vec(&a.counts).expect("counts serialise"),
+        ),
+        (
+            "meta.json".to_string(),
+            serde_json::to_vec_pretty(&a.model_meta).expect("JSON"),
+        ),
+    ];
+    if let Some((users, seen)) = &a.seen {
+        files.push((
+            "users.json".into(),
+            serde_json::to_vec(users).expect("ids serialise"),
+        ));
+        files.push(("seen_csr.npz".into(), npz::write_csr(seen)));
+    }
+    files
+}
+
+/// Which kind of model a version's files are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Als,
+    Popularity,
+    Pickle,
+}
+
+impl Kind {
+    fn dir(self) -> &'static str {
+        match self {
+            Kind::Als => MODEL_DIR,
+            Kind::Popularity => POPULARITY_DIR,
+            Kind::Pickle => "",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Als => "als",
+            Kind::Popularity | Kind::Pickle => "popularity",
+        }
+    }
 }
 
 /// A registry: a folder or `s3://bucket/prefix` (see [`Store`]).
@@ -317,12 +428,13 @@ impl Registry {
         })
     }
 
-    /// Files under `<version>/als`, as (relative path, bytes), fetched concurrently.
-    async fn read_model_files(
+    /// Files under `<version>/<dir>`, as (relative path, bytes), fetched concurrently.
+    async fn read_dir_files(
         &self,
         version: &str,
+        dir: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
-        let dir = format!("{version}/{MODEL_DIR}");
+        let dir = format!("{version}/{dir}");
         let keys = self.store.list(&dir).await?;
         if keys.is_empty() {
             return Err(RegistryError::UnknownVersion(version.to_string()));
@@ -346,17 +458,40 @@ impl Registry {
         validate_version(version)?;
         let started = Instant::now();
         let meta_key = format!("{version}/meta.json");
-        let (files, meta_raw) =
-            tokio::join!(self.read_model_files(version), self.store.get(&meta_key));
-        let files = files?;
+        let (files, meta_raw) = tokio::join!(
+            self.read_dir_files(version, MODEL_DIR),
+            self.store.get(&meta_key)
+        );
+        let (kind, files) = match files {
+            Ok(f) => (Kind::Als, f),
+            Err(RegistryError::UnknownVersion(_)) => self.read_other_kinds(version).await?,
+            Err(e) => return Err(e),
+        };
         let meta_raw = match meta_raw {
             Ok(bytes) => Some(bytes),
             Err(StoreError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let mut loaded = parse_version(version, &files, meta_raw.as_deref())?;
+        let mut loaded = parse_version(version, kind, &files, meta_raw.as_deref())?;
         loaded.load_seconds = started.elapsed().as_secs_f64();
         Ok(loaded)
+    }
+
+    /// A version without `als/`: `popularity/`, else the Python team's `model.pkl`.
+    async fn read_other_kinds(
+        &self,
+        version: &str,
+    ) -> Result<(Kind, Vec<(String, Vec<u8>)>), RegistryError> {
+        match self.read_dir_files(version, POPULARITY_DIR).await {
+            Ok(f) => return Ok((Kind::Popularity, f)),
+            Err(RegistryError::UnknownVersion(_)) => {}
+            Err(e) => return Err(e),
+        }
+        match self.store.get(&format!("{version}/{PICKLE_FILE}")).await {
+            Ok(bytes) => Ok((Kind::Pickle, vec![(PICKLE_FILE.to_string(), bytes)])),
+            Err(StoreError::NotFound(_)) => Err(RegistryError::UnknownVersion(version.into())),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Publishes a new version and then points `latest.txt` at it. The files are
@@ -370,6 +505,48 @@ impl Registry {
         version: &str,
         a: &Artifacts,
     ) -> Result<LoadedModel, RegistryError> {
+        self.publish_files(
+            version,
+            Kind::Als,
+            encode_artifacts(a),
+            &a.model_meta,
+            &a.version_fields,
+            true,
+        )
+        .await
+    }
+
+    /// Publishes a popularity version (`<version>/popularity/`, meta.json
+    /// `model_name: popularity`) through the same write, read-back and rename as
+    /// [`Registry::publish`]. `latest.txt` moves only when `move_latest` is set, so a
+    /// popularity version published next to an ALS one does not become the default.
+    pub async fn publish_popularity(
+        &self,
+        version: &str,
+        a: &PopularityArtifacts,
+        move_latest: bool,
+    ) -> Result<LoadedModel, RegistryError> {
+        self.publish_files(
+            version,
+            Kind::Popularity,
+            encode_popularity(a),
+            &a.model_meta,
+            &a.version_fields,
+            move_latest,
+        )
+        .await
+    }
+
+    async fn publish_files(
+        &self,
+        version: &str,
+        kind: Kind,
+        mut files: Vec<(String, Vec<u8>)>,
+        model_meta: &Value,
+        version_fields: &serde_json::Map<String, Value>,
+        move_latest: bool,
+    ) -> Result<LoadedModel, RegistryError> {
+        let dir = kind.dir();
         validate_version(version)?;
         if self
             .versions()
@@ -380,27 +557,23 @@ impl Registry {
         {
             return Err(RegistryError::VersionExists(version.to_string()));
         }
-        let mut files = encode_artifacts(a);
         let sha = artifact_sha(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
         let size: usize = files.iter().map(|(_, b)| b.len()).sum();
         let mut meta = serde_json::Map::new();
         meta.insert("version".into(), version.into());
         meta.insert("created_at".into(), crate::time::now_rfc3339().into());
-        meta.insert("model_name".into(), "als".into());
-        meta.insert(
-            "artifact_path".into(),
-            format!("{version}/{MODEL_DIR}").into(),
-        );
+        meta.insert("model_name".into(), kind.name().into());
+        meta.insert("artifact_path".into(), format!("{version}/{dir}").into());
         meta.insert("exported_by".into(), "recs".into());
-        for (k, v) in &a.version_fields {
+        for (k, v) in version_fields {
             meta.insert(k.clone(), v.clone());
         }
         meta.insert("artifact_sha".into(), sha.into());
         meta.insert("artifact_size".into(), size.into());
-        meta.insert("metrics".into(), a.model_meta.clone());
+        meta.insert("metrics".into(), model_meta.clone());
         let meta_bytes = serde_json::to_vec_pretty(&Value::Object(meta)).expect("JSON map");
         // Check what would be served before anything is written.
-        parse_version(version, &files, Some(&meta_bytes))?;
+        parse_version(version, kind, &files, Some(&meta_bytes))?;
 
         let staging = match self.store.local_root() {
             Some(_) => format!(".tmp-{version}-{}", std::process::id()),
@@ -409,16 +582,16 @@ impl Registry {
         let write = async {
             for (name, bytes) in files.drain(..) {
                 self.store
-                    .put(&format!("{staging}/{MODEL_DIR}/{name}"), bytes)
+                    .put(&format!("{staging}/{dir}/{name}"), bytes)
                     .await?;
             }
             self.store
                 .put(&format!("{staging}/meta.json"), meta_bytes)
                 .await?;
             // Read back what storage holds, through the serving reader.
-            let on_disk = self.read_model_files(&staging).await?;
+            let on_disk = self.read_dir_files(&staging, dir).await?;
             let meta_back = self.store.get(&format!("{staging}/meta.json")).await?;
-            parse_version(version, &on_disk, Some(&meta_back))?;
+            parse_version(version, kind, &on_disk, Some(&meta_back))?;
             if let Some(root) = self.store.local_root() {
                 let to = root.join(version);
                 tokio::fs::rename(root.join(&staging), &to)
@@ -428,7 +601,10 @@ impl Registry {
                         source: e,
                     })?;
             }
-            self.set_latest(version).await
+            if move_latest {
+                self.set_latest(version).await?;
+            }
+            Ok(())
         };
         match write.await {
             Ok(()) => self.load(version).await,
@@ -516,27 +692,40 @@ fn parse_ids(file: &str, bytes: &[u8]) -> Result<Vec<i64>, RegistryError> {
         .collect()
 }
 
-/// Verifies and assembles a version from its files (`als/` relative paths) and the
-/// version-level meta.json bytes. Shared by every registry backend.
+/// Verifies and assembles a version from its files (paths relative to the model
+/// folder) and the version-level meta.json bytes. Shared by every registry backend.
 fn parse_version(
     version: &str,
+    kind: Kind,
     files: &[(String, Vec<u8>)],
     meta_json: Option<&[u8]>,
 ) -> Result<LoadedModel, RegistryError> {
-    let get = |name: &str| {
+    let dir = kind.dir();
+    let path = |name: &str| match dir {
+        "" => name.to_string(),
+        d => format!("{d}/{name}"),
+    };
+    let find = |name: &str| {
         files
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, b)| b.as_slice())
-            .ok_or_else(|| RegistryError::MissingFile {
-                version: version.to_string(),
-                file: format!("{MODEL_DIR}/{name}"),
-            })
     };
-    for name in REQUIRED {
+    let get = |name: &str| {
+        find(name).ok_or_else(|| RegistryError::MissingFile {
+            version: version.to_string(),
+            file: path(name),
+        })
+    };
+    let required: &[&str] = match kind {
+        Kind::Als => &REQUIRED,
+        Kind::Popularity => &["items.json"],
+        Kind::Pickle => &[PICKLE_FILE],
+    };
+    for name in required {
         get(name)?;
     }
-    let meta = match meta_json {
+    let mut meta = match meta_json {
         None => VersionMeta::from_json(Value::Null),
         Some(bytes) => {
             let raw: Value = serde_json::from_slice(bytes).map_err(|e| RegistryError::BadJson {
@@ -561,6 +750,69 @@ fn parse_version(
             });
         }
     }
+    if kind != Kind::Als && meta.raw.get("model_name").is_none() {
+        // The Python team's v_popularity meta says `"model": "popularity"`.
+        meta.model_name = "popularity".into();
+    }
+    let model_meta = match find("meta.json") {
+        Some(bytes) => serde_json::from_slice(bytes).map_err(|e| RegistryError::BadJson {
+            file: path("meta.json"),
+            reason: e.to_string(),
+        })?,
+        None => Value::Null,
+    };
+    let model = match kind {
+        Kind::Als => ServedModel::Als(parse_als(&get)?),
+        Kind::Popularity => {
+            let items = parse_ids(&path("items.json"), get("items.json")?)?;
+            let counts = match find("counts.json") {
+                None => None,
+                Some(bytes) => Some(serde_json::from_slice::<Vec<f64>>(bytes).map_err(|e| {
+                    RegistryError::BadJson {
+                        file: path("counts.json"),
+                        reason: format!("not a JSON array of numbers: {e}"),
+                    }
+                })?),
+            };
+            let seen = match (find("users.json"), find("seen_csr.npz")) {
+                (None, None) => None,
+                (Some(users), Some(seen)) => Some((
+                    parse_ids(&path("users.json"), users)?,
+                    npz::read_csr(seen).map_err(|source| RegistryError::Npz {
+                        file: path("seen_csr.npz"),
+                        source,
+                    })?,
+                )),
+                (Some(_), None) => get("seen_csr.npz").map(|_| None)?,
+                (None, Some(_)) => get("users.json").map(|_| None)?,
+            };
+            ServedModel::Popularity(PopularityModel::new(items, counts, seen)?)
+        }
+        Kind::Pickle => {
+            let items = pickle::read_id_list(get(PICKLE_FILE)?).map_err(|source| {
+                RegistryError::Pickle {
+                    file: PICKLE_FILE.into(),
+                    source,
+                }
+            })?;
+            ServedModel::Popularity(PopularityModel::new(items, None, None)?)
+        }
+    };
+    Ok(LoadedModel {
+        version: version.to_string(),
+        meta,
+        model_meta,
+        model,
+        artifact_sha: actual,
+        artifact_size: files.iter().map(|(_, b)| b.len() as u64).sum(),
+        load_seconds: 0.0,
+    })
+}
+
+/// The ALS model of a version's `als/` files.
+fn parse_als<'f>(
+    get: &dyn Fn(&str) -> Result<&'f [u8], RegistryError>,
+) -> Result<AlsModel, RegistryError> {
     let read_factors = |name: &str| {
         npy::read_f32(get(name)?)
             .map(|a| Factors {
@@ -580,23 +832,13 @@ fn parse_version(
         file: format!("{MODEL_DIR}/seen_csr.npz"),
         source,
     })?;
-    let model = AlsModel::new(user_factors, item_factors, users, items, seen)?;
-    let model_meta = match get("meta.json") {
-        Ok(bytes) => serde_json::from_slice(bytes).map_err(|e| RegistryError::BadJson {
-            file: format!("{MODEL_DIR}/meta.json"),
-            reason: e.to_string(),
-        })?,
-        Err(_) => Value::Null,
-    };
-    Ok(LoadedModel {
-        version: version.to_string(),
-        meta,
-        model_meta,
-        model,
-        artifact_sha: actual,
-        artifact_size: files.iter().map(|(_, b)| b.len() as u64).sum(),
-        load_seconds: 0.0,
-    })
+    Ok(AlsModel::new(
+        user_factors,
+        item_factors,
+        users,
+        items,
+        seen,
+    )?)
 }
 
 #[cfg(test)]

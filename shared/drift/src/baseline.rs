@@ -25,7 +25,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use serde::{Deserialize, Serialize};
 
 use crate::psi::Binned;
-use recs_core::{validate_version, AlsModel, Interaction, Registry, RegistryError, StoreError};
+use recs_core::{
+    validate_version, AlsModel, Interaction, Registry, RegistryError, ServedModel, StoreError,
+};
 
 /// The features, in report order. `infra/METRICS.md` and the alarms use these names.
 pub const FEATURES: [&str; 8] = [
@@ -84,6 +86,23 @@ pub struct ModelIndex {
 }
 
 impl ModelIndex {
+    /// Indexes a served model of either kind: its users (for popularity, the users
+    /// whose seen items it carries) and the popularity rank of each of its items.
+    pub fn of(model: &ServedModel) -> ModelIndex {
+        match model {
+            ServedModel::Als(m) => ModelIndex::new(m),
+            ServedModel::Popularity(p) => ModelIndex {
+                users: p.users().iter().copied().collect(),
+                item_rank: p
+                    .items()
+                    .iter()
+                    .enumerate()
+                    .map(|(rank, &id)| (id, rank as u32))
+                    .collect(),
+            },
+        }
+    }
+
     /// Indexes `model`'s users and the popularity rank of each of its items.
     pub fn new(model: &AlsModel) -> ModelIndex {
         let users = model.users().iter().copied().collect();

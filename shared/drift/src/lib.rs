@@ -414,7 +414,7 @@ pub async fn run(
         version: version.clone(),
         source,
     })?;
-    let index = ModelIndex::new(&model.model);
+    let index = ModelIndex::of(&model.model);
     let window = Window::ending(opts.until_ms, opts.window_secs);
     let (mut evs, stats) =
         read_window(events, window)

@@ -69,7 +69,7 @@ fn synthetic(users: usize, items: usize, factors: usize, seen_per_user: usize) -
         version: "bench".into(),
         meta,
         model_meta: serde_json::Value::Null,
-        model,
+        model: recs_core::ServedModel::Als(model),
         artifact_sha: String::new(),
         artifact_size: 0,
         load_seconds: 0.0,
@@ -135,7 +135,7 @@ struct Row {
 }
 
 fn measure(name: &str, loaded: LoadedModel, calls: usize, bandwidth: f64) -> Row {
-    let m = &loaded.model;
+    let m = loaded.model.als().unwrap();
     let shape = format!("{} x {} x {}", m.n_users(), m.n_items(), m.factors());
     let floor = (m.n_items() * m.factors() * 4) as f64 / bandwidth;
     let peak = peak_flops(m.factors());
@@ -270,7 +270,7 @@ fn measure(name: &str, loaded: LoadedModel, calls: usize, bandwidth: f64) -> Row
 /// Fold-in latency: `POST /recommend` for a user the model has never seen, whose
 /// history is one training user's seen row; the core is the solve plus the scan.
 fn measure_fold_in(loaded: LoadedModel, calls: usize) -> (f64, f64, f64, f64, f64) {
-    let m = &loaded.model;
+    let m = loaded.model.als().expect("the bench model is ALS");
     let params = recs_core::foldin::FoldInParams::from_meta(&loaded.meta.raw, &loaded.model_meta)
         .expect("bench meta has the parameters");
     let mut rng = SplitMix(13);

@@ -15,6 +15,7 @@ pub mod control;
 pub mod lambda;
 mod metrics;
 mod state;
+mod trace;
 
 pub use config::{Config, ConfigError, DEFAULT_MAX_K};
 pub use metrics::{Metrics, VersionInfo};

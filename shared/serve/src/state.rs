@@ -50,6 +50,8 @@ pub struct Service {
     served: ArcSwap<Served>,
     last_poll: Mutex<Option<Instant>>,
     refreshing: tokio::sync::Mutex<()>,
+    /// Recent recommendation traces (`GET /trace/{request_id}`).
+    pub(crate) traces: crate::trace::TraceStore,
 }
 
 impl Service {
@@ -80,6 +82,7 @@ impl Service {
             served: ArcSwap::from_pointee(empty),
             last_poll: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
+            traces: Default::default(),
         };
         // Titles and the model are independent fetches: one round trip, not two.
         let (titles, ()) = tokio::join!(
@@ -112,6 +115,7 @@ impl Service {
             }),
             last_poll: Mutex::new(Some(Instant::now())),
             refreshing: tokio::sync::Mutex::new(()),
+            traces: Default::default(),
         }
     }
 

@@ -33,8 +33,12 @@ pub use gate::GateReport;
 use gate::Incumbent;
 use ratings::{Format, Rating};
 use recs_core::{
-    validate_version, AlsModel, Artifacts, CsrPattern, Factors, Registry, RegistryError,
+    validate_version, AlsModel, Artifacts, CsrPattern, Factors, PopularityArtifacts, Registry,
+    RegistryError,
 };
+
+/// The name `recs train` gives a popularity version unless told otherwise.
+pub const DEFAULT_POPULARITY_VERSION: &str = "v_popularity";
 
 /// How raw ids become matrix rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -315,6 +319,9 @@ pub struct TrainOptions {
     pub dry_run: bool,
     /// Draw a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// Also publish the training data's popularity ranking under this name, next to
+    /// the ALS version (skipped with a note when that version already exists).
+    pub popularity_version: Option<String>,
 }
 
 impl TrainOptions {
@@ -335,6 +342,7 @@ impl TrainOptions {
             gate_margin: 0.01,
             dry_run: false,
             progress: false,
+            popularity_version: None,
         }
     }
 }
@@ -344,6 +352,10 @@ impl TrainOptions {
 pub struct TrainReport {
     /// The published version; `None` for a dry run or a refusal.
     pub published: Option<String>,
+    /// The popularity version published next to it, if any.
+    pub popularity: Option<String>,
+    /// What happened to the popularity version when it was not published.
+    pub notes: Vec<String>,
     /// The gate's checks (they run even when the gate is off).
     pub gate: GateReport,
     /// Whether the gate was applied (false with `--no-gate`).
@@ -448,9 +460,16 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
                 error: e.to_string(),
             },
             Ok(v) => match registry.load(&v).await {
-                Ok(old) => Incumbent::Evaluated {
-                    eval: eval::evaluate(&old.model, set, opts.k),
-                    version: v,
+                Ok(old) => match old.model.als() {
+                    Some(als) => Incumbent::Evaluated {
+                        eval: eval::evaluate(als, set, opts.k),
+                        version: v,
+                    },
+                    // The candidate is compared with popularity anyway.
+                    None => Incumbent::Unloadable {
+                        version: v,
+                        error: format!("it is a {} model, not ALS", old.model.kind()),
+                    },
                 },
                 Err(e) => Incumbent::Unloadable {
                     version: v,
@@ -517,6 +536,7 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
 
     let gated = opts.gate;
     let mut published = None;
+    let (mut popularity, mut notes) = (None, Vec::new());
     let refused = gated && !gate.passed();
     if !refused && !opts.dry_run {
         if let Some(root) = (!opts.registry.contains("://")).then_some(&opts.registry) {
@@ -541,7 +561,12 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
                 source: Box::new(source),
             })?;
         // The drift job compares live traffic with the data this version learnt from.
-        let baseline = recs_drift::Baseline::compute(&data.rows, &loaded.model);
+        let als = loaded.model.als().ok_or_else(|| {
+            TrainError::Invalid(format!(
+                "{version} was published as ALS but reads back as another kind"
+            ))
+        })?;
+        let baseline = recs_drift::Baseline::compute(&data.rows, als);
         recs_drift::save_baseline(&registry, &version, &baseline)
             .await
             .map_err(|source| TrainError::Baseline {
@@ -549,9 +574,20 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
                 source: Box::new(source),
             })?;
         published = Some(version);
+        if let Some(name) = &opts.popularity_version {
+            if registry.versions().await?.contains(name) {
+                notes.push(format!(
+                    "{name} already exists, so it is not replaced (pass another --popularity-version to publish this data's ranking)"
+                ));
+            } else {
+                publish_popularity(&registry, opts, name, &artifacts, &data.rows, false).await?;
+                popularity = Some(name.clone());
+            }
+        }
     }
     let summary = json!({
         "published": published,
+        "popularity": popularity,
         "registry": opts.registry,
         "dry_run": opts.dry_run,
         "refused": refused,
@@ -560,9 +596,133 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
     });
     Ok(TrainReport {
         published,
+        popularity,
+        notes,
         gate,
         gated,
         evaluation,
+        summary,
+    })
+}
+
+/// Publishes the popularity ranking of `artifacts`' interactions (with every user's
+/// seen items) as `version`, and its drift baseline.
+async fn publish_popularity(
+    registry: &Registry,
+    opts: &TrainOptions,
+    version: &str,
+    artifacts: &Artifacts,
+    rows: &[recs_core::Interaction],
+    move_latest: bool,
+) -> Result<()> {
+    let mut pop =
+        PopularityArtifacts::from_interactions(&artifacts.users, &artifacts.items, &artifacts.seen);
+    pop.model_meta = json!({
+        "type": "popularity",
+        "trainer": format!("recs {} train --model popularity", env!("CARGO_PKG_VERSION")),
+        "ranking": "positives per item, descending; ties by lower movie id",
+        "users": artifacts.users.len(),
+        "items": artifacts.items.len(),
+        "interactions": artifacts.seen.nnz(),
+        "min_rating": opts.min_rating,
+    });
+    pop.version_fields = artifacts.version_fields.clone();
+    let loaded = registry
+        .publish_popularity(version, &pop, move_latest)
+        .await
+        .map_err(|source| TrainError::Publish {
+            version: version.to_string(),
+            registry: opts.registry.clone(),
+            source: Box::new(source),
+        })?;
+    let index = recs_drift::ModelIndex::of(&loaded.model);
+    let baseline = recs_drift::Baseline::compute_indexed(rows, &index, &[]);
+    recs_drift::save_baseline(registry, version, &baseline)
+        .await
+        .map_err(|source| TrainError::Baseline {
+            version: version.to_string(),
+            source: Box::new(source),
+        })?;
+    Ok(())
+}
+
+/// `recs train --model popularity`: reads the positives and publishes their
+/// popularity ranking alone as `opts.version` (default `v_popularity`), moving
+/// `latest.txt` to it. No ALS is fitted, so there is nothing to gate.
+pub async fn train_popularity(opts: &TrainOptions) -> Result<TrainReport> {
+    let version = opts
+        .version
+        .clone()
+        .unwrap_or_else(|| DEFAULT_POPULARITY_VERSION.to_string());
+    validate_version(&version)?;
+    let registry = Registry::open(&opts.registry)?;
+    if !opts.dry_run
+        && registry
+            .versions()
+            .await
+            .unwrap_or_default()
+            .contains(&version)
+    {
+        return Err(TrainError::Invalid(format!(
+            "version {version} already exists in {}; pick another --version",
+            opts.registry
+        )));
+    }
+    let data = ratings::read_ratings(&opts.ratings, opts.format, opts.skip_bad_rows)?;
+    let positives = data.positives(opts.min_rating);
+    if positives.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "{}: no positives (ratings >= {}) to rank",
+            opts.ratings.display(),
+            opts.min_rating
+        )));
+    }
+    let ds = build_dataset(&positives, IdRows::Sorted)?;
+    let no_factors = AlsFactors {
+        factors: 0,
+        user_factors: vec![],
+        item_factors: vec![],
+        loss: None,
+    };
+    let mut artifacts = to_artifacts(&ds, &no_factors);
+    artifacts
+        .version_fields
+        .insert("git_sha".into(), git_sha().into());
+    artifacts
+        .version_fields
+        .insert("data_snapshot_id".into(), data.sha256.clone().into());
+    artifacts
+        .version_fields
+        .insert("trained_by".into(), "recs train --model popularity".into());
+    let mut published = None;
+    if !opts.dry_run {
+        if let Some(root) = (!opts.registry.contains("://")).then_some(&opts.registry) {
+            std::fs::create_dir_all(root).map_err(|source| TrainError::Io {
+                path: root.clone(),
+                source,
+            })?;
+        }
+        recs_core::active::pin_served(&registry)
+            .await
+            .map_err(|e| TrainError::Invalid(format!("recording the served version: {e}")))?;
+        publish_popularity(&registry, opts, &version, &artifacts, &data.rows, true).await?;
+        published = Some(version.clone());
+    }
+    let summary = json!({
+        "published": published,
+        "registry": opts.registry,
+        "dry_run": opts.dry_run,
+        "refused": false,
+        "model": {"type": "popularity", "users": artifacts.users.len(), "items": artifacts.items.len(),
+                  "interactions": artifacts.seen.nnz(), "data": data.summary(opts.min_rating)},
+    });
+    Ok(TrainReport {
+        published,
+        popularity: None,
+        notes: vec![],
+        gate: GateReport::default(),
+        gated: false,
+        evaluation: None,
         summary,
     })
 }

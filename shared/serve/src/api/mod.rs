@@ -47,6 +47,8 @@ pub enum Endpoint {
     RolloutUpdate,
     /// `GET /openapi.json` (local server only): the OpenAPI 3 document.
     OpenApi,
+    /// `GET /trace/{request_id}` (local server: this process's recent requests)
+    Trace,
     /// No route matched.
     Unknown,
 }
@@ -68,6 +70,7 @@ fn router() -> &'static matchit::Router<Endpoint> {
             ("/switch", Endpoint::Switch),
             ("/rollout/status", Endpoint::RolloutStatus),
             ("/rollout/update", Endpoint::RolloutUpdate),
+            ("/trace/{*request_id}", Endpoint::Trace),
         ] {
             r.insert(path, endpoint)
                 .expect("static routes do not overlap");
@@ -90,7 +93,11 @@ impl<'p> Route<'p> {
         match router().at(path) {
             Ok(m) => Route {
                 endpoint: *m.value,
-                user_id: m.params.get("user_id").unwrap_or(""),
+                user_id: m
+                    .params
+                    .get("user_id")
+                    .or_else(|| m.params.get("request_id"))
+                    .unwrap_or(""),
             },
             Err(_) => Route {
                 endpoint: Endpoint::Unknown,
@@ -114,7 +121,7 @@ impl Route<'_> {
 
 impl Endpoint {
     /// Every endpoint `recs serve` answers.
-    pub const ALL: [Endpoint; 7] = [
+    pub const ALL: [Endpoint; 8] = [
         Endpoint::Recommend,
         Endpoint::Health,
         Endpoint::Metrics,
@@ -122,6 +129,7 @@ impl Endpoint {
         Endpoint::RolloutStatus,
         Endpoint::RolloutUpdate,
         Endpoint::OpenApi,
+        Endpoint::Trace,
     ];
     /// The routes of the `switch` Lambda function.
     pub const ADMIN: [Endpoint; 3] = [
@@ -140,6 +148,7 @@ impl Endpoint {
             Endpoint::RolloutStatus => "rollout_status",
             Endpoint::RolloutUpdate => "rollout_update",
             Endpoint::OpenApi => "openapi",
+            Endpoint::Trace => "trace",
             Endpoint::Unknown => "unknown",
         }
     }
@@ -287,6 +296,17 @@ async fn dispatch(
         Endpoint::RolloutStatus => admin::rollout_status(svc),
         Endpoint::RolloutUpdate => admin::rollout_update(svc, req).await?,
         Endpoint::OpenApi => Reply::Json(StatusCode::OK, OPENAPI.to_string(), None),
+        // The Python service's shape; 404 "not found" like its API.
+        Endpoint::Trace => match svc.traces.get(route.user_id) {
+            Some(trace) => ok_json(json!({"request_id": route.user_id, "trace": trace})),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "not found",
+                ))
+            }
+        },
         Endpoint::Unknown => unreachable!("refused above"),
     };
     Ok((reply, None))

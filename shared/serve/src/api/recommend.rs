@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::{param, query, Reply};
 use crate::state::Service;
 use recs_core::foldin::FoldInParams;
-use recs_core::{validate_version, LoadedModel, Scored};
+use recs_core::{validate_version, LoadedModel, PopularityModel, Scored, ServedModel};
 
 /// The most movie ids a fold-in history (or an exclusion list) may name.
 pub const MAX_HISTORY: usize = 500;
@@ -174,7 +174,16 @@ struct Provenance<'a> {
     git_sha: &'a str,
     data_snapshot_id: &'a str,
     container_image_digest: Option<&'a str>,
-    latency_ms: f64,
+    /// Whole milliseconds, at least 1: the Python API's and `reco_response`'s int.
+    latency_ms: u64,
+    /// The same latency to the microsecond.
+    latency_ms_precise: f64,
+}
+
+/// The Python service's `max(1, round(ms))` (Python rounds halves to even), for
+/// clients that read an int.
+fn whole_ms(precise_ms: f64) -> u64 {
+    (precise_ms.round_ties_even() as u64).max(1)
 }
 
 #[derive(Serialize)]
@@ -298,12 +307,31 @@ pub(super) fn recommend(
             git_sha: &loaded.meta.git_sha,
             data_snapshot_id: &loaded.meta.data_snapshot_id,
             container_image_digest: image_digest,
-            latency_ms,
+            latency_ms: whole_ms(latency_ms),
+            latency_ms_precise: latency_ms,
         },
     };
     // Serialised straight from the struct: field order as documented, f32 scores
     // printed as f32 (no widening noise).
     let text = serde_json::to_string(&body).expect("response serialises");
+    svc.traces.insert(
+        request_id,
+        serde_json::json!({
+            "user_id": user_id,
+            "k": ask.k,
+            "model_version": loaded.version,
+            "model_name": loaded.meta.model_name,
+            "git_sha": loaded.meta.git_sha,
+            "data_snapshot_id": loaded.meta.data_snapshot_id,
+            "latency_ms": body.provenance.latency_ms,
+            "latency_ms_precise": latency_ms,
+            "status": 200,
+            "ts": timestamp_ms,
+            "movie_ids": body.items,
+            "variant": variant,
+            "fallback": fallback,
+        }),
+    );
     Ok((
         Reply::Json(StatusCode::OK, text, None),
         loaded.version.clone(),
@@ -357,7 +385,10 @@ fn popular_excluding(model: &recs_core::AlsModel, excluded: &[u32], k: usize) ->
 /// history, or the popularity ranking for a user the model does not know (or a
 /// history it knows none of).
 fn top_k(loaded: &LoadedModel, ask: &Ask) -> Result<Answer, ApiError> {
-    let model = &loaded.model;
+    let model = match &loaded.model {
+        ServedModel::Als(model) => model,
+        ServedModel::Popularity(p) => return Ok(top_k_popularity(p, ask)),
+    };
     let (excluded, _) = rows_of(model, &ask.exclude);
     let known_row = ask.user_id.and_then(|u| model.user_row(u));
     let Some(history) = &ask.history else {
@@ -408,9 +439,52 @@ fn top_k(loaded: &LoadedModel, ask: &Ask) -> Result<Answer, ApiError> {
     })
 }
 
+/// A popularity version's answer: its ranking without the user's seen items (when
+/// the version carries them), the history and the exclusions. A history cannot be
+/// folded into a ranking, so it only adds exclusions; its unknown ids are listed.
+fn top_k_popularity(p: &PopularityModel, ask: &Ask) -> Answer {
+    let catalogue: HashSet<i64> = p.items().iter().copied().collect();
+    let mut dropped: HashSet<i64> = ask.exclude.iter().copied().collect();
+    let mut unknown = None;
+    if let Some(history) = &ask.history {
+        dropped.extend(history);
+        let mut missing: Vec<i64> = Vec::new();
+        for id in history {
+            if !catalogue.contains(id) && !missing.contains(id) {
+                missing.push(*id);
+            }
+        }
+        unknown = Some(missing);
+    }
+    let ranked = match ask.user_id {
+        Some(user) => p.recommend(user, p.items().len()),
+        None => p.popular(p.items().len()).to_vec(),
+    };
+    let scored = ranked
+        .into_iter()
+        .filter(|s| !dropped.contains(&p.items()[s.row as usize]))
+        .take(ask.k)
+        .collect();
+    Answer {
+        scored,
+        fallback: None,
+        unknown,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_is_whole_ms_at_least_one() {
+        assert_eq!(whole_ms(0.0), 1);
+        assert_eq!(whole_ms(0.197), 1);
+        assert_eq!(whole_ms(1.49), 1);
+        assert_eq!(whole_ms(1.5), 2);
+        assert_eq!(whole_ms(2.5), 2); // Python: round(2.5) == 2
+        assert_eq!(whole_ms(250.2), 250);
+    }
 
     #[test]
     fn ids_and_k() {
