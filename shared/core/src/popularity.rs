@@ -183,6 +183,9 @@ fn index(ids: &[i64], name: &'static str) -> Result<HashMap<i64, u32>, ModelErro
 
 /// What a verified version serves: an ALS model or a popularity ranking.
 #[derive(Debug)]
+// One per loaded version, behind an Arc: the enum's size never multiplies, and
+// boxing would add a pointer chase to every request.
+#[allow(clippy::large_enum_variant)]
 pub enum ServedModel {
     /// Matrix factorisation; unknown users get its popularity fallback.
     Als(AlsModel),
