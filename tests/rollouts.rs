@@ -9,7 +9,7 @@ use recs_core::active::Strategy;
 use recs_core::Registry;
 use recs_serve::control::RolloutPatch;
 use recs_serve::{Config, Service};
-use recs_train::gen_data::{generate, GenConfig};
+use recs_train::gen_data::generate;
 
 /// `name`'s value in an OpenMetrics text, e.g. `recommend_shadow_overlap_ratio_count`.
 fn metric(text: &str, name: &str) -> f64 {
@@ -28,17 +28,7 @@ fn shadow_serves_the_active_version_and_observes_the_overlap() {
     let location = dir.path().to_str().unwrap().to_string();
     let svc = rt.block_on(async {
         let registry = Registry::open(&location).unwrap();
-        let v1 = generate(&small_config()).planted_artifacts();
-        registry.publish("v0.1", &v1).await.unwrap();
-        // Same users and items, other factors: a different ranking.
-        let other = GenConfig {
-            seed: 7,
-            ..small_config()
-        };
-        registry
-            .publish("v0.2", &generate(&other).planted_artifacts())
-            .await
-            .unwrap();
+        e2e_tests::publish_two_versions(&registry).await;
         let svc = Service::start(Config {
             registry: location.clone(),
             version: Some("v0.1".into()),

@@ -62,6 +62,21 @@ pub fn synthetic_registry() -> (tempfile::TempDir, Registry) {
     (dir, registry)
 }
 
+/// Publishes v0.1 and v0.2 into `registry`: the same users and items with other
+/// factors (seed 7), so the two versions rank differently (rollout tests).
+pub async fn publish_two_versions(registry: &Registry) {
+    let v1 = generate(&small_config()).planted_artifacts();
+    registry.publish("v0.1", &v1).await.expect("publish v0.1");
+    let other = GenConfig {
+        seed: 7,
+        ..small_config()
+    };
+    registry
+        .publish("v0.2", &generate(&other).planted_artifacts())
+        .await
+        .expect("publish v0.2");
+}
+
 /// Runs a future to completion on a fresh current-thread runtime.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::exposure::ExposureSink;
+
 /// Largest `k` accepted unless `MAX_K` says otherwise.
 pub const DEFAULT_MAX_K: usize = 100;
 
@@ -41,6 +43,12 @@ pub struct Config {
     /// `RECS_ADMIN_TOKEN`: bearer token for /switch and /rollout/update; when unset
     /// they are open (API Gateway's AWS_IAM protects them on AWS).
     pub admin_token: Option<String>,
+    /// `EVENTS`: the events location (folder or `s3://bucket/prefix`) that holds
+    /// watch/rate events and the exposure log; the experiment routes read it.
+    pub events: Option<String>,
+    /// `EXPOSURE_LOG`: `events` (the default when `EVENTS` is set), `stdout` (Lambda:
+    /// one log line per response, shipped by Firehose), or `off` (default otherwise).
+    pub exposure_log: ExposureSink,
 }
 
 impl Default for Config {
@@ -54,6 +62,8 @@ impl Default for Config {
             environment: "production".into(),
             poll: Duration::from_secs(10),
             admin_token: None,
+            events: None,
+            exposure_log: ExposureSink::Off,
         }
     }
 }
@@ -95,6 +105,19 @@ impl Config {
             10,
             "must be an integer in 0..=3600",
         )?;
+        let events = get("EVENTS");
+        let exposure_log = match (get("EXPOSURE_LOG").as_deref(), &events) {
+            (None | Some("events"), Some(e)) => ExposureSink::Events(e.clone()),
+            (None | Some("off"), _) => ExposureSink::Off,
+            (Some("stdout"), _) => ExposureSink::Stdout,
+            (Some(v), _) => {
+                return Err(ConfigError::Invalid {
+                    name: "EXPOSURE_LOG",
+                    value: v.to_string(),
+                    reason: "must be events (needs EVENTS), stdout or off",
+                })
+            }
+        };
         Ok(Config {
             registry: get("MODEL_REGISTRY").unwrap_or(d.registry),
             version: get("MODEL_VERSION"),
@@ -104,6 +127,8 @@ impl Config {
             environment: get("ENVIRONMENT").unwrap_or(d.environment),
             poll: Duration::from_secs(poll),
             admin_token: get("RECS_ADMIN_TOKEN"),
+            events,
+            exposure_log,
         })
     }
 }
@@ -127,6 +152,29 @@ mod tests {
         let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!((c.max_k, c.version.as_deref()), (50, Some("v1.0")));
         assert_eq!(c.poll, Duration::from_secs(1));
+        let ev = |log: Option<&str>, events: Option<&str>| {
+            Config::from_lookup(|k| match k {
+                "EXPOSURE_LOG" => log.map(String::from),
+                "EVENTS" => events.map(String::from),
+                _ => None,
+            })
+        };
+        assert_eq!(
+            ev(None, Some("/e")).unwrap().exposure_log,
+            ExposureSink::Events("/e".into())
+        );
+        assert_eq!(ev(None, None).unwrap().exposure_log, ExposureSink::Off);
+        assert_eq!(
+            ev(Some("stdout"), None).unwrap().exposure_log,
+            ExposureSink::Stdout
+        );
+        assert_eq!(
+            ev(Some("off"), Some("/e")).unwrap().exposure_log,
+            ExposureSink::Off
+        );
+        // `events` without EVENTS, or a typo, is refused rather than silently off.
+        assert!(ev(Some("events"), None).is_err());
+        assert!(ev(Some("Stdout"), None).is_err());
         for bad in ["0", "-1", "abc", "100000"] {
             let err = Config::from_lookup(|k| (k == "MAX_K").then(|| bad.to_string()));
             assert!(err.is_err(), "{bad}");

@@ -215,6 +215,26 @@ pub async fn switch(
     })
 }
 
+/// Promotes an experiment's candidate: switches every instance to `version` (a
+/// verified switch), then ends the rollout (fixed, no canary), so the old control
+/// is no longer served to anyone.
+pub async fn promote(
+    registry: &Registry,
+    version: &str,
+    serving: Option<&str>,
+    loaded: &[&Arc<LoadedModel>],
+) -> Result<Switched, SwitchError> {
+    let mut done = switch(registry, version, serving, loaded).await?;
+    let end = RolloutPatch {
+        strategy: Some(Strategy::Fixed),
+        canary_version: Some(None),
+        ..RolloutPatch::default()
+    };
+    let (state, _) = update_rollout(registry, &end, Some(version), &[&done.model]).await?;
+    done.state = state;
+    Ok(done)
+}
+
 /// Applies a partial rollout change: validated, a canary version verified before it
 /// is recorded. Returns the new state and the verified canary, if one was named.
 pub async fn update_rollout(

@@ -12,11 +12,13 @@
 pub mod api;
 mod config;
 pub mod control;
+mod exposure;
 pub mod lambda;
 mod metrics;
 mod state;
 mod trace;
 
 pub use config::{Config, ConfigError, DEFAULT_MAX_K};
+pub use exposure::{ExposureLog, ExposureSink};
 pub use metrics::{Metrics, VersionInfo};
 pub use state::{ModelState, Served, Service};

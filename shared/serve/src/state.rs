@@ -38,6 +38,19 @@ pub struct Served {
     etag: Option<String>,
 }
 
+impl Served {
+    /// The models loaded in this view (primary, canary): a switch to one of them
+    /// reuses it instead of downloading it again.
+    fn loaded(&self) -> Vec<&Arc<LoadedModel>> {
+        self.primary
+            .as_ref()
+            .ok()
+            .into_iter()
+            .chain(&self.canary)
+            .collect()
+    }
+}
+
 /// Shared state of one execution environment.
 pub struct Service {
     /// Settings, read once at start.
@@ -52,6 +65,8 @@ pub struct Service {
     refreshing: tokio::sync::Mutex<()>,
     /// Recent recommendation traces (`GET /trace/{request_id}`).
     pub(crate) traces: crate::trace::TraceStore,
+    /// Where each recommendation response is recorded (`EXPOSURE_LOG`).
+    pub exposures: crate::ExposureLog,
 }
 
 impl Service {
@@ -74,6 +89,7 @@ impl Service {
             previous_version: None,
             etag: None,
         };
+        let exposures = crate::ExposureLog::start(&config.exposure_log);
         let mut svc = Service {
             config,
             titles: Titles::default(),
@@ -83,6 +99,7 @@ impl Service {
             last_poll: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             traces: Default::default(),
+            exposures,
         };
         // Titles and the model are independent fetches: one round trip, not two.
         let (titles, ()) = tokio::join!(
@@ -101,7 +118,9 @@ impl Service {
         metrics.model_loaded(VersionInfo::of(&model), model.load_seconds);
         metrics.set_healthy(true);
         let registry = Registry::open(&config.registry).map_err(|e| e.to_string());
+        let exposures = crate::ExposureLog::start(&config.exposure_log);
         Service {
+            exposures,
             config,
             titles,
             metrics,
@@ -324,16 +343,22 @@ impl Service {
     /// at once.
     pub async fn switch(&self, version: &str) -> Result<Switched, SwitchError> {
         let current = self.served();
-        let loaded: Vec<&Arc<LoadedModel>> = current
-            .primary
-            .as_ref()
-            .ok()
-            .into_iter()
-            .chain(&current.canary)
-            .collect();
+        let loaded = current.loaded();
         let serving = self.serving_version();
         let done = control::switch(self.registry()?, version, serving.as_deref(), &loaded).await?;
         self.metrics.count_switch("switch", version);
+        self.install(&done.state, done.model.clone()).await;
+        Ok(done)
+    }
+
+    /// Promotes an experiment's candidate ([`control::promote`]) and serves it here
+    /// at once.
+    pub async fn promote(&self, version: &str) -> Result<Switched, SwitchError> {
+        let current = self.served();
+        let loaded = current.loaded();
+        let serving = self.serving_version();
+        let done = control::promote(self.registry()?, version, serving.as_deref(), &loaded).await?;
+        self.metrics.count_switch("promote", version);
         self.install(&done.state, done.model.clone()).await;
         Ok(done)
     }
@@ -342,13 +367,7 @@ impl Service {
     /// here at once.
     pub async fn update_rollout(&self, patch: RolloutPatch) -> Result<ActiveState, SwitchError> {
         let current = self.served();
-        let loaded: Vec<&Arc<LoadedModel>> = current
-            .primary
-            .as_ref()
-            .ok()
-            .into_iter()
-            .chain(&current.canary)
-            .collect();
+        let loaded = current.loaded();
         let serving = self.serving_version();
         let (state, _) =
             control::update_rollout(self.registry()?, &patch, serving.as_deref(), &loaded).await?;

@@ -5,6 +5,7 @@
 
 mod admin;
 mod error;
+mod experiment;
 mod recommend;
 
 use std::sync::OnceLock;
@@ -49,6 +50,10 @@ pub enum Endpoint {
     OpenApi,
     /// `GET /trace/{request_id}` (local server: this process's recent requests)
     Trace,
+    /// `GET /experiment/analyze`
+    ExperimentAnalyze,
+    /// `POST /experiment/promote`
+    ExperimentPromote,
     /// No route matched.
     Unknown,
 }
@@ -71,6 +76,8 @@ fn router() -> &'static matchit::Router<Endpoint> {
             ("/rollout/status", Endpoint::RolloutStatus),
             ("/rollout/update", Endpoint::RolloutUpdate),
             ("/trace/{*request_id}", Endpoint::Trace),
+            ("/experiment/analyze", Endpoint::ExperimentAnalyze),
+            ("/experiment/promote", Endpoint::ExperimentPromote),
         ] {
             r.insert(path, endpoint)
                 .expect("static routes do not overlap");
@@ -121,7 +128,7 @@ impl Route<'_> {
 
 impl Endpoint {
     /// Every endpoint `recs serve` answers.
-    pub const ALL: [Endpoint; 8] = [
+    pub const ALL: [Endpoint; 10] = [
         Endpoint::Recommend,
         Endpoint::Health,
         Endpoint::Metrics,
@@ -130,12 +137,16 @@ impl Endpoint {
         Endpoint::RolloutUpdate,
         Endpoint::OpenApi,
         Endpoint::Trace,
+        Endpoint::ExperimentAnalyze,
+        Endpoint::ExperimentPromote,
     ];
     /// The routes of the `switch` Lambda function.
-    pub const ADMIN: [Endpoint; 3] = [
+    pub const ADMIN: [Endpoint; 5] = [
         Endpoint::Switch,
         Endpoint::RolloutStatus,
         Endpoint::RolloutUpdate,
+        Endpoint::ExperimentAnalyze,
+        Endpoint::ExperimentPromote,
     ];
 
     /// The `endpoint` label.
@@ -149,6 +160,8 @@ impl Endpoint {
             Endpoint::RolloutUpdate => "rollout_update",
             Endpoint::OpenApi => "openapi",
             Endpoint::Trace => "trace",
+            Endpoint::ExperimentAnalyze => "experiment_analyze",
+            Endpoint::ExperimentPromote => "experiment_promote",
             Endpoint::Unknown => "unknown",
         }
     }
@@ -157,14 +170,20 @@ impl Endpoint {
     fn methods(self) -> &'static [Method] {
         match self {
             Endpoint::Switch => &[Method::GET, Method::POST],
-            Endpoint::RolloutUpdate => &[Method::POST],
+            Endpoint::RolloutUpdate | Endpoint::ExperimentPromote => &[Method::POST],
             _ => &[Method::GET],
         }
     }
 
     /// Routes that change what is served need authorization.
     fn is_admin(self) -> bool {
-        matches!(self, Endpoint::Switch | Endpoint::RolloutUpdate)
+        matches!(
+            self,
+            Endpoint::Switch
+                | Endpoint::RolloutUpdate
+                | Endpoint::ExperimentAnalyze
+                | Endpoint::ExperimentPromote
+        )
     }
 }
 
@@ -224,6 +243,16 @@ pub async fn handle_with_outcome(
         }
     };
     let latency_seconds = started.elapsed().as_secs_f64();
+    if endpoint == Endpoint::Recommend && status != StatusCode::OK {
+        recommend::record_failure(
+            svc,
+            route.user_id,
+            &request_id,
+            timestamp_ms,
+            status,
+            latency_seconds * 1e3,
+        );
+    }
     svc.metrics.observe_request(
         endpoint.name(),
         status.as_u16(),
@@ -295,6 +324,8 @@ async fn dispatch(
         Endpoint::Switch => admin::switch(svc, req).await?,
         Endpoint::RolloutStatus => admin::rollout_status(svc),
         Endpoint::RolloutUpdate => admin::rollout_update(svc, req).await?,
+        Endpoint::ExperimentAnalyze => experiment::analyze(svc, req).await?,
+        Endpoint::ExperimentPromote => experiment::promote(svc, req).await?,
         Endpoint::OpenApi => Reply::Json(StatusCode::OK, OPENAPI.to_string(), None),
         // The Python service's shape; 404 "not found" like its API.
         Endpoint::Trace => match svc.traces.get(route.user_id) {

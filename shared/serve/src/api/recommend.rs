@@ -14,6 +14,7 @@ use super::{param, query, Reply};
 use crate::state::Service;
 use recs_core::foldin::FoldInParams;
 use recs_core::{validate_version, LoadedModel, PopularityModel, Scored, ServedModel};
+use recs_experiment::Exposure;
 
 /// The most movie ids a fold-in history (or an exclusion list) may name.
 pub const MAX_HISTORY: usize = 500;
@@ -332,10 +333,57 @@ pub(super) fn recommend(
             "fallback": fallback,
         }),
     );
+    svc.exposures.record(Exposure {
+        request_id: request_id.to_string(),
+        ts: timestamp_ms as i64,
+        user_id,
+        status: 200,
+        latency_ms: body.provenance.latency_ms,
+        latency_ms_precise: Some(latency_ms),
+        k: ask.k as u64,
+        movie_ids: body.items.clone(),
+        model_version: loaded.version.clone(),
+        model_name: loaded.meta.model_name.clone(),
+        git_sha: loaded.meta.git_sha.clone(),
+        data_snapshot_id: loaded.meta.data_snapshot_id.clone(),
+        container_image_digest: image_digest.map(String::from),
+        variant: variant.map(String::from),
+    });
     Ok((
         Reply::Json(StatusCode::OK, text, None),
         loaded.version.clone(),
     ))
+}
+
+/// Records a refused or failed recommendation in the exposure log: its status and
+/// latency count in the experiment's guardrails, under the variant the user would
+/// have been served (none when the path holds no valid user id).
+pub(super) fn record_failure(
+    svc: &Service,
+    raw_user: &str,
+    request_id: &str,
+    timestamp_ms: u64,
+    status: StatusCode,
+    latency_ms: f64,
+) {
+    let user_id = parse_id(raw_user);
+    let variant = user_id.and_then(|u| svc.served().rollout.assign(u).variant);
+    svc.exposures.record(Exposure {
+        request_id: request_id.to_string(),
+        ts: timestamp_ms as i64,
+        user_id,
+        status: status.as_u16(),
+        latency_ms: whole_ms(latency_ms),
+        latency_ms_precise: Some(latency_ms),
+        k: 0,
+        movie_ids: Vec::new(),
+        model_version: String::new(),
+        model_name: String::new(),
+        git_sha: String::new(),
+        data_snapshot_id: String::new(),
+        container_image_digest: None,
+        variant: variant.map(String::from),
+    });
 }
 
 /// What [`top_k`] found: the ranking, the fallback it took, and (fold-in only) the
