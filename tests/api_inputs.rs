@@ -270,6 +270,8 @@ fn openapi_document_is_served_and_names_every_route() {
     assert_eq!(
         paths,
         [
+            "/experiment/analyze",
+            "/experiment/promote",
             "/healthz",
             "/metrics",
             "/openapi.json",

@@ -602,3 +602,142 @@ fn s3_outages_at_cold_start_and_later() {
         "{body}"
     );
 }
+
+/// `recs` with the moto environment; panics with its output unless it succeeds.
+fn recs_ok(endpoint: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(common::RECS)
+        .args(args)
+        .envs(aws_env(endpoint))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "recs {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn an_ab_test_on_s3_is_logged_analyzed_and_promoted_by_the_cli() {
+    let rt = rt();
+    let location = registry_with_two_versions(&rt, "experiment-bucket");
+    let endpoint = shared_moto();
+    let events = "s3://experiment-bucket/events".to_string();
+    recs_ok(endpoint, &["switch", "v0.1", "--registry", &location]);
+    recs_ok(
+        endpoint,
+        &[
+            "rollout",
+            "update",
+            "--registry",
+            &location,
+            "--strategy",
+            "ab_test",
+            "--canary-version",
+            "v0.2",
+            "--canary-percentage",
+            "50",
+        ],
+    );
+    let mut env = env_for(endpoint, "1");
+    env.push(("EVENTS", events.clone()));
+    let server = Server::start(&location, &env);
+    // Real traffic, 200 URLs per curl; each answer converts (a watch of its first
+    // movie 1 ms later) at 10 % for A and 17 % for B, drawn from a fixed hash.
+    let mut watches = String::new();
+    let (mut a, mut b) = (0, 0);
+    for chunk in (1..=2600i64).collect::<Vec<_>>().chunks(200) {
+        let urls: Vec<String> = chunk
+            .iter()
+            .map(|u| format!("{}/recommend/{u}?k=5", server.base))
+            .collect();
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-w", "\n"])
+            .args(&urls)
+            .output()
+            .unwrap();
+        for (line, user) in String::from_utf8_lossy(&out.stdout).lines().zip(chunk) {
+            let body = json(line);
+            let rate = match body["variant"].as_str() {
+                Some("variant_A") => {
+                    a += 1;
+                    0.10
+                }
+                Some("variant_B") => {
+                    b += 1;
+                    0.17
+                }
+                other => panic!("no variant in an A/B test: {other:?} {line}"),
+            };
+            let draw = (recs_core::hash::splitmix64(*user as u64 ^ 0xAB) >> 11) as f64
+                / (1u64 << 53) as f64;
+            if draw < rate {
+                watches.push_str(&format!(
+                    "{{\"user_id\":{user},\"movie_id\":{},\"ts\":{}}}\n",
+                    body["items"][0],
+                    body["provenance"]["timestamp"].as_i64().unwrap() + 1
+                ));
+            }
+        }
+    }
+    assert_eq!(a + b, 2600);
+    let day = recs_core::time::date_of_day(recs_core::time::now_ms() / 86_400_000);
+    rt.block_on(async {
+        Store::open(&events)
+            .unwrap()
+            .put(&format!("watch/{day}/part-0.jsonl"), watches.into_bytes())
+            .await
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(5));
+    // The route flushes the server's exposure log to S3 and analyzes it.
+    let (status, body) = curl(
+        "GET",
+        &format!("{}/experiment/analyze", server.base),
+        &[],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let r = json(&body);
+    assert_eq!(r["analysis"]["variant_a"]["exposures"], a, "{body}");
+    assert_eq!(r["analysis"]["variant_b"]["exposures"], b, "{body}");
+    assert_eq!(r["decision"]["promote"], true, "{}", r["decision"]);
+    // The CLI reads the same S3 log; a dry run first, then --apply.
+    let dry = recs_ok(
+        endpoint,
+        &[
+            "experiment",
+            "promote",
+            "--registry",
+            &location,
+            "--events",
+            &events,
+        ],
+    );
+    assert!(dry.contains("would promote v0.2"), "{dry}");
+    let applied = recs_ok(
+        endpoint,
+        &[
+            "experiment",
+            "promote",
+            "--registry",
+            &location,
+            "--events",
+            &events,
+            "--apply",
+        ],
+    );
+    assert!(applied.contains("promoted v0.2"), "{applied}");
+    let (state, _) = rt
+        .block_on(recs_core::active::read(
+            Registry::open(&location).unwrap().store(),
+        ))
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.active_version, "v0.2");
+    assert_eq!(state.previous_version.as_deref(), Some("v0.1"));
+    assert_eq!(state.rollout.strategy, recs_core::active::Strategy::Fixed);
+}
