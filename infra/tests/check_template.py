@@ -68,7 +68,8 @@ FUNCTIONS = {"recommend": "RecommendFunction", "health": "HealthFunction",
              "switch": "SwitchFunction", "drift": "DriftFunction"}
 HTTP_FUNCTIONS = ["recommend", "health", "switch"]
 RECOMMEND_ROUTE = "GET /recommend/{user_id}"
-ADMIN_ROUTES = ["GET /switch", "POST /switch", "GET /rollout/status", "POST /rollout/update"]
+ADMIN_ROUTES = ["GET /switch", "POST /switch", "GET /rollout/status", "POST /rollout/update",
+                "GET /experiment/analyze", "POST /experiment/promote"]
 # route key -> (function, authorization); "JWT?" = JWT when JwtIssuer is set, else none
 ROUTES = {
     RECOMMEND_ROUTE: ("recommend", "JWT?"),
@@ -720,6 +721,38 @@ def check_platform(metric_alarms, r: Report):
         r.check(False, "no DriftResultsMissing alarm (drift job produced no PSI)")
 
 
+def check_exposure_log(tpl: dict, r: Report):
+    """The exposure log on AWS: recommend prints reco_response lines, a subscription on
+    its log group sends them to Firehose, Firehose writes the local layout to S3."""
+    res = tpl.get("Resources", {})
+    env = lambda fn: (((res.get(fn, {}).get("Properties") or {}).get("Environment") or {}).get("Variables") or {})
+    r.check(env("RecommendFunction").get("EXPOSURE_LOG") == "stdout",
+            "RecommendFunction: EXPOSURE_LOG must be stdout (one reco_response log line per response)")
+    r.check("EVENTS" in env("SwitchFunction"),
+            "SwitchFunction: EVENTS must name the events location (/experiment/* read it)")
+    subs = [v.get("Properties", {}) for v in res.values() if v.get("Type") == "AWS::Logs::SubscriptionFilter"]
+    streams = {k: v.get("Properties", {}) for k, v in res.items()
+               if v.get("Type") == "AWS::KinesisFirehose::DeliveryStream"}
+    sub = next((p for p in subs if p.get("LogGroupName") == {"Ref": "RecommendLogGroup"}), None)
+    if not r.check(sub is not None, "no subscription filter on RecommendLogGroup (the exposure log)"):
+        return
+    r.check('$.event = "reco_response"' in str(sub.get("FilterPattern")),
+            f"exposure subscription: FilterPattern {sub.get('FilterPattern')!r} must select reco_response lines")
+    dest = sub.get("DestinationArn") or {}
+    target = (dest.get("Fn::GetAtt") or [None])[0] if isinstance(dest, dict) else None
+    if not r.check(target in streams, f"exposure subscription: DestinationArn {dest!r} is not a Firehose stream of this template"):
+        return
+    s3 = streams[target].get("ExtendedS3DestinationConfiguration") or {}
+    prefix = text_of(s3.get("Prefix", ""))
+    r.check("/reco_response/!{timestamp:yyyy-MM-dd}/" in prefix,
+            f"{target}: Prefix {prefix!r} must be <events>/reco_response/!{{timestamp:yyyy-MM-dd}}/... (the drift/experiment layout)")
+    r.check(s3.get("FileExtension") == ".jsonl" and s3.get("CompressionFormat") == "UNCOMPRESSED",
+            f"{target}: want uncompressed .jsonl objects (what the events readers parse)")
+    kinds = [p.get("Type") for p in ((s3.get("ProcessingConfiguration") or {}).get("Processors") or [])]
+    r.check(kinds[:2] == ["Decompression", "CloudWatchLogProcessing"],
+            f"{target}: processors {kinds} must decompress the CloudWatch Logs envelope and extract the messages")
+
+
 # --------------------------------------------------------------------------- prometheus
 def check_prometheus(rules_doc: dict, test_docs: dict, prom_cfg: dict, slo: dict, r: Report):
     rules, records = {}, {}
@@ -957,6 +990,7 @@ def main(argv=None) -> int:
     n_slo = r.checked
     tpl = yaml.load(args.template.read_text(), Loader=CfnLoader)
     check_template(tpl, slo, r)
+    check_exposure_log(tpl, r)
     n_tpl = r.checked - n_slo
     tests = {f.name: yaml.safe_load(f.read_text()) for f in args.rules_test}
     check_prometheus(yaml.safe_load(args.rules.read_text()), tests,
