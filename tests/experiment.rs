@@ -285,3 +285,41 @@ fn analysis_needs_an_experiment_and_an_events_location() {
         "{body}"
     );
 }
+
+#[test]
+fn trace_finds_another_instances_answer_in_the_exposure_log() {
+    let s = setup(50.0);
+    let (status, answered) = s.call(get("/recommend/5?k=3", &[("X-Request-ID", "elsewhere-1")]));
+    assert_eq!(status, 200);
+    s.rt.block_on(s.svc.exposures.flush());
+    // A second instance never saw the request: it finds it in the shared log.
+    let other = s.rt.block_on(Service::start(Config {
+        registry: s.registry.clone(),
+        events: Some(s.events.to_str().unwrap().into()),
+        ..Config::default()
+    }));
+    let resp = s.rt.block_on(recs_serve::api::route(
+        &other,
+        &get("/trace/elsewhere-1", &[]),
+    ));
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    let body = json(&resp);
+    assert_eq!(body["request_id"], "elsewhere-1");
+    let t = &body["trace"];
+    assert_eq!(t["source"], "exposure_log");
+    assert_eq!(t["user_id"], 5);
+    assert_eq!(t["k"], 3);
+    assert_eq!(t["movie_ids"], answered["items"]);
+    assert_eq!(t["model_version"], answered["model"]);
+    assert_eq!(t["latency_ms"], answered["provenance"]["latency_ms"]);
+    let missing = s.rt.block_on(recs_serve::api::route(
+        &other,
+        &get("/trace/never-seen", &[]),
+    ));
+    assert_eq!(missing.status(), 404);
+    let bad = s.rt.block_on(recs_serve::api::route(
+        &other,
+        &get("/trace/elsewhere-1?lookback_minutes=0", &[]),
+    ));
+    assert_eq!(bad.status(), 400);
+}

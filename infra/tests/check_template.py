@@ -69,7 +69,7 @@ FUNCTIONS = {"recommend": "RecommendFunction", "health": "HealthFunction",
 HTTP_FUNCTIONS = ["recommend", "health", "switch"]
 RECOMMEND_ROUTE = "GET /recommend/{user_id}"
 ADMIN_ROUTES = ["GET /switch", "POST /switch", "GET /rollout/status", "POST /rollout/update",
-                "GET /experiment/analyze", "POST /experiment/promote"]
+                "GET /experiment/analyze", "POST /experiment/promote", "GET /trace/{request_id}"]
 # route key -> (function, authorization); "JWT?" = JWT when JwtIssuer is set, else none
 ROUTES = {
     RECOMMEND_ROUTE: ("recommend", "JWT?"),

@@ -1,6 +1,7 @@
 //! `GET /experiment/analyze` and `POST /experiment/promote` (the Python service's
 //! routes and parameters): the exposure log joined with watch/rate events, per
-//! variant, and a promotion that is a verified switch.
+//! variant, and a promotion that is a verified switch. Also `GET /trace/{request_id}`,
+//! which falls back to the same exposure log.
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -140,5 +141,77 @@ pub(super) async fn promote(svc: &Service, req: &Request<Bytes>) -> Result<Reply
         "target_version": target,
         "switch_result": switch_result,
         "analysis": r,
+    })))
+}
+
+/// How far back `/trace` searches the exposure log unless `lookback_minutes` says.
+const TRACE_LOOKBACK_MINUTES: u64 = 60;
+
+/// `GET /trace/{request_id}`: this process's recent answers first (in memory), then
+/// the exposure log of the last `lookback_minutes` (default 60) under `EVENTS`, which
+/// holds every instance's answers (on Lambda, what Firehose delivered: about a
+/// minute behind). The Python service's shape; 404 `not found` otherwise.
+pub(super) async fn trace(
+    svc: &Service,
+    req: &Request<Bytes>,
+    request_id: &str,
+) -> Result<Reply, ApiError> {
+    let params = query(req);
+    let lookback = whole(
+        params.as_slice(),
+        "lookback_minutes",
+        TRACE_LOOKBACK_MINUTES,
+        24 * 60,
+    )?;
+    if let Some(trace) = svc.traces.get(request_id) {
+        return Ok(ok_json(json!({"request_id": request_id, "trace": trace})));
+    }
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found");
+    let Some(location) = svc.config.events.as_deref() else {
+        return Err(not_found());
+    };
+    let store = Store::open(location).map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "events_unavailable",
+            e.to_string(),
+        )
+    })?;
+    svc.exposures.flush().await;
+    let now = recs_core::time::now_ms();
+    let start = now.saturating_sub((lookback * 60_000) as i64);
+    let (exposures, _) = recs_experiment::read_exposures(&store, start, now.saturating_add(1))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "events_unavailable",
+                e.to_string(),
+            )
+        })?;
+    let Some(x) = exposures
+        .into_iter()
+        .rev()
+        .find(|x| x.request_id == request_id)
+    else {
+        return Err(not_found());
+    };
+    Ok(ok_json(json!({
+        "request_id": request_id,
+        "trace": {
+            "user_id": x.user_id,
+            "k": x.k,
+            "model_version": x.model_version,
+            "model_name": x.model_name,
+            "git_sha": x.git_sha,
+            "data_snapshot_id": x.data_snapshot_id,
+            "latency_ms": x.latency_ms,
+            "latency_ms_precise": x.latency_ms_precise,
+            "status": x.status,
+            "ts": x.ts,
+            "movie_ids": x.movie_ids,
+            "variant": x.variant,
+            "source": "exposure_log",
+        }
     })))
 }

@@ -48,7 +48,7 @@ pub enum Endpoint {
     RolloutUpdate,
     /// `GET /openapi.json` (local server only): the OpenAPI 3 document.
     OpenApi,
-    /// `GET /trace/{request_id}` (local server: this process's recent requests)
+    /// `GET /trace/{request_id}`: this process's recent requests, then the exposure log
     Trace,
     /// `GET /experiment/analyze`
     ExperimentAnalyze,
@@ -141,12 +141,13 @@ impl Endpoint {
         Endpoint::ExperimentPromote,
     ];
     /// The routes of the `switch` Lambda function.
-    pub const ADMIN: [Endpoint; 5] = [
+    pub const ADMIN: [Endpoint; 6] = [
         Endpoint::Switch,
         Endpoint::RolloutStatus,
         Endpoint::RolloutUpdate,
         Endpoint::ExperimentAnalyze,
         Endpoint::ExperimentPromote,
+        Endpoint::Trace,
     ];
 
     /// The `endpoint` label.
@@ -328,16 +329,7 @@ async fn dispatch(
         Endpoint::ExperimentPromote => experiment::promote(svc, req).await?,
         Endpoint::OpenApi => Reply::Json(StatusCode::OK, OPENAPI.to_string(), None),
         // The Python service's shape; 404 "not found" like its API.
-        Endpoint::Trace => match svc.traces.get(route.user_id) {
-            Some(trace) => ok_json(json!({"request_id": route.user_id, "trace": trace})),
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "not found",
-                ))
-            }
-        },
+        Endpoint::Trace => experiment::trace(svc, req, route.user_id).await?,
         Endpoint::Unknown => unreachable!("refused above"),
     };
     Ok((reply, None))
