@@ -323,3 +323,43 @@ fn trace_finds_another_instances_answer_in_the_exposure_log() {
     ));
     assert_eq!(bad.status(), 400);
 }
+
+/// The admin Lambda function's routes over API Gateway v2 events (events/): the
+/// analysis, a dry-run promotion, and a trace found in the exposure log.
+#[test]
+fn the_admin_function_serves_the_experiment_routes_and_trace() {
+    let s = setup(50.0);
+    s.traffic(200, 0.1, 0.1);
+    let (_, _) = s.call(get(
+        "/recommend/9?k=2",
+        &[("X-Request-ID", "lambda-trace-1")],
+    ));
+    s.rt.block_on(s.svc.exposures.flush());
+    let admin = std::sync::Arc::new(s.rt.block_on(Service::start(Config {
+        registry: s.registry.clone(),
+        events: Some(s.events.to_str().unwrap().into()),
+        exposure_log: ExposureSink::Off,
+        ..Config::default()
+    })));
+    let routes = &recs_serve::api::Endpoint::ADMIN;
+    let (status, r) =
+        s.rt.block_on(e2e_tests::invoke(&admin, routes, "experiment-analyze.json"));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["experiment"]["variant_b"], "v0.2");
+    assert_eq!(
+        r["decision"]["reason"], "sample_size",
+        "200 users are too few"
+    );
+    let (status, p) =
+        s.rt.block_on(e2e_tests::invoke(&admin, routes, "experiment-promote.json"));
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        (p["dry_run"].clone(), p["promoted"].clone()),
+        (true.into(), false.into())
+    );
+    let (status, t) =
+        s.rt.block_on(e2e_tests::invoke(&admin, routes, "trace.json"));
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["trace"]["user_id"], 9);
+    assert_eq!(t["trace"]["source"], "exposure_log");
+}

@@ -256,6 +256,15 @@ pub struct Decision {
     pub checks: Vec<Check>,
 }
 
+/// A p-value as people read it: 0.273, or 1.2e-9 when tiny.
+fn p_text(p: f64) -> String {
+    if p >= 0.001 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
 /// Applies `rule` to `a`: promote only with enough data, no sample-ratio
 /// mismatch, a significant positive lift, and both guardrails held.
 pub fn decide(a: &Analysis, rule: &PromoteRule) -> Decision {
@@ -274,11 +283,11 @@ pub fn decide(a: &Analysis, rule: &PromoteRule) -> Decision {
             name: "sample_ratio",
             passed: s.p_value >= rule.srm_alpha,
             detail: format!(
-                "B has {:.2} % of users, {:.2} % configured: chi-square {:.2}, p = {:.3e} (mismatch below {})",
+                "B has {:.2} % of users, {:.2} % configured: chi-square {:.2}, p = {} (mismatch below {})",
                 s.observed_share_b * 100.0,
                 s.expected_share_b * 100.0,
                 s.chi_square,
-                s.p_value,
+                p_text(s.p_value),
                 rule.srm_alpha
             ),
         },
@@ -299,13 +308,13 @@ pub fn decide(a: &Analysis, rule: &PromoteRule) -> Decision {
         passed: b_better,
         detail: match a.z_test {
             Some(t) => format!(
-                "conversion {:.4} (B) vs {:.4} (A): difference {:+.4}, 95 % CI [{:+.4}, {:+.4}], p = {:.3e} (alpha {})",
+                "conversion {:.4} (B) vs {:.4} (A): difference {:+.4}, 95 % CI [{:+.4}, {:+.4}], p = {} (alpha {})",
                 vb.conversion_rate,
                 va.conversion_rate,
                 t.difference,
                 t.difference_ci95[0],
                 t.difference_ci95[1],
-                t.p_value,
+                p_text(t.p_value),
                 rule.alpha
             ),
             None => "no exposures to compare".into(),

@@ -31,7 +31,18 @@ pub fn wilson_95(successes: u64, trials: u64) -> [f64; 2] {
     let z2 = Z_95 * Z_95;
     let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
     let half = Z_95 / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    [(centre - half).max(0.0), (centre + half).min(1.0)]
+    // At 0 or all successes the bound is exactly 0 or 1; the formula leaves ~1e-17.
+    let lo = if successes == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let hi = if successes == trials {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
+    [lo, hi]
 }
 
 /// A two-proportion z-test of B against A.
@@ -104,6 +115,8 @@ mod tests {
         let [lo, hi] = wilson_95(30, 100);
         assert!((lo - 0.218_948_852_949_327_6).abs() < 1e-9, "{lo}");
         assert!((hi - 0.395_848_546_333_466_6).abs() < 1e-9, "{hi}");
+        assert_eq!(wilson_95(0, 12)[0], 0.0);
+        assert_eq!(wilson_95(12, 12)[1], 1.0);
     }
 
     #[test]
