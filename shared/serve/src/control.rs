@@ -184,14 +184,23 @@ async fn verified(
     loaded: &[&Arc<LoadedModel>],
 ) -> Result<Arc<LoadedModel>, SwitchError> {
     validate_version(version).map_err(|e| SwitchError::BadRequest(e.to_string()))?;
-    if let Some(m) = loaded.iter().find(|m| m.version == version) {
-        return Ok(Arc::clone(m));
-    }
-    registry
-        .load(version)
+    reuse_or_load(registry, loaded, version)
         .await
-        .map(Arc::new)
+        .map(|(m, _)| m)
         .map_err(|e| switch_error(e, version, serving))
+}
+
+/// `version` from `loaded` when it is there (already verified: no second download),
+/// else loaded and verified from the registry; `true` when it was loaded now.
+pub(crate) async fn reuse_or_load(
+    registry: &Registry,
+    loaded: &[&Arc<LoadedModel>],
+    version: &str,
+) -> Result<(Arc<LoadedModel>, bool), RegistryError> {
+    if let Some(m) = loaded.iter().find(|m| m.version == version) {
+        return Ok((Arc::clone(m), false));
+    }
+    Ok((Arc::new(registry.load(version).await?), true))
 }
 
 /// Switches every instance to `version`: verifies it first (a bad version is refused

@@ -320,14 +320,11 @@ impl Service {
         current: &Served,
         version: &str,
     ) -> Result<Arc<LoadedModel>, RegistryError> {
-        let loaded = [current.primary.as_ref().ok(), current.canary.as_ref()];
-        if let Some(m) = loaded.into_iter().flatten().find(|m| m.version == version) {
-            return Ok(m.clone());
+        let (model, fresh) = control::reuse_or_load(registry, &current.loaded(), version).await?;
+        if fresh {
+            self.metrics.count_load(&model.version, model.load_seconds);
         }
-        let loaded = registry.load(version).await?;
-        self.metrics
-            .count_load(&loaded.version, loaded.load_seconds);
-        Ok(Arc::new(loaded))
+        Ok(model)
     }
 
     /// The version served now, if any.
