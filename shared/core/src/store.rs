@@ -12,6 +12,31 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+/// Parallel ranged GETs: the size of each range, and how many run at once.
+const RANGE_CHUNK: u64 = 8 << 20;
+const RANGE_CONCURRENCY: usize = 8;
+
+type GetError = aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError>;
+
+/// What one ranged GET can fail with.
+#[derive(Debug)]
+enum RangeError {
+    Get(GetError),
+    Body(aws_sdk_s3::primitives::ByteStreamError),
+}
+
+impl From<GetError> for RangeError {
+    fn from(e: GetError) -> Self {
+        RangeError::Get(e)
+    }
+}
+
+impl From<aws_sdk_s3::primitives::ByteStreamError> for RangeError {
+    fn from(e: aws_sdk_s3::primitives::ByteStreamError) -> Self {
+        RangeError::Body(e)
+    }
+}
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -165,13 +190,113 @@ impl Store {
         }
     }
 
-    /// Reads an object.
+    /// Reads an object. On S3 a large object (a model's factors) is fetched as
+    /// parallel ranged GETs of 8 MiB, each written straight into one buffer:
+    /// one request stream is bounded by its own bandwidth, several are not.
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        Ok(self
-            .get_object(key, None)
-            .await?
-            .expect("unconditional get")
-            .bytes)
+        match self {
+            Store::S3(r) => self.get_ranged(r, key).await,
+            Store::Local(_) => Ok(self
+                .get_object(key, None)
+                .await?
+                .expect("unconditional get")
+                .bytes),
+        }
+    }
+
+    async fn get_ranged(&self, r: &S3Root, key: &str) -> Result<Vec<u8>, StoreError> {
+        let client = r.client().await.clone();
+        let full_key = r.key(key);
+        // The first range also says the object's size (Content-Range: bytes 0-N/SIZE).
+        let first = client
+            .get_object()
+            .bucket(&r.bucket)
+            .key(&full_key)
+            .range(format!("bytes=0-{}", RANGE_CHUNK - 1))
+            .send()
+            .await;
+        let first = match first {
+            Ok(out) => out,
+            // 416: an empty object has no byte 0; read it whole.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                return Ok(self
+                    .get_object(key, None)
+                    .await?
+                    .expect("unconditional get")
+                    .bytes)
+            }
+            Err(e) => return Err(self.get_error(key, e)),
+        };
+        let size = first
+            .content_range()
+            .and_then(|c| c.rsplit('/').next())
+            .and_then(|t| t.parse::<u64>().ok());
+        let etag = first.e_tag().map(str::to_string);
+        let head = first
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.unavailable(e))?
+            .into_bytes();
+        let Some(size) = size.filter(|&n| n > head.len() as u64) else {
+            return Ok(Vec::from(head));
+        };
+        let size = usize::try_from(size)
+            .map_err(|_| self.unavailable(format!("GET {key}: {size} bytes")))?;
+        let mut out = vec![0u8; size];
+        out[..head.len()].copy_from_slice(&head);
+        let chunk = RANGE_CHUNK as usize;
+        let mut starts = (head.len()..size).step_by(chunk);
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            while tasks.len() < RANGE_CONCURRENCY {
+                let Some(start) = starts.next() else { break };
+                let end = (start + chunk).min(size);
+                // If-Match: a version rewritten mid-read fails (412) rather than
+                // mixing two objects' bytes.
+                let req = client
+                    .get_object()
+                    .bucket(&r.bucket)
+                    .key(&full_key)
+                    .range(format!("bytes={start}-{}", end - 1))
+                    .set_if_match(etag.clone());
+                tasks.spawn(async move {
+                    let out = req.send().await?;
+                    Ok::<_, RangeError>((start, out.body.collect().await?.into_bytes()))
+                });
+            }
+            let Some(done) = tasks.join_next().await else {
+                break;
+            };
+            let (start, bytes) = match done.expect("range task panicked") {
+                Ok(v) => v,
+                Err(RangeError::Get(e)) => return Err(self.get_error(key, e)),
+                Err(RangeError::Body(e)) => return Err(self.unavailable(format!("GET {key}: {e}"))),
+            };
+            let end = (start + chunk).min(size);
+            if bytes.len() != end - start {
+                return Err(self.unavailable(format!(
+                    "GET {key}: range {start}-{} returned {} bytes",
+                    end - 1,
+                    bytes.len()
+                )));
+            }
+            out[start..end].copy_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+
+    /// A GET's error as a [`StoreError`]: 404 / NoSuchKey is `NotFound`, the rest
+    /// (412 included: the object changed while it was read) `Unavailable`.
+    fn get_error(&self, key: &str, e: GetError) -> StoreError {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        if status == Some(404) || e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+            return StoreError::NotFound(self.shown(key));
+        }
+        self.unavailable(format!(
+            "GET {key}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(&e)
+        ))
     }
 
     /// Reads an object unless its ETag is still `etag` (then `None`).
@@ -201,25 +326,16 @@ impl Store {
                         let tag = out.e_tag().unwrap_or_default().to_string();
                         let body = out.body.collect().await.map_err(|e| self.unavailable(e))?;
                         Ok(Some(Object {
-                            bytes: body.into_bytes().to_vec(),
+                            // No copy when the body arrived as one buffer.
+                            bytes: Vec::from(body.into_bytes()),
                             etag: tag,
                         }))
                     }
-                    Err(e) => {
-                        let status = e.raw_response().map(|r| r.status().as_u16());
-                        match status {
-                            // The SDK surfaces 304 as an error.
-                            Some(304) => Ok(None),
-                            Some(404) => Err(StoreError::NotFound(self.shown(key))),
-                            _ if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                                Err(StoreError::NotFound(self.shown(key)))
-                            }
-                            _ => Err(self.unavailable(format!(
-                                "GET {key}: {}",
-                                aws_sdk_s3::error::DisplayErrorContext(&e)
-                            ))),
-                        }
+                    // The SDK surfaces 304 as an error.
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 304) => {
+                        Ok(None)
                     }
+                    Err(e) => Err(self.get_error(key, e)),
                 }
             }
         }
