@@ -21,13 +21,13 @@ type GetError = aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::G
 /// What one ranged GET can fail with.
 #[derive(Debug)]
 enum RangeError {
-    Get(GetError),
+    Get(Box<GetError>),
     Body(aws_sdk_s3::primitives::ByteStreamError),
 }
 
 impl From<GetError> for RangeError {
     fn from(e: GetError) -> Self {
-        RangeError::Get(e)
+        RangeError::Get(Box::new(e))
     }
 }
 
@@ -270,7 +270,7 @@ impl Store {
             };
             let (start, bytes) = match done.expect("range task panicked") {
                 Ok(v) => v,
-                Err(RangeError::Get(e)) => return Err(self.get_error(key, e)),
+                Err(RangeError::Get(e)) => return Err(self.get_error(key, *e)),
                 Err(RangeError::Body(e)) => return Err(self.unavailable(format!("GET {key}: {e}"))),
             };
             let end = (start + chunk).min(size);
