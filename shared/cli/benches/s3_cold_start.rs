@@ -21,7 +21,11 @@ use recs_core::{Artifacts, Registry};
 
 /// A model of ml-1m size with deterministic pseudo-random factors.
 fn ml1m_size(seed: u64) -> Artifacts {
-    let (users, items, f) = (6_040usize, 3_706usize, 64usize);
+    sized(6_040, 3_706, 64, 95, seed)
+}
+
+/// `users` x `items` with `f` factors and `per_user` seen items per user.
+fn sized(users: usize, items: usize, f: usize, per_user: usize, seed: u64) -> Artifacts {
     let mut x = seed;
     let mut next = move || {
         x = x
@@ -33,7 +37,7 @@ fn ml1m_size(seed: u64) -> Artifacts {
     let itf = (0..items * f).map(|_| next()).collect();
     let rows = (0..users)
         .map(|u| {
-            (0..95)
+            (0..per_user)
                 .map(|j| ((u * 131 + j * 977) % items) as u32)
                 .collect()
         })
@@ -76,30 +80,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn main() {
-    let moto = Moto::start();
-    let env = aws_env(&moto.endpoint);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let location = "s3://bench-cold-start/registry".to_string();
-    // Before any SDK client exists (single-threaded here).
-    for (k, v) in &env {
-        std::env::set_var(k, v);
-    }
-    rt.block_on(async {
-        common::create_bucket("bench-cold-start").await;
-        let registry = Registry::open(&location).expect("registry");
-        registry
-            .publish("v1.0", &ml1m_size(1))
-            .await
-            .expect("publish v1.0");
-        registry
-            .publish("v1.1", &ml1m_size(2))
-            .await
-            .expect("publish v1.1");
-    });
-
+/// `runs` cold starts of `recs serve` over `location`: spawn -> first 200 from
+/// `/recommend/1`. The first run only warms the page cache for the binary.
+fn cold_starts(location: &str, env: &[(&'static str, String)], runs: usize) -> Vec<Duration> {
     let mut colds = Vec::new();
-    for run in 0..7 {
+    for run in 0..runs {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -107,13 +92,7 @@ fn main() {
             .port();
         let start = Instant::now();
         let mut child = Command::new(RECS)
-            .args([
-                "serve",
-                "--registry",
-                &location,
-                "--port",
-                &port.to_string(),
-            ])
+            .args(["serve", "--registry", location, "--port", &port.to_string()])
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
@@ -137,6 +116,43 @@ fn main() {
             colds.push(took); // run 0 warms the page cache for the binary
         }
     }
+
+    colds
+}
+
+fn main() {
+    let moto = Moto::start();
+    let env = aws_env(&moto.endpoint);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let location = "s3://bench-cold-start/registry".to_string();
+    // Before any SDK client exists (single-threaded here).
+    for (k, v) in &env {
+        std::env::set_var(k, v);
+    }
+    rt.block_on(async {
+        common::create_bucket("bench-cold-start").await;
+        let registry = Registry::open(&location).expect("registry");
+        registry
+            .publish("v1.0", &ml1m_size(1))
+            .await
+            .expect("publish v1.0");
+        registry
+            .publish("v1.1", &ml1m_size(2))
+            .await
+            .expect("publish v1.1");
+    });
+
+    let colds = cold_starts(&location, &env, 7);
+    // ml-25m size: 162,541 x 59,047 x 128 and 25 M seen items (about 230 MB).
+    let big = "s3://bench-cold-start/registry25".to_string();
+    let big_bytes = rt.block_on(async {
+        let registry = Registry::open(&big).expect("registry");
+        let a = sized(162_541, 59_047, 128, 153, 3);
+        let bytes = (a.user_factors.data.len() + a.item_factors.data.len()) * 4;
+        registry.publish("v25.0", &a).await.expect("publish v25.0");
+        bytes
+    });
+    let colds_big = cold_starts(&big, &env, 4);
 
     let env_poll: Vec<(&str, String)> = env
         .iter()
@@ -174,6 +190,16 @@ fn main() {
         "| cold start: spawn -> first 200, ml-1m-size model (2.9 MB of factors) from S3 (moto) | {:.0} ms | {} ms |",
         ms(median(colds.clone())),
         colds_ms.join(", ")
+    );
+    println!(
+        "| cold start: spawn -> first 200, ml-25m-size model ({:.0} MB of factors, 25 M seen items) from S3 (moto), parallel ranged GETs | {:.0} ms | {} ms |",
+        big_bytes as f64 / 1e6,
+        ms(median(colds_big.clone())),
+        colds_big
+            .iter()
+            .map(|d| format!("{:.0}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let local: Vec<Duration> = switches.iter().map(|s| s.0).collect();
     let other: Vec<Duration> = switches.iter().map(|s| s.1).collect();
