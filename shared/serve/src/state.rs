@@ -305,6 +305,7 @@ impl Service {
         if let Some(m) = loaded.into_iter().flatten().find(|m| m.version == version) {
             return Ok(m.clone());
         }
+        crate::fault::before_load().await; // drills only: off unless RECS_FAULT_INJECTION=1
         let loaded = registry.load(version).await?;
         self.metrics
             .count_load(&loaded.version, loaded.load_seconds);
