@@ -306,6 +306,14 @@ def plans(slo: dict) -> dict:
     def switch_back(recs: Recs):
         recs.cli("switch", "v0.1")      # the runbook: roll back from a shell with registry access
 
+    def baseline_then_drift(recs: Recs):
+        # v0.1's baseline from generated training ratings (the demo baselines come from
+        # `recs gen-data` ratings, whose rating distribution generated events do not follow)
+        csv = recs.work / "baseline-ratings.csv"
+        recs.cli("drift", "gen-events", "--seed", "11", "--ratings-csv", str(csv))
+        recs.cli("drift", "baseline", "--version", "v0.1", "--ratings", str(csv))
+        drift(False)(recs)
+
     def drift(shift: bool):
         def run(recs: Recs):
             events = recs.work / ("events-shifted" if shift else "events")
@@ -350,7 +358,7 @@ def plans(slo: dict) -> dict:
                                  cause=corrupt, action=switch_back,
                                  what="active.json -> v0.2 with truncated item factors; `recs switch v0.1`"),
         "HighDataDrift": dict(below="n/a: PSI is set by the synthetic shift; promtool tests cover 0.19 vs 0.21",
-                              above="n/a: see below", setup=drift(False),
+                              above="n/a: see below", setup=baseline_then_drift,
                               cause=drift(True), action=drift(False),
                               what="`recs drift` over shifted events; then over recovered events"),
     }

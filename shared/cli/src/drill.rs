@@ -194,7 +194,11 @@ impl Drill {
             for i in sent..(sent + concurrent).min(n) {
                 let svc = svc.clone();
                 set.spawn(async move {
-                    let uri = format!("/recommend/{}?k=10", 1 + i % 500);
+                    // One in ten a known user (the model's full path), the others
+                    // unknown (the popularity fallback, a 200 like any other answer):
+                    // thousands of requests stay quick in a debug build.
+                    let user = if i % 10 == 0 { 1 + i % 500 } else { 1_000_000 + i };
+                    let uri = format!("/recommend/{user}?k=10");
                     respond_with_metrics(&svc, &[Endpoint::Recommend], get(&uri), false)
                         .await
                         .1
@@ -290,8 +294,9 @@ impl Drill {
                     }
                     _ => thr.context("threshold")?,
                 };
-                // Enough requests that 20% of the threshold is >= 2 errors.
-                let n = ((10.0 / ratio).ceil() as usize).max(500);
+                // Enough requests that 20% of the threshold is >= 1 error, so 0.8x and
+                // 1.2x the ratio are different error counts.
+                let n = ((5.0 / ratio).ceil() as usize).max(500);
                 for (name, r, expect) in [
                     ("healthy", 0.0, "OK"),
                     ("below", ratio * 0.8, "OK"),
@@ -389,6 +394,7 @@ impl Drill {
                 // healthy and the drill: the drift job over generated events (PSI as
                 // `recs drift` computes it), shifted for the drill, then recovered.
                 let (_, dir) = self.service(alert).await?;
+                self.drift_baseline(&dir)?;
                 let mut healthy = Scenario::default();
                 healthy.add(self.drift_lines(&dir, false)?, 0, 1)?;
                 healthy.expect = vec![(MIN, "OK")];
@@ -404,7 +410,7 @@ impl Drill {
                 // The canary: GET /healthz once a minute; 200 -> SuccessPercent 100, any
                 // other status 0, no answer (stopped) -> no datapoint.
                 let (svc, dir) = self.service(alert).await?;
-                let mut canary = |sc: &mut Scenario, minute: u64, status: Option<u16>| {
+                let canary = |sc: &mut Scenario, minute: u64, status: Option<u16>| {
                     if let Some(s) = status {
                         sc.canary.push((
                             START + minute * MIN + 1000,
@@ -458,6 +464,24 @@ impl Drill {
         }
         fault::install(Faults::default());
         Ok(out)
+    }
+
+    /// v0.1's drift baseline from generated training ratings (the demo registry's
+    /// baselines come from `recs gen-data` ratings, whose rating distribution the
+    /// generated events do not follow), so unshifted events are the healthy case.
+    fn drift_baseline(&self, registry: &Path) -> Result<()> {
+        let exe = std::env::current_exe()?;
+        let csv = registry.join("baseline-ratings.csv");
+        for args in [
+            vec!["drift", "gen-events", "--seed", "11", "--ratings-csv", &*csv.to_string_lossy()],
+            vec!["drift", "baseline", "--version", "v0.1", "--ratings", &*csv.to_string_lossy()],
+        ] {
+            let out = Command::new(&exe).arg("--registry").arg(registry).args(&args).output()?;
+            if !out.status.success() {
+                bail!("recs {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        Ok(())
     }
 
     /// `recs drift` (this binary) over generated events, as the drift function's EMF lines.
