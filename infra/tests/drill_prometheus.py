@@ -322,6 +322,19 @@ def plans(slo: dict) -> dict:
             recs.cli("drift", "--events", str(events))
         return run
 
+    def psi(value):
+        # The drift job's result with its largest feature set to `value` (the rest as the
+        # last real run computed them): the gauge recs serve exports at its next poll.
+        def run(recs: Recs):
+            latest = recs.registry / "drift" / "latest.json"
+            summary = json.loads(latest.read_text())
+            top = max(summary["features"], key=summary["features"].get)
+            summary["features"] = {f: min(v, value) for f, v in summary["features"].items()}
+            summary["features"][top] = value
+            summary["max_psi"] = value
+            latest.write_text(json.dumps(summary))
+        return run
+
     def ratio(r):
         return {"error_ratio": r}
 
@@ -357,8 +370,8 @@ def plans(slo: dict) -> dict:
                                  above="n/a: see below",
                                  cause=corrupt, action=switch_back,
                                  what="active.json -> v0.2 with truncated item factors; `recs switch v0.1`"),
-        "HighDataDrift": dict(below="n/a: PSI is set by the synthetic shift; promtool tests cover 0.19 vs 0.21",
-                              above="n/a: see below", setup=baseline_then_drift,
+        "HighDataDrift": dict(below=psi(thr["HighDataDrift"] * 0.95), above=psi(thr["HighDataDrift"] * 1.05),
+                              setup=baseline_then_drift, reset=drift(False),
                               cause=drift(True), action=drift(False),
                               what="`recs drift` over shifted events; then over recovered events"),
     }
@@ -388,7 +401,11 @@ def run_alert(name: str, slo: dict, recs_bin: str, registry: pathlib.Path, work:
                 if isinstance(faults, str):
                     result[phase] = {"ok": None, "note": faults}
                     continue
-                recs.set_faults(**faults)
+                if callable(faults):            # a condition, not a fault (a drift result)
+                    faults(recs)
+                    faults = {"condition": phase}
+                else:
+                    recs.set_faults(**faults)
                 prom = Prometheus(work / name, rules, recs.port)
                 try:
                     prom.wait_scraped()
@@ -403,6 +420,8 @@ def run_alert(name: str, slo: dict, recs_bin: str, registry: pathlib.Path, work:
                 result[phase] = {"ok": ok, "faults": faults, "states": seen}
                 log(f"{name} {phase:7} {'PASS' if ok else 'FAIL'} {faults} states {seen}")
             recs.set_faults()
+            if plan.get("reset"):
+                plan["reset"](recs)
             prom = Prometheus(work / name, rules, recs.port)
             try:
                 prom.wait_scraped()

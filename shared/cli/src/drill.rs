@@ -197,7 +197,11 @@ impl Drill {
                     // One in ten a known user (the model's full path), the others
                     // unknown (the popularity fallback, a 200 like any other answer):
                     // thousands of requests stay quick in a debug build.
-                    let user = if i % 10 == 0 { 1 + i % 500 } else { 1_000_000 + i };
+                    let user = if i % 10 == 0 {
+                        1 + i % 500
+                    } else {
+                        1_000_000 + i
+                    };
                     let uri = format!("/recommend/{user}?k=10");
                     respond_with_metrics(&svc, &[Endpoint::Recommend], get(&uri), false)
                         .await
@@ -473,12 +477,34 @@ impl Drill {
         let exe = std::env::current_exe()?;
         let csv = registry.join("baseline-ratings.csv");
         for args in [
-            vec!["drift", "gen-events", "--seed", "11", "--ratings-csv", &*csv.to_string_lossy()],
-            vec!["drift", "baseline", "--version", "v0.1", "--ratings", &*csv.to_string_lossy()],
+            vec![
+                "drift",
+                "gen-events",
+                "--seed",
+                "11",
+                "--ratings-csv",
+                &*csv.to_string_lossy(),
+            ],
+            vec![
+                "drift",
+                "baseline",
+                "--version",
+                "v0.1",
+                "--ratings",
+                &*csv.to_string_lossy(),
+            ],
         ] {
-            let out = Command::new(&exe).arg("--registry").arg(registry).args(&args).output()?;
+            let out = Command::new(&exe)
+                .arg("--registry")
+                .arg(registry)
+                .args(&args)
+                .output()?;
             if !out.status.success() {
-                bail!("recs {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "recs {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
         Ok(())
