@@ -340,7 +340,7 @@ def plans(slo: dict) -> dict:
 
     thr = {n: x.get("threshold") for n, x in a.items()}
     return {
-        "HighLatencyP95": dict(below={"delay_ms": 70}, above={"delay_ms": 130},
+        "HighLatencyP95": dict(below={"delay_ms": 60}, above={"delay_ms": 130},
                                cause=switch_bad(delay_ms=200), action=rollback,
                                what="v0.2 switched in answers 200 ms late; rollback"),
         "HighLatencyP99": dict(below={"delay_ms": 400}, above={"delay_ms": 600},
