@@ -49,19 +49,8 @@ import yaml
 INFRA = pathlib.Path(__file__).resolve().parents[1]
 
 
-class CfnLoader(yaml.SafeLoader):
-    """SafeLoader that keeps CloudFormation short forms (!Ref, !Sub, ...) as data."""
-
-
-def _cfn_tag(loader, suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        return {"Fn::" + suffix: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {"Fn::" + suffix: loader.construct_sequence(node, deep=True)}
-    return {"Fn::" + suffix: loader.construct_mapping(node, deep=True)}
-
-
-CfnLoader.add_multi_constructor("!", _cfn_tag)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from emf_contract import CfnLoader  # noqa: E402  (the same reading of !Ref, !Sub, ...)
 
 
 def text(v) -> str:

@@ -25,7 +25,6 @@ Needs: prometheus (Debian package; apt-get install when root), promtool, PyYAML.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import pathlib
