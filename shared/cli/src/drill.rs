@@ -252,12 +252,14 @@ impl Drill {
         let mut out = Vec::new();
         match kind {
             "latency" => {
+                // 25 requests a minute (>= AlarmMinRequests), 5 at a time: 25 handlers at
+                // once would queue on the CPU and add latency of their own.
                 let thr = thr.context("threshold")?;
                 let ms = |f: f64| (thr * f * 1000.0) as u64;
                 for (name, delay, expect) in [
                     ("healthy", 0, "OK"),
-                    ("below", ms(0.9), "OK"),
-                    ("above", ms(1.1), "ALARM"),
+                    ("below", ms(0.8), "OK"),
+                    ("above", ms(1.2), "ALARM"),
                 ] {
                     let (svc, _) = self.service(alert).await?;
                     fault::install(Faults {
@@ -266,7 +268,7 @@ impl Drill {
                     });
                     let mut sc = Scenario::default();
                     for m in 0..3 {
-                        sc.add(Self::traffic(&svc, 25, 25).await, m * MIN, (m + 1) * MIN)?;
+                        sc.add(Self::traffic(&svc, 25, 5).await, m * MIN, (m + 1) * MIN)?;
                     }
                     sc.expect = vec![(3 * MIN, expect)];
                     out.push((name, sc));
@@ -279,10 +281,10 @@ impl Drill {
                     ..Faults::default()
                 });
                 let mut sc = Scenario::default();
-                sc.add(Self::traffic(&svc, 25, 25).await, 0, MIN)?;
+                sc.add(Self::traffic(&svc, 25, 5).await, 0, MIN)?;
                 sc.add(Self::admin(&svc, "/switch?model=v0.2").await?, MIN, MIN + 1)?;
                 for m in 1..3 {
-                    sc.add(Self::traffic(&svc, 25, 25).await, m * MIN, (m + 1) * MIN)?;
+                    sc.add(Self::traffic(&svc, 25, 5).await, m * MIN, (m + 1) * MIN)?;
                 }
                 sc.add(
                     Self::admin(&svc, "/switch?model=v0.1").await?,
@@ -290,7 +292,7 @@ impl Drill {
                     3 * MIN + 1,
                 )?;
                 for m in 3..6 {
-                    sc.add(Self::traffic(&svc, 25, 25).await, m * MIN, (m + 1) * MIN)?;
+                    sc.add(Self::traffic(&svc, 25, 5).await, m * MIN, (m + 1) * MIN)?;
                 }
                 sc.expect = vec![(MIN, "OK"), (3 * MIN, "ALARM"), (6 * MIN, "OK")];
                 out.push(("drill", sc));
