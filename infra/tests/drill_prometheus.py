@@ -5,19 +5,24 @@ the generated rules with short windows (`infra/gen_alerts.py --scale`).
     python3 infra/tests/drill_prometheus.py --recs target/debug/recs HighErrorRate
     python3 infra/tests/drill_prometheus.py --recs target/debug/recs all --json out.json
 
-`recs drill` and `make drill ALERT=...` run this. For each alert, four phases, each on a
+`recs drill` and `make drill ALERT=...` run this. For each alert, three phases, each on a
 fresh Prometheus (an empty TSDB, so one phase's samples never leak into the next) over
-the same `recs serve` (started with RECS_FAULT_INJECTION=1 and a fault file):
+the same `recs serve` (started with RECS_FAULT_INJECTION=1 and a fault file), under
+steady GET /recommend traffic from a few threads:
 
-  below    the fault just on the quiet side of the threshold: must stay inactive;
+  below    the fault just on the quiet side of the threshold (after the alert's longest
+           window filled): must stay inactive;
   above    the fault just past the threshold: must fire;
-  drill    first steady traffic with no fault (the "healthy" result: the alert must stay
-           inactive), then the alert's cause as the runbook describes it (a bad version switched in, the
+  drill    first no fault (the "healthy" result: the alert must stay inactive), then the
+           alert's cause as the runbook describes it (a bad version switched in, the
            server stopped, the active version corrupted, shifted events): the alert must
            go pending, then firing (burn-rate alerts have `for: 0s`: no pending state in
            Prometheus), then resolve after the runbook's action (a rollback, a restart,
-           a drift job over recovered events).
+           `recs switch` back, the drift job over recovered events).
 
+Limits: the windows are scaled (the alert's shortest becomes 5 s, ModelLoadFailure's
+15 s) and scraped every 0.5 s, so "just below / above" are wider than exact: histogram
+buckets for latency, and rate() over ~100 requests for ratios (see each plan's values).
 The state comes from Prometheus' own /api/v1/alerts. Phases an alert cannot have locally
 are reported as "n/a" with the reason (a binary signal has no "just below").
 Needs: prometheus (Debian package; apt-get install when root), promtool, PyYAML.
