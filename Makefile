@@ -8,7 +8,7 @@ WATCH_PORT ?= 9000
 CARGO ?= cargo
 
 .PHONY: help run test lint bench bench-train watch build deploy demo-registry clean-demo \
-	test-cargo test-fuzz test-openapi fuzz test-arm64 docs-check observe
+	test-cargo test-fuzz test-openapi fuzz test-arm64 docs-check observe drill test-drill
 
 help: ## List the targets (with this make's settings: PORT=$(PORT), WATCH_PORT=$(WATCH_PORT), MODEL_REGISTRY=$(MODEL_REGISTRY))
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
@@ -21,7 +21,7 @@ run: ## Serve model_registry/ on 127.0.0.1:$(PORT) (all routes, /metrics include
 
 # test-fuzz is not in `test` yet: the fuzz build (release, sanitizer coverage) was
 # never completed on this machine; run `make test-fuzz` by hand until it is.
-test: test-cargo test-openapi ## Unit, property, handler and end-to-end tests and the OpenAPI check (../shared required under CI=true)
+test: test-cargo test-openapi test-drill docs-check ## Unit, property, handler and end-to-end tests, the OpenAPI check, every alert drill, the docs' local commands (../shared required under CI=true)
 
 test-cargo: ## cargo test: unit, property (proptest), handler and end-to-end tests
 	$(CARGO) test --workspace --no-fail-fast
@@ -94,10 +94,26 @@ demo-registry: ## Rebuild model_registry/: v0.1 and v0.2 (ALS, other hyper-param
 bench-train: ## Train/eval benchmark vs implicit 0.7.3 (ml-100k NDCG, ml-1m CPU time), ratios; needs ../shared
 	bash scripts/bench_train.sh
 
-docs-check: ## Run the runbook's local commands (fenced `bash local` blocks) against recs serve + Prometheus
+# Free ports by default (CI, or beside `make run` / `make observe`); DOCS_PORTS="--port 8080 --prom-port 9090" for the documented ones.
+DOCS_PORTS ?= --port 0 --prom-port 0
+
+docs-check: ## Run every local command of README.md and docs/*.md (fenced `bash local` blocks) against recs serve + Prometheus
 	$(CARGO) build -p recs --bin recs
-	@command -v prometheus >/dev/null || { echo "installing prometheus (apt-get)"; apt-get install -y -qq prometheus >/dev/null; }
-	python3 scripts/doc_commands.py --recs target/debug/recs docs/RUNBOOK.md
+	@bash scripts/drill_prereqs.sh
+	python3 scripts/doc_commands.py --recs target/debug/recs $(DOCS_PORTS)
+
+ALERT ?= all
+DRILL_JOBS ?= 3
+
+drill: ## Drill ALERT (default all) on both builds: recs serve + Prometheus, and the Lambda handlers + CloudWatch evaluation
+	$(CARGO) build -p recs --bin recs
+	@bash scripts/drill_prereqs.sh
+	# the expected failures (injected 5xx, corrupt loads) would log thousands of lines: RUST_LOG=info to see them
+	RUST_LOG=$${RUST_LOG:-off} RECS_FAULT_INJECTION=1 ./target/debug/recs drill $(ALERT) --jobs $(DRILL_JOBS)
+
+test-drill: ## The CloudWatch evaluator's own checks, then every alert drill with short windows
+	python3 infra/tests/test_cw_eval.py
+	$(MAKE) drill ALERT=all
 
 observe: ## Prometheus (and Alertmanager when installed) scraping recs serve on $(PORT) with the generated rules; Ctrl-C stops
 	PORT=$(PORT) bash infra/observe.sh

@@ -3,6 +3,10 @@
 
     python3 infra/gen_alerts.py            # rewrite the generated files
     python3 infra/gen_alerts.py --check    # write nothing; print a diff and exit 1 if stale
+    python3 infra/gen_alerts.py --scale 60 --out /tmp/rules.yml
+                                           # a test copy of the Prometheus rules with every
+                                           # window and `for` divided by 60 (the drills);
+                                           # never the committed file
 
 Generates two things from the one SLO file:
   * infra/prometheus/alert_rules.yml - the whole file (recording rules and alerts);
@@ -53,15 +57,44 @@ class SloError(Exception):
 
 
 # --------------------------------------------------------------------------- durations
-_DUR = re.compile(r"^(\d+)([smhd])$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DUR = re.compile(r"^(\d+)(ms|[smhd])$")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def seconds(d: str) -> int:
+def seconds(d: str):
+    """Seconds of a duration: an int for s|m|h|d, a float for ms (only scaled test copies)."""
     m = _DUR.match(str(d))
     if not m:
         raise SloError(f"duration {d!r} is not <n>s|m|h|d")
+    if m.group(2) == "ms":
+        return int(m.group(1)) / 1000
     return int(m.group(1)) * _UNIT[m.group(2)]
+
+
+def scaled_duration(d: str, scale: float) -> str:
+    """d / scale as a Prometheus duration, to the millisecond (0s stays 0s)."""
+    ms = round(seconds(d) * 1000 / scale)
+    if seconds(d) > 0 and ms < 1:
+        raise SloError(f"--scale {scale}: {d} would become shorter than 1 ms")
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def scaled(doc: dict, scale: float) -> dict:
+    """A copy of the SLO file with every Prometheus window and `for` divided by scale.
+
+    Thresholds, min_requests and expressions stay as they are: only time shrinks, so a
+    drill sees the same alert in seconds instead of minutes."""
+    import copy
+    if scale <= 0:
+        raise SloError("--scale must be positive")
+    out = copy.deepcopy(doc)
+    for a in out["alerts"].values():
+        for key in ("window", "for"):
+            if key in a and a[key] != "drift_schedule":
+                a[key] = scaled_duration(a[key], scale)
+        for w in a.get("windows") or []:
+            w["long"], w["short"] = scaled_duration(w["long"], scale), scaled_duration(w["short"], scale)
+    return out
 
 
 def num(x):
@@ -534,7 +567,23 @@ def generate(doc) -> dict[pathlib.Path, str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff when a file is stale")
+    ap.add_argument("--scale", type=float, help="divide every Prometheus window and `for` by this (needs --out)")
+    ap.add_argument("--out", type=pathlib.Path, help="with --scale: where the test copy of the rules goes")
     args = ap.parse_args(argv)
+    if args.scale is not None or args.out is not None:
+        if args.scale is None or args.out is None or args.check:
+            ap.error("--scale and --out go together, without --check")
+        if args.out.resolve() == RULES.resolve():
+            ap.error(f"--out {args.out}: a scaled copy never replaces the committed {RULES.name}")
+        try:
+            text = render_prometheus(scaled(load(), args.scale))
+        except (SloError, KeyError, TypeError, ValueError) as e:
+            print(f"gen_alerts.py: {e}", file=sys.stderr)
+            return 2
+        header = f"# TEST COPY: every window and `for` of infra/slo.yaml divided by {num(args.scale)}\n"
+        args.out.write_text(header + text)
+        print(f"gen_alerts.py: wrote {args.out} (windows / {num(args.scale)})")
+        return 0
     try:
         outputs = generate(load())
     except (SloError, KeyError, TypeError, ValueError) as e:

@@ -10,6 +10,9 @@ Fenced blocks, by info string:
     ```bash local         run, in document order, each with `bash -euo pipefail`, in the
                           scratch environment below; a non-zero exit is a failure
     ```bash aws           AWS CLI / SAM / signed curl: checked with `bash -n` only
+    ```bash not-local REASON...
+                          runnable by hand but not here (a build, a package install, another
+                          service): checked with `bash -n`, reported with its reason
     ```bash local-server  commands the test must not run itself: the long-running
                           `recs serve` / Prometheus (the runner starts the equivalent) and
                           this runner's own command lines; checked with `bash -n`
@@ -73,7 +76,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}
-RUN_TAG, AWS_TAG, SERVER_TAG = "local", "aws", "local-server"
+RUN_TAG, AWS_TAG, SERVER_TAG, NOT_LOCAL_TAG = "local", "aws", "local-server", "not-local"
 DEFAULT_PORT, DEFAULT_PROM_PORT = 8080, 9090
 COPIED_DIRS = ("model_registry", "infra", "events")
 
@@ -101,6 +104,8 @@ class Block:
             return "aws"
         if SERVER_TAG in self.tags:
             return "server"
+        if NOT_LOCAL_TAG in self.tags:
+            return "not-local"
         return "plain"
 
 
@@ -625,8 +630,9 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("files", nargs="*", type=Path, help="Markdown files (default: README.md and docs/*.md)")
     ap.add_argument("--recs", help="recs binary (default: target/release/recs, else target/debug/recs)")
-    ap.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of recs serve (default 8080)")
-    ap.add_argument("--prom-port", type=int, default=DEFAULT_PROM_PORT, help="port of Prometheus (default 9090)")
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of recs serve (default 8080; 0: a free one)")
+    ap.add_argument("--prom-port", type=int, default=DEFAULT_PROM_PORT,
+                    help="port of Prometheus (default 9090; 0: a free one)")
     ap.add_argument("--timeout", type=float, default=180, help="seconds per local block (default 180)")
     ap.add_argument("--check-aws-flags", action="store_true",
                     help="also check the --flags of every aws command against `aws <service> <op> help`")
@@ -634,6 +640,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the output of every block")
     args = ap.parse_args(argv)
+    # 0: a port nobody uses now (CI, or beside a running `make run` / `make observe`)
+    for attr in ("port", "prom_port"):
+        if getattr(args, attr) == 0:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                setattr(args, attr, s.getsockname()[1])
 
     files = args.files or [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     t_start = time.time()
@@ -663,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
             report.add(bash_syntax(b), args.verbose)
             if b.kind == "plain":
                 report.notes.append(f"{b.where}: plain ```{b.lang} block, not run: {plain_hint(b)}")
+            elif b.kind == "not-local":
+                why = " ".join(t for t in b.tags if t != NOT_LOCAL_TAG) or "no reason given"
+                report.notes.append(f"{b.where}: ```bash not-local block, syntax-checked, not run: {why}")
             elif b.kind == "server":
                 report.notes.append(f"{b.where}: ```bash local-server block: syntax-checked; the runner starts "
                                     "the equivalent (recs serve, Prometheus) itself")

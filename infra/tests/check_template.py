@@ -971,6 +971,16 @@ def check_emf_examples(doc: str, r: Report):
 
 
 # --------------------------------------------------------------------------- main
+FAULT_VARS = ("RECS_FAULT_INJECTION", "RECS_FAULT_FILE")
+
+
+def check_no_fault_injection(text: str, r: Report):
+    """The drills' fault injection (shared/serve/src/fault.rs) is enabled by an environment
+    variable; no deployed function may set it, in Globals, a function or anywhere else."""
+    for var in FAULT_VARS:
+        r.check(var not in text, f"template.yaml mentions {var}: fault injection is for drills only, never deployed")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--template", type=pathlib.Path, default=INFRA / "template.yaml")
@@ -991,6 +1001,7 @@ def main(argv=None) -> int:
     tpl = yaml.load(args.template.read_text(), Loader=CfnLoader)
     check_template(tpl, slo, r)
     check_exposure_log(tpl, r)
+    check_no_fault_injection(args.template.read_text(), r)
     n_tpl = r.checked - n_slo
     tests = {f.name: yaml.safe_load(f.read_text()) for f in args.rules_test}
     check_prometheus(yaml.safe_load(args.rules.read_text()), tests,

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod drift_cmd;
+mod drill;
 mod experiment_cmd;
 mod train_cmd;
 
@@ -76,6 +77,9 @@ enum Command {
         #[command(subcommand)]
         action: experiment_cmd::ExperimentAction,
     },
+    /// Drill an alert on both builds: induce its cause (fault injection, needs
+    /// RECS_FAULT_INJECTION=1), see it fire and resolve; healthy and boundary traffic quiet.
+    Drill(drill::DrillArgs),
     /// Generate synthetic MovieLens-format ratings and titles with planted structure.
     GenData {
         /// Output folder for ratings.csv and movie_titles.csv.
@@ -174,6 +178,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => train_cmd::run_eval(train_cmd::EvalArgs { registry, ..args }).await,
         Command::Drift(args) => drift_cmd::run(args, registry).await,
         Command::Experiment { action } => experiment_cmd::run(action, &registry).await,
+        Command::Drill(args) => drill::run(args, registry).await,
         Command::GenData {
             out,
             users,

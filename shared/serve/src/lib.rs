@@ -6,6 +6,7 @@
 //! - [`api`]: the HTTP contract, one route table, one error-to-response mapping.
 //! - [`Metrics`]: the Prometheus side; EMF lines come from [`recs_telemetry`].
 //! - [`lambda`]: the adapter between lambda_http's events and [`api`].
+//! - [`fault`]: fault injection for the alert drills, off unless `RECS_FAULT_INJECTION=1`.
 
 #![warn(missing_docs)]
 
@@ -13,6 +14,7 @@ pub mod api;
 mod config;
 pub mod control;
 mod exposure;
+pub mod fault;
 pub mod lambda;
 mod metrics;
 mod state;

@@ -320,6 +320,7 @@ impl Service {
         current: &Served,
         version: &str,
     ) -> Result<Arc<LoadedModel>, RegistryError> {
+        crate::fault::before_load().await; // drills only: off unless RECS_FAULT_INJECTION=1
         let (model, fresh) = control::reuse_or_load(registry, &current.loaded(), version).await?;
         if fresh {
             self.metrics.count_load(&model.version, model.load_seconds);

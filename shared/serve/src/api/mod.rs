@@ -233,6 +233,11 @@ pub async fn handle_with_outcome(
                 reply
             }),
     };
+    // Drills only: off unless RECS_FAULT_INJECTION=1 (serve::fault).
+    let result = match crate::fault::on_request(endpoint.name(), model_version.as_deref()).await {
+        Some(injected) => Err(injected),
+        None => result,
+    };
     let (status, error_type, body, content_type) = match result {
         Ok(Reply::Json(status, body, error_type)) => (status, error_type, body, "application/json"),
         Ok(Reply::Text(t)) => (StatusCode::OK, None, t, crate::metrics::CONTENT_TYPE),
