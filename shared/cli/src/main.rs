@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod drift_cmd;
+mod retrain_cmd;
 mod train_cmd;
 
 use recs_core::active;
@@ -70,6 +71,10 @@ enum Command {
     /// Data drift: PSI per feature of the last window of events against the served
     /// version's training baseline (`recs drift baseline` builds that baseline).
     Drift(drift_cmd::DriftArgs),
+    /// Retrain: the served version's snapshot plus the rate events since, deduplicated,
+    /// trained with its hyper-parameters, gated on a time-based holdout, published and
+    /// started as a canary. Refuses (non-zero exit) an empty or worse model.
+    Retrain(retrain_cmd::RetrainArgs),
     /// Generate synthetic MovieLens-format ratings and titles with planted structure.
     GenData {
         /// Output folder for ratings.csv and movie_titles.csv.
@@ -167,6 +172,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval(args) => train_cmd::run_eval(train_cmd::EvalArgs { registry, ..args }).await,
         Command::Drift(args) => drift_cmd::run(args, registry).await,
+        Command::Retrain(args) => {
+            retrain_cmd::run(retrain_cmd::RetrainArgs { registry, ..args }).await
+        }
         Command::GenData {
             out,
             users,
