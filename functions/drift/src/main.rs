@@ -6,7 +6,7 @@
 //!
 //! Environment: `MODEL_REGISTRY` (folder or s3://bucket/prefix), `EVENTS` or
 //! `DRIFT_EVENTS_URI` (the SAM template's name), `DRIFT_WINDOW` (default 24h),
-//! `DRIFT_MIN_COUNT` (200), `DRIFT_PUT_METRIC_DATA` (default on; `0`/`false` = EMF
+//! `DRIFT_MIN_COUNT` (500), `DRIFT_PUT_METRIC_DATA` (default on; `0`/`false` = EMF
 //! only), `DRIFT_WRITE_LATEST` (default off; on = also store
 //! `<registry>/drift/latest.json`, which needs s3:PutObject there),
 //! `DRIFT_RATINGS_ONLY` (default off; on = watch events are left out).

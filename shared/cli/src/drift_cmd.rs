@@ -79,7 +79,7 @@ pub struct BaselineArgs {
     /// The version (default: the served one: active.json, else latest.txt).
     #[arg(long)]
     pub version: Option<String>,
-    /// Also hold events_per_user for this window length (1h, 6h, 12h, 24h, 7d always).
+    /// Also hold the reference spread for this window length (1h, 6h, 12h, 24h, 7d always).
     #[arg(long)]
     pub window: Option<String>,
 }
@@ -200,15 +200,18 @@ async fn baseline(a: BaselineArgs) -> Result<()> {
     b.source = format!("{} (sha256 {})", a.ratings.display(), ratings.sha256);
     save_baseline(&registry, &version, &b).await?;
     println!(
-        "wrote {}/{version}/{}: {} rows ({} with a timestamp, {} malformed skipped); features: {}; events_per_user windows: {}",
+        "wrote {}/{version}/{}: {} rows ({} with a timestamp, {} malformed skipped); features: {}; reference windows: {}",
         registry.location(),
         recs_drift::BASELINE_FILE,
         b.rows,
         b.rows_with_time,
         ratings.skipped,
         b.features.keys().cloned().collect::<Vec<_>>().join(", "),
-        b.events_per_user.keys().map(|&w| format_window(w)).collect::<Vec<_>>().join(", ")
+        b.reference.keys().map(|&w| format_window(w)).collect::<Vec<_>>().join(", ")
     );
+    for (feature, why) in &b.missing {
+        eprintln!("WARNING: the baseline has no {feature}: {why}");
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod drift_cmd;
 mod drill;
 mod experiment_cmd;
+mod retrain_cmd;
 mod train_cmd;
 
 use recs_core::active;
@@ -80,6 +81,10 @@ enum Command {
     /// Drill an alert on both builds: induce its cause (fault injection, needs
     /// RECS_FAULT_INJECTION=1), see it fire and resolve; healthy and boundary traffic quiet.
     Drill(drill::DrillArgs),
+    /// Retrain: the served version's snapshot plus the rate events since, deduplicated,
+    /// trained with its hyper-parameters, gated on a time-based holdout, published and
+    /// started as a canary. Refuses (non-zero exit) an empty or worse model.
+    Retrain(retrain_cmd::RetrainArgs),
     /// Generate synthetic MovieLens-format ratings and titles with planted structure.
     GenData {
         /// Output folder for ratings.csv and movie_titles.csv.
@@ -179,6 +184,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Drift(args) => drift_cmd::run(args, registry).await,
         Command::Experiment { action } => experiment_cmd::run(action, &registry).await,
         Command::Drill(args) => drill::run(args, registry).await,
+        Command::Retrain(args) => {
+            retrain_cmd::run(retrain_cmd::RetrainArgs { registry, ..args }).await
+        }
         Command::GenData {
             out,
             users,

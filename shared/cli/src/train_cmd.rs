@@ -239,6 +239,9 @@ pub async fn run_train(args: TrainArgs) -> Result<()> {
         dry_run: args.dry_run,
         progress: true,
         popularity_version: (!args.no_popularity).then(|| args.popularity_version.clone()),
+        snapshot: None,
+        incumbent: None,
+        trained_by: "recs train",
     };
     let report = match args.model {
         ModelKind::Als => recs_train::train(&opts).await?,

@@ -395,3 +395,50 @@ fn events_on_s3_read_the_same_as_from_a_folder() {
         assert_eq!(drift::read_latest(registry.store()).await.unwrap(), rb);
     });
 }
+
+/// The documented flow trains on split files (user, movie pairs: no ratings, no
+/// times). The baseline must say what it lacks, and `recs train` must say it loudly.
+#[test]
+fn a_baseline_from_split_files_is_never_silently_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(&GenConfig {
+        users: 200,
+        items: 150,
+        ..GenConfig::default()
+    });
+    let pairs: String = data
+        .ratings
+        .iter()
+        .map(|r| format!("{}\t{}\n", r.user, r.item))
+        .collect();
+    let train = dir.path().join("train.tsv");
+    std::fs::write(&train, pairs).unwrap();
+    let reg = dir.path().join("registry");
+    let out = Command::new(env!("CARGO_BIN_EXE_recs"))
+        .args(["train", "--ratings", train.to_str().unwrap(), "--registry"])
+        .arg(&reg)
+        .args(["--version", "v0.1", "--iterations", "2", "--no-popularity"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for f in ["rating", "hour_of_day", "reference_spread"] {
+        assert!(
+            err.contains(&format!("WARNING: v0.1's drift baseline has no {f}")),
+            "{f}: {err}"
+        );
+    }
+    let b: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reg.join("v0.1/drift_baseline.json")).unwrap())
+            .unwrap();
+    for f in ["rating", "hour_of_day", "reference_spread"] {
+        assert!(
+            b["missing"][f].as_str().is_some_and(|s| !s.is_empty()),
+            "{f}: {}",
+            b["missing"]
+        );
+    }
+    // What it could baseline, it did.
+    assert!(b["features"]["events_per_user"].is_object());
+    assert!(b["missing"].get("events_per_user").is_none());
+}

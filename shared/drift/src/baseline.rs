@@ -2,29 +2,30 @@
 //! training ratings, stored as `<version>/drift_baseline.json` beside (not inside)
 //! the model's `als/` folder, so the version's `artifact_sha` does not change.
 //!
-//! Feature values, per event (a training rating or a live interaction):
+//! Every feature is a value per observation (a training row, or a (user, movie) pair
+//! of the window), never a count over the window, so neither the window's length nor
+//! its traffic volume moves it (docs/DRIFT.md):
 //!
 //! | feature | value |
 //! |---|---|
 //! | `rating` | the rating (events without one are not counted) |
+//! | `events_per_user` | how many training positives the model holds for the event's user (how heavy the users behind the traffic are); unknown users are not counted here |
 //! | `item_popularity` | the item's training popularity rank (0 = most interacted-with, [`AlsModel::popular`] order); items the model does not know are not counted here |
 //! | `unknown_user_share` | 1 if the model does not know the user, else 0 |
 //! | `unknown_item_share` | 1 if the model does not know the item, else 0 |
-//! | `hour_of_day` | UTC hour of the event (0-23) |
+//! | `hour_of_day` | UTC hour of the event (0-23), compared with the training hours the window's clock covers |
 //! | `user`, `item` | the raw id as a number (the Python system's two features) |
 //!
-//! and per (user, window): `events_per_user` = how many events a user who was active
-//! in a window of the drift job's length had in it. For the baseline, windows of each
-//! length in [`EVENTS_PER_USER_WINDOWS`] slide over the training period with a stride
-//! of a quarter window (only windows entirely inside the period), which is what a
-//! window ending at a random instant sees.
+//! Beside the bins, a baseline holds the spread of PSI between windows of the
+//! training history and the whole of it ([`Spread`], NannyML's reference method), for
+//! the window lengths in [`REFERENCE_WINDOWS`] and any asked for.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use crate::psi::Binned;
+use crate::psi::{self, Binned};
 use recs_core::{
     validate_version, AlsModel, Interaction, Registry, RegistryError, ServedModel, StoreError,
 };
@@ -41,12 +42,20 @@ pub const FEATURES: [&str; 8] = [
     "item",
 ];
 
-/// Window lengths (seconds) the baseline holds an `events_per_user` distribution
-/// for: 1 h, 6 h, 12 h, 24 h, 7 d (plus any length asked for when building it).
-const EVENTS_PER_USER_WINDOWS: [u64; 5] = [3_600, 21_600, 43_200, 86_400, 604_800];
+/// Window lengths (seconds) the baseline holds a reference spread for: 1 h, 6 h,
+/// 12 h, 24 h, 7 d (plus any length asked for when building it).
+pub const REFERENCE_WINDOWS: [u64; 5] = [3_600, 21_600, 43_200, 86_400, 604_800];
+
+/// A reference window counts towards the spread of a feature when it holds at least
+/// this many observations of it (fewer read high from sampling noise alone).
+pub const REFERENCE_MIN_COUNT: u64 = 100;
 
 /// The baseline file name inside a version folder.
 pub const BASELINE_FILE: &str = "drift_baseline.json";
+
+/// The current baseline format. Schema 1 held `events_per_user` as per-window counts
+/// (not volume-invariant); it still loads, and that feature is then skipped.
+const SCHEMA: u32 = 2;
 
 /// A fast hasher for integer ids (Fx-style multiply-rotate); ids are not
 /// attacker-chosen keys here.
@@ -77,22 +86,27 @@ impl Hasher for IdHasher {
 pub(crate) type IdMap<V> = HashMap<i64, V, BuildHasherDefault<IdHasher>>;
 pub(crate) type IdSet = HashSet<i64, BuildHasherDefault<IdHasher>>;
 
-/// What the drift features need from a model: which users it knows and each known
-/// item's popularity rank.
+/// What the drift features need from a model: which users it knows (and how many
+/// training positives each has) and each known item's popularity rank.
 #[derive(Debug, Clone)]
 pub struct ModelIndex {
     users: IdSet,
+    /// Training positives per user; empty when the model does not carry them.
+    user_activity: IdMap<u32>,
     item_rank: IdMap<u32>,
 }
 
 impl ModelIndex {
     /// Indexes a served model of either kind: its users (for popularity, the users
     /// whose seen items it carries) and the popularity rank of each of its items.
+    /// A popularity version does not expose per-user counts, so it has no
+    /// `events_per_user` (the baseline records that).
     pub fn of(model: &ServedModel) -> ModelIndex {
         match model {
             ServedModel::Als(m) => ModelIndex::new(m),
             ServedModel::Popularity(p) => ModelIndex {
                 users: p.users().iter().copied().collect(),
+                user_activity: IdMap::default(),
                 item_rank: p
                     .items()
                     .iter()
@@ -103,16 +117,42 @@ impl ModelIndex {
         }
     }
 
-    /// Indexes `model`'s users and the popularity rank of each of its items.
+    /// Indexes `model`'s users, their training positives and the popularity rank of
+    /// each of its items.
     pub fn new(model: &AlsModel) -> ModelIndex {
         let users = model.users().iter().copied().collect();
+        let seen = model.seen();
+        let user_activity = model
+            .users()
+            .iter()
+            .enumerate()
+            .map(|(row, &id)| (id, seen.row_len(row) as u32))
+            .collect();
         let item_rank = model
             .popular(model.n_items())
             .iter()
             .enumerate()
             .map(|(rank, s)| (model.item_id(s.row), rank as u32))
             .collect();
-        ModelIndex { users, item_rank }
+        ModelIndex {
+            users,
+            user_activity,
+            item_rank,
+        }
+    }
+
+    /// An index from its parts (tests build one without a model).
+    #[cfg(test)]
+    pub(crate) fn from_parts(
+        users: IdSet,
+        user_activity: IdMap<u32>,
+        item_rank: IdMap<u32>,
+    ) -> ModelIndex {
+        ModelIndex {
+            users,
+            user_activity,
+            item_rank,
+        }
     }
 
     #[inline]
@@ -129,39 +169,74 @@ impl ModelIndex {
 
 /// UTC hour of an epoch-millisecond instant.
 #[inline]
-fn hour_of_day(ts_ms: i64) -> f64 {
-    (ts_ms.div_euclid(3_600_000).rem_euclid(24)) as f64
+pub(crate) fn hour_of_day(ts_ms: i64) -> usize {
+    ts_ms.div_euclid(3_600_000).rem_euclid(24) as usize
 }
 
-/// The per-event feature values of one event (`None` = not counted for that
-/// feature), in [`PER_EVENT`] order.
+/// The feature values of one observation (`None` = not counted for that feature),
+/// in [`FEATURES`] order.
 #[inline]
-pub(crate) fn event_values(index: &ModelIndex, r: &Interaction) -> [Option<f64>; 7] {
+pub(crate) fn event_values(index: &ModelIndex, r: &Interaction) -> [Option<f64>; 8] {
     let rank = index.item_rank(r.item);
     [
         r.rating.map(f64::from),
+        index.user_activity.get(&r.user).map(|&c| f64::from(c)),
         rank.map(f64::from),
         Some(if index.knows_user(r.user) { 0.0 } else { 1.0 }),
         Some(if rank.is_some() { 0.0 } else { 1.0 }),
-        r.ts_ms.map(hour_of_day),
+        r.ts_ms.map(|t| hour_of_day(t) as f64),
         Some(r.user as f64),
         Some(r.item as f64),
     ]
 }
 
-/// The per-event features (all but `events_per_user`), in [`event_values`] order.
-pub(crate) const PER_EVENT: [&str; 7] = [
-    "rating",
-    "item_popularity",
-    "unknown_user_share",
-    "unknown_item_share",
-    "hour_of_day",
-    "user",
-    "item",
-];
+/// Index of `hour_of_day` in [`FEATURES`].
+pub(crate) const HOUR: usize = 5;
 
 fn is_binary(feature: &str) -> bool {
     feature.ends_with("_share")
+}
+
+/// Milliseconds of `[start_ms, end_ms)` in each UTC hour of the day: what a window's
+/// clock covers, so its `hour_of_day` is compared with the training hours it could
+/// hold (a 1 h window holds one hour; a 36 h window twelve hours twice).
+pub(crate) fn hour_coverage(start_ms: i64, end_ms: i64) -> [f64; 24] {
+    const H: i64 = 3_600_000;
+    let mut cov = [0.0; 24];
+    if end_ms <= start_ms {
+        return cov;
+    }
+    let span = end_ms - start_ms;
+    // Whole days cover every hour equally; only the remainder needs walking.
+    let days = span / (24 * H);
+    for c in cov.iter_mut() {
+        *c = (days * H) as f64;
+    }
+    let mut t = start_ms + days * 24 * H;
+    while t < end_ms {
+        let next = ((t.div_euclid(H)) + 1) * H;
+        let stop = next.min(end_ms);
+        cov[hour_of_day(t)] += (stop - t) as f64;
+        t = stop;
+    }
+    cov
+}
+
+/// How far PSI between reference windows of one length and the whole reference
+/// spreads, for one feature (NannyML's method): a window's PSI is unusual when it
+/// is above `mean + 3 std` of these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// Reference windows with at least [`REFERENCE_MIN_COUNT`] observations.
+    pub windows: u64,
+    /// Median observations per such window.
+    pub median_n: u64,
+    /// Mean PSI of those windows against the whole reference.
+    pub mean: f64,
+    /// Standard deviation of that PSI.
+    pub std: f64,
+    /// The largest.
+    pub max: f64,
 }
 
 /// A version's drift baseline.
@@ -173,15 +248,25 @@ pub struct Baseline {
     created_at: String,
     /// Training rows the distributions were computed from (one per user-movie pair).
     pub rows: u64,
-    /// Rows with a timestamp (`hour_of_day`, `events_per_user` use only these).
+    /// Rows with a timestamp (`hour_of_day` and the reference spread use only these).
     pub rows_with_time: u64,
     /// Where the rows came from (a file path, "recs train", ...).
     #[serde(default)]
     pub source: String,
-    /// The per-event features (absent: no training value, e.g. no timestamps).
+    /// Each feature's bins (absent: no training value, see `missing`).
     pub features: BTreeMap<String, Binned>,
-    /// `events_per_user` per window length in seconds.
-    pub events_per_user: BTreeMap<u64, Binned>,
+    /// Training rows per UTC hour (for the window's clock coverage).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) hour_counts: Vec<u64>,
+    /// Per window length (seconds), per feature: the reference spread.
+    #[serde(default)]
+    pub reference: BTreeMap<u64, BTreeMap<String, Spread>>,
+    /// Features that could not be baselined, and why (never silently partial).
+    #[serde(default)]
+    pub missing: BTreeMap<String, String>,
+    /// Schema 1's per-window `events_per_user` counts: read, never used.
+    #[serde(default, rename = "events_per_user", skip_serializing)]
+    legacy_events_per_user: BTreeMap<u64, Binned>,
 }
 
 impl Baseline {
@@ -192,16 +277,22 @@ impl Baseline {
         Baseline::compute_indexed(rows, &ModelIndex::new(model), &[])
     }
 
-    /// [`Baseline::compute`] with a prepared index and extra `events_per_user`
-    /// window lengths (seconds).
+    /// [`Baseline::compute`] with a prepared index and extra reference window
+    /// lengths (seconds).
     pub fn compute_indexed(
         rows: &[Interaction],
         index: &ModelIndex,
         extra_windows: &[u64],
     ) -> Baseline {
         let rows = &dedup_pairs(rows);
-        let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(rows.len()); PER_EVENT.len()];
+        let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(rows.len()); FEATURES.len()];
+        let mut hour_counts = vec![0u64; 24];
+        let mut rows_with_time = 0u64;
         for r in rows {
+            if let Some(t) = r.ts_ms {
+                hour_counts[hour_of_day(t)] += 1;
+                rows_with_time += 1;
+            }
             for (i, v) in event_values(index, r).into_iter().enumerate() {
                 if let Some(v) = v {
                     values[i].push(v);
@@ -209,8 +300,10 @@ impl Baseline {
             }
         }
         let mut features = BTreeMap::new();
-        for (name, mut vals) in PER_EVENT.iter().zip(values) {
+        let mut missing = BTreeMap::new();
+        for (name, mut vals) in FEATURES.iter().zip(values) {
             if vals.is_empty() {
+                missing.insert(name.to_string(), why_missing(name, rows.len(), index));
                 continue;
             }
             let binned = if is_binary(name) {
@@ -222,49 +315,166 @@ impl Baseline {
             };
             features.insert(name.to_string(), binned);
         }
-        let mut timed: Vec<(i64, i64)> = rows
-            .iter()
-            .filter_map(|r| r.ts_ms.map(|t| (r.user, t)))
-            .collect();
-        let mut events_per_user = BTreeMap::new();
-        if !timed.is_empty() {
-            timed.sort_unstable();
-            let mut windows: Vec<u64> = EVENTS_PER_USER_WINDOWS.to_vec();
-            windows.extend(extra_windows.iter().filter(|&&w| w > 0));
-            windows.sort_unstable();
-            windows.dedup();
-            for w in windows {
-                let mut counts = sliding_window_counts(&timed, w);
-                events_per_user.insert(w, Binned::quantiles(&mut counts));
-            }
+        if rows_with_time == 0 {
+            hour_counts.clear();
         }
-        Baseline {
-            schema: 1,
+        let mut b = Baseline {
+            schema: SCHEMA,
             version: String::new(),
             created_at: recs_core::time::now_rfc3339(),
             rows: rows.len() as u64,
-            rows_with_time: timed.len() as u64,
+            rows_with_time,
             source: String::new(),
             features,
-            events_per_user,
+            hour_counts,
+            reference: BTreeMap::new(),
+            missing,
+            legacy_events_per_user: BTreeMap::new(),
+        };
+        if rows_with_time > 0 {
+            let mut windows: Vec<u64> = REFERENCE_WINDOWS.to_vec();
+            windows.extend(extra_windows.iter().filter(|&&w| w > 0));
+            windows.sort_unstable();
+            windows.dedup();
+            let mut timed: Vec<&Interaction> = rows.iter().filter(|r| r.ts_ms.is_some()).collect();
+            timed.sort_unstable_by_key(|r| r.ts_ms);
+            for w in windows {
+                b.reference.insert(w, b.spread(&timed, index, w));
+            }
+        } else {
+            b.missing.insert(
+                "reference_spread".into(),
+                "the training rows have no timestamps, so no reference windows can be cut".into(),
+            );
         }
+        b
     }
 
-    /// The `events_per_user` distribution for a window of `seconds`.
-    pub(crate) fn events_per_user(&self, seconds: u64) -> Option<&Binned> {
-        self.events_per_user.get(&seconds)
+    /// The bins a window is compared with for feature `name`: the baseline's, except
+    /// `hour_of_day`, whose training hours are weighted by what the window's clock
+    /// covers. `None` when the baseline lacks the feature.
+    pub(crate) fn expected(&self, name: &str, start_ms: i64, end_ms: i64) -> Option<Vec<f64>> {
+        let b = self.features.get(name)?;
+        if name == FEATURES[HOUR] && self.hour_counts.len() == 24 {
+            let cov = hour_coverage(start_ms, end_ms);
+            let mut e = vec![0.0; b.n_bins()];
+            for (h, (&c, &w)) in self.hour_counts.iter().zip(&cov).enumerate() {
+                e[b.bin_of(h as f64)] += c as f64 * w;
+            }
+            return Some(e);
+        }
+        Some(b.counts_f64())
+    }
+
+    /// PSI of every feature of the reference windows of `seconds` (consecutive, from
+    /// the first training time) against the whole reference.
+    fn spread(
+        &self,
+        timed: &[&Interaction],
+        index: &ModelIndex,
+        seconds: u64,
+    ) -> BTreeMap<String, Spread> {
+        let w = seconds as i64 * 1000;
+        let mut per_feature: Vec<Vec<(f64, u64)>> = vec![Vec::new(); FEATURES.len()];
+        let mut i = 0;
+        while i < timed.len() {
+            let t0 = timed[i].ts_ms.unwrap_or(0);
+            // Windows start on multiples of their length (as a scheduled job's do).
+            let start = t0.div_euclid(w) * w;
+            let end = start + w;
+            let mut actual: Vec<Option<Binned>> = FEATURES
+                .iter()
+                .map(|f| self.features.get(*f).map(Binned::empty_like))
+                .collect();
+            while i < timed.len() && timed[i].ts_ms.unwrap_or(0) < end {
+                for (a, v) in actual.iter_mut().zip(event_values(index, timed[i])) {
+                    if let (Some(a), Some(v)) = (a.as_mut(), v) {
+                        a.add(v);
+                    }
+                }
+                i += 1;
+            }
+            for (k, a) in actual.into_iter().enumerate() {
+                let Some(a) = a else { continue };
+                let n = a.total();
+                if n < REFERENCE_MIN_COUNT {
+                    continue;
+                }
+                if let Some(e) = self.expected(FEATURES[k], start, end) {
+                    if let Some(p) = psi::psi_weighted(&e, &a) {
+                        per_feature[k].push((p, n));
+                    }
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (k, mut v) in per_feature.into_iter().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            let m = v.len() as f64;
+            let mean = v.iter().map(|x| x.0).sum::<f64>() / m;
+            let var = v.iter().map(|x| (x.0 - mean).powi(2)).sum::<f64>() / m;
+            let max = v.iter().map(|x| x.0).fold(0.0, f64::max);
+            v.sort_unstable_by_key(|x| x.1);
+            let round = |x: f64| (x * 1e6).round() / 1e6;
+            out.insert(
+                FEATURES[k].to_string(),
+                Spread {
+                    windows: v.len() as u64,
+                    median_n: v[v.len() / 2].1,
+                    mean: round(mean),
+                    std: round(var.sqrt()),
+                    max: round(max),
+                },
+            );
+        }
+        out
+    }
+
+    /// The reference spread of `feature` for windows of `seconds`.
+    pub(crate) fn spread_of(&self, seconds: u64, feature: &str) -> Option<&Spread> {
+        self.reference.get(&seconds)?.get(feature)
+    }
+
+    /// Schema 1 baselines predate the volume-invariant `events_per_user`.
+    pub(crate) fn is_legacy(&self) -> bool {
+        self.schema == 1
     }
 
     /// Checks a baseline read from storage.
     fn check(&self) -> Result<(), String> {
-        if self.schema != 1 {
+        if self.schema != 1 && self.schema != SCHEMA {
             return Err(format!("unknown baseline schema {}", self.schema));
         }
-        let all = self.features.values().chain(self.events_per_user.values());
+        if !self.hour_counts.is_empty() && self.hour_counts.len() != 24 {
+            return Err("hour_counts must hold 24 hours".into());
+        }
+        let all = self
+            .features
+            .values()
+            .chain(self.legacy_events_per_user.values());
         if all.into_iter().any(|b| !b.is_valid()) {
             return Err("a feature's bins are inconsistent".into());
         }
         Ok(())
+    }
+}
+
+/// Why a feature has no training values.
+fn why_missing(name: &str, rows: usize, index: &ModelIndex) -> String {
+    if rows == 0 {
+        return "no training rows".into();
+    }
+    match name {
+        "rating" => "the training rows carry no ratings (a split file holds user, movie pairs only; train on the rating file to baseline it)".into(),
+        "hour_of_day" => "the training rows carry no timestamps (a split file holds user, movie pairs only; train on the rating file to baseline it)".into(),
+        "events_per_user" if index.user_activity.is_empty() => {
+            "the model carries no per-user training counts (a popularity version)".into()
+        }
+        "item_popularity" => "no training row is on an item the model knows".into(),
+        "events_per_user" => "no training row is from a user the model knows".into(),
+        _ => "no training values".into(),
     }
 }
 
@@ -284,42 +494,6 @@ fn dedup_pairs(rows: &[Interaction]) -> Vec<Interaction> {
             }
             _ => out.push(r),
         }
-    }
-    out
-}
-
-/// Events per (user, window) for windows of `seconds` sliding by a quarter window
-/// over the period of `timed` ((user, ts_ms) sorted by user then time), keeping
-/// windows that lie entirely inside the period; a period shorter than one window is
-/// one window.
-fn sliding_window_counts(timed: &[(i64, i64)], seconds: u64) -> Vec<f64> {
-    let w = (seconds as i64) * 1000;
-    let stride = (w / 4).max(1);
-    let (t0, t1) = timed
-        .iter()
-        .fold((i64::MAX, i64::MIN), |(lo, hi), &(_, t)| {
-            (lo.min(t), hi.max(t))
-        });
-    let span = t1 - t0 + 1;
-    // Last window index k with t0 + k*stride + w <= t1 + 1.
-    let k_max = if span >= w { (span - w) / stride } else { 0 };
-    let mut out = Vec::new();
-    let mut per_window: BTreeMap<i64, u32> = BTreeMap::new();
-    let mut i = 0;
-    while i < timed.len() {
-        let user = timed[i].0;
-        per_window.clear();
-        while i < timed.len() && timed[i].0 == user {
-            let d = timed[i].1 - t0;
-            let k_hi = (d / stride).min(k_max);
-            // Windows k with k*stride <= d < k*stride + w.
-            let k_lo = if d >= w { (d - w) / stride + 1 } else { 0 };
-            for k in k_lo..=k_hi {
-                *per_window.entry(k).or_default() += 1;
-            }
-            i += 1;
-        }
-        out.extend(per_window.values().map(|&c| c as f64));
     }
     out
 }
@@ -385,21 +559,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sliding_windows_cover_the_period() {
-        let h = 3_600_000;
-        // Period 0h..30h, window 24h, stride 6h: windows [0h, 24h) and [6h, 30h).
-        let timed = vec![(1, 0), (1, h), (1, 29 * h), (2, 0), (3, 30 * h)];
-        let mut c = sliding_window_counts(&timed, 86_400);
-        c.sort_by(f64::total_cmp);
-        // user 1: 2 events in the first window, 1 in the second; user 2: 1 in the
-        // first; user 3's event is at the period's very end, in no whole window.
-        assert_eq!(c, vec![1.0, 1.0, 2.0]);
-        // A period shorter than the window is one window.
-        let c = sliding_window_counts(&[(1, 0), (1, h), (2, 5 * h)], 86_400);
-        assert_eq!(c, vec![2.0, 1.0]);
-    }
-
-    #[test]
     fn pairs_keep_the_first_time_and_the_latest_rating() {
         let r = |item, rating, ts| Interaction {
             user: 1,
@@ -424,5 +583,16 @@ mod tests {
         let s: IdSet = (0..1000).collect();
         assert_eq!(s.len(), 1000);
         assert!(s.contains(&999));
+    }
+
+    #[test]
+    fn hour_coverage_counts_the_clock_a_window_spans() {
+        let h = 3_600_000.0;
+        // 01:30 .. 03:00: half of hour 1, all of hour 2.
+        let c = hour_coverage(5_400_000, 10_800_000);
+        assert_eq!((c[1], c[2], c[0] + c[3]), (h / 2.0, h, 0.0));
+        // 36 h from midnight: hours 0-11 twice, 12-23 once.
+        let c = hour_coverage(0, 36 * 3_600_000);
+        assert_eq!((c[0], c[11], c[12], c[23]), (2.0 * h, 2.0 * h, h, h));
     }
 }

@@ -20,6 +20,8 @@
 
 mod baseline;
 mod events;
+#[cfg(test)]
+mod invariance_tests;
 mod psi;
 pub mod synth;
 
@@ -29,7 +31,10 @@ use std::hash::BuildHasherDefault;
 use serde::{Deserialize, Serialize};
 
 use baseline::load_baseline;
-pub use baseline::{save_baseline, Baseline, BaselineError, ModelIndex, BASELINE_FILE, FEATURES};
+pub use baseline::{
+    save_baseline, Baseline, BaselineError, ModelIndex, Spread, BASELINE_FILE, FEATURES,
+    REFERENCE_MIN_COUNT, REFERENCE_WINDOWS,
+};
 #[doc(hidden)]
 pub use events::fuzz_parse_file;
 pub use events::{list_window_files, read_window, Event, ReadStats, Window};
@@ -40,8 +45,9 @@ use recs_core::{Interaction, Registry, RegistryError, Store, StoreError};
 /// Where the last summary is stored, relative to the registry root.
 pub use recs_core::DRIFT_LATEST_KEY as LATEST_KEY;
 /// Features with fewer observations than this in the window are not reported
-/// (sampling noise alone makes small samples read high).
-pub const DEFAULT_MIN_COUNT: u64 = 200;
+/// (sampling noise alone makes small samples read high: at 500 a same-distribution
+/// window reaches PSI 0.1 about once in ten million, see the `psi` module).
+pub const DEFAULT_MIN_COUNT: u64 = 500;
 
 /// The result of one drift run. Serialised as
 /// `{"version","window","events","features":{name:psi},"max_psi","action", ...}`.
@@ -58,6 +64,9 @@ pub struct Summary {
     interactions: u64,
     /// PSI per reported feature.
     pub features: BTreeMap<String, f64>,
+    /// Per reported feature: its runbook band and its place in the reference spread.
+    #[serde(default)]
+    pub reference: BTreeMap<String, Reference>,
     /// The largest PSI (`null` when no feature was reported).
     pub max_psi: Option<f64>,
     /// The runbook's action for `max_psi`.
@@ -68,7 +77,7 @@ pub struct Summary {
     pub window_end: String,
     /// When the summary was computed, RFC 3339 UTC.
     computed_at: String,
-    /// Observations per feature (events; users for `events_per_user`).
+    /// Observations per feature (user-movie pairs of the window it counts).
     observations: BTreeMap<String, u64>,
     /// Features not reported, and why.
     pub skipped: BTreeMap<String, String>,
@@ -113,12 +122,38 @@ impl Summary {
             self.read.ignored,
             self.read.files
         );
-        let _ = writeln!(out, "{:<20} {:>8} {:>9}  action", "feature", "psi", "n");
+        let _ = writeln!(
+            out,
+            "{:<20} {:>8} {:>9}  {:<24} {:>22} {:>7}",
+            "feature", "psi", "n", "band (runbook)", "reference windows", "z"
+        );
         for f in FEATURES {
             let n = self.observations.get(f).copied().unwrap_or(0);
             match (self.features.get(f), self.skipped.get(f)) {
                 (Some(p), _) => {
-                    let _ = writeln!(out, "{f:<20} {p:>8.4} {n:>9}  {}", Summary::band(*p));
+                    let r = self.reference.get(f);
+                    let spread = match r {
+                        Some(Reference {
+                            ref_windows: w @ 1..,
+                            ref_mean: Some(m),
+                            ref_std: Some(sd),
+                            ..
+                        }) => format!("{m:.3}±{sd:.3} over {w}"),
+                        _ => "none".to_string(),
+                    };
+                    let z = r
+                        .and_then(|r| r.z)
+                        .map_or("-".to_string(), |z| format!("{z:.1}"));
+                    let unusual = if r.is_some_and(|r| r.unusual) {
+                        "  unusual"
+                    } else {
+                        ""
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{f:<20} {p:>8.4} {n:>9}  {:<24} {spread:>22} {z:>7}{unusual}",
+                        Summary::band(*p)
+                    );
                 }
                 (None, reason) => {
                     let _ = writeln!(
@@ -192,10 +227,12 @@ fn rfc3339_ms(ms: i64) -> String {
 /// PSI of each feature of the events in `window` against `baseline`.
 ///
 /// The unit of observation is a (user, movie) pair of the window (its first time, its
-/// latest rating): per-event features count each pair once, `events_per_user` counts
-/// each active user's pairs (compared with the baseline's distribution for the same
-/// window length). A feature is not reported when the baseline lacks it, or when it has fewer
-/// than `min_count` observations; an empty window reports nothing (no false alarm).
+/// latest rating), and every feature is a value per pair, so neither the window's
+/// length nor its volume moves it; `hour_of_day` is compared with the training hours
+/// the window's clock covers. A feature is not reported when the baseline lacks it,
+/// or when it has fewer than `min_count` observations; an empty window reports
+/// nothing (no false alarm). Each reported PSI also gets its place in the spread of
+/// same-length reference windows ([`Reference`]).
 pub fn compute(
     baseline: &Baseline,
     index: &ModelIndex,
@@ -204,7 +241,7 @@ pub fn compute(
     min_count: u64,
 ) -> Summary {
     let window_secs = ((window.end_ms - window.start_ms) / 1000).max(0) as u64;
-    let mut current: Vec<Option<psi::Binned>> = baseline::PER_EVENT
+    let mut current: Vec<Option<psi::Binned>> = FEATURES
         .iter()
         .map(|f| baseline.features.get(*f).map(psi::Binned::empty_like))
         .collect();
@@ -230,7 +267,6 @@ pub fn compute(
             p.rating = e.rating;
         }
     }
-    let mut per_user: baseline::IdMap<u32> = Default::default();
     for (&(user, item), p) in &pairs {
         let row = Interaction {
             user,
@@ -243,73 +279,65 @@ pub fn compute(
                 b.add(v);
             }
         }
-        *per_user.entry(user).or_default() += 1;
     }
 
     let mut features = BTreeMap::new();
     let mut observations = BTreeMap::new();
     let mut skipped = BTreeMap::new();
-    let mut consider = |name: &str,
-                        expected: Option<&psi::Binned>,
-                        actual: Option<psi::Binned>,
-                        why_missing: String| {
-        let (Some(expected), Some(actual)) = (expected, actual) else {
-            skipped.insert(name.to_string(), why_missing);
-            return;
+    let mut reference = BTreeMap::new();
+    for (name, actual) in FEATURES.iter().zip(current) {
+        let name = name.to_string();
+        if name == "events_per_user" && baseline.is_legacy() {
+            skipped.insert(
+                name,
+                "the baseline is schema 1 (per-window counts, not volume-invariant); rebuild it with `recs drift baseline`".into(),
+            );
+            continue;
+        }
+        let (Some(expected), Some(actual)) = (
+            baseline.expected(&name, window.start_ms, window.end_ms),
+            actual,
+        ) else {
+            let why = baseline.missing.get(&name).cloned().unwrap_or_else(|| {
+                if name == "hour_of_day" {
+                    "the training rows had no timestamps".to_string()
+                } else {
+                    format!("the baseline has no {name} (no training values)")
+                }
+            });
+            skipped.insert(name, why);
+            continue;
         };
         let n = actual.total();
-        observations.insert(name.to_string(), n);
+        observations.insert(name.clone(), n);
         if n == 0 {
-            skipped.insert(name.to_string(), "no observations in the window".into());
+            skipped.insert(name, "no observations in the window".into());
         } else if n < min_count {
             skipped.insert(
-                name.to_string(),
+                name,
                 format!("only {n} observations (min_count {min_count})"),
             );
-        } else if let Some(p) = psi::psi(expected, &actual) {
+        } else if let Some(p) = psi::psi_weighted(&expected, &actual) {
             // Six decimals: plenty for thresholds at 0.1, and exact through JSON.
-            features.insert(name.to_string(), (p * 1e6).round() / 1e6);
+            let p = (p * 1e6).round() / 1e6;
+            reference.insert(
+                name.clone(),
+                Reference::of(p, baseline.spread_of(window_secs, &name)),
+            );
+            features.insert(name, p);
         } else {
-            skipped.insert(name.to_string(), "baseline has no observations".into());
+            skipped.insert(name, "baseline has no observations".into());
         }
-    };
-    for (name, actual) in baseline::PER_EVENT.iter().zip(current) {
-        let why = if *name == "hour_of_day" {
-            "the training rows had no timestamps".to_string()
-        } else {
-            format!("the baseline has no {name} (no training values)")
-        };
-        consider(name, baseline.features.get(*name), actual, why);
     }
-    let epu = baseline.events_per_user(window_secs);
-    let actual = epu.map(|b| {
-        let mut a = b.empty_like();
-        per_user.values().for_each(|&c| a.add(c as f64));
-        a
-    });
-    let why = if baseline.events_per_user.is_empty() {
-        "the training rows had no timestamps".to_string()
-    } else {
-        format!(
-            "the baseline has events_per_user for windows {}, not {}",
-            baseline
-                .events_per_user
-                .keys()
-                .map(|&w| format_window(w))
-                .collect::<Vec<_>>()
-                .join(", "),
-            format_window(window_secs)
-        )
-    };
-    consider("events_per_user", epu, actual, why);
 
-    let (features, note) = if n_events == 0 {
+    let (features, reference, note) = if n_events == 0 {
         (
+            BTreeMap::new(),
             BTreeMap::new(),
             Some("no events in the window: no PSI reported".to_string()),
         )
     } else {
-        (features, None)
+        (features, reference, None)
     };
     let max_psi = features
         .values()
@@ -323,6 +351,7 @@ pub fn compute(
         max_psi,
         action: psi::action(max_psi).to_string(),
         features,
+        reference,
         window_start: rfc3339_ms(window.start_ms),
         window_end: rfc3339_ms(window.end_ms),
         computed_at: rfc3339_ms(recs_core::time::now_ms()),
@@ -331,6 +360,60 @@ pub fn compute(
         min_count,
         read: ReadStats::default(),
         note,
+    }
+}
+
+/// How one feature's PSI reads: the runbook's fixed band, and how unusual it is
+/// against the spread of PSI between same-length reference windows and the whole
+/// reference (NannyML's method). The alarm keeps the runbook's threshold; this says
+/// whether a value is sampling noise or unlike anything the training history showed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    /// The runbook's action band of this PSI alone.
+    pub band: String,
+    /// Reference windows of the same length the spread was taken over (0: none had
+    /// enough observations, e.g. a training history shorter than the window).
+    pub ref_windows: u64,
+    /// Their mean PSI against the whole reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ref_mean: Option<f64>,
+    /// Its standard deviation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ref_std: Option<f64>,
+    /// The largest reference-window PSI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ref_max: Option<f64>,
+    /// `(psi - ref_mean) / ref_std` (absent without a spread or with no variation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z: Option<f64>,
+    /// Above `ref_mean + 3 ref_std` (NannyML's default threshold).
+    pub unusual: bool,
+}
+
+impl Reference {
+    fn of(psi: f64, spread: Option<&baseline::Spread>) -> Reference {
+        let band = psi::action(Some(psi)).to_string();
+        let Some(s) = spread else {
+            return Reference {
+                band,
+                ref_windows: 0,
+                ref_mean: None,
+                ref_std: None,
+                ref_max: None,
+                z: None,
+                unusual: false,
+            };
+        };
+        let z = (s.std > 0.0).then(|| ((psi - s.mean) / s.std * 100.0).round() / 100.0);
+        Reference {
+            band,
+            ref_windows: s.windows,
+            ref_mean: Some(s.mean),
+            ref_std: Some(s.std),
+            ref_max: Some(s.max),
+            z,
+            unusual: psi > s.mean + 3.0 * s.std,
+        }
     }
 }
 

@@ -91,6 +91,21 @@ impl Binned {
         self.counts.iter().sum()
     }
 
+    /// Number of bins.
+    pub(crate) fn n_bins(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// The bin `x` falls in.
+    pub(crate) fn bin_of(&self, x: f64) -> usize {
+        self.bin(x)
+    }
+
+    /// The counts as weights (for [`psi_weighted`]).
+    pub(crate) fn counts_f64(&self) -> Vec<f64> {
+        self.counts.iter().map(|&c| c as f64).collect()
+    }
+
     /// The same cut points with no counts.
     pub(crate) fn empty_like(&self) -> Binned {
         Binned::with_edges(self.edges.clone())
@@ -126,21 +141,23 @@ fn quantile_edges(sorted: &[f64], bins: usize) -> Vec<f64> {
     edges
 }
 
-/// PSI of `actual` against `expected` (same bins); `None` when either is empty or the
-/// bins differ.
-pub(crate) fn psi(expected: &Binned, actual: &Binned) -> Option<f64> {
-    if expected.counts.len() != actual.counts.len() {
-        return None;
-    }
-    psi_counts(&expected.counts, &actual.counts)
+/// PSI of `actual` against expected bin weights (not necessarily integers: the
+/// `hour_of_day` reference is weighted by the window's clock coverage).
+pub(crate) fn psi_weighted(expected: &[f64], actual: &Binned) -> Option<f64> {
+    let a: Vec<f64> = actual.counts_f64();
+    psi_f64(expected, &a)
 }
 
 /// PSI over raw bin counts (see the module docs for the formula and the floor).
+#[cfg(test)]
 fn psi_counts(expected: &[u64], actual: &[u64]) -> Option<f64> {
-    let (n, m) = (
-        expected.iter().sum::<u64>() as f64,
-        actual.iter().sum::<u64>() as f64,
-    );
+    let e: Vec<f64> = expected.iter().map(|&c| c as f64).collect();
+    let a: Vec<f64> = actual.iter().map(|&c| c as f64).collect();
+    psi_f64(&e, &a)
+}
+
+fn psi_f64(expected: &[f64], actual: &[f64]) -> Option<f64> {
+    let (n, m) = (expected.iter().sum::<f64>(), actual.iter().sum::<f64>());
     if n == 0.0 || m == 0.0 || expected.len() != actual.len() {
         return None;
     }
@@ -148,8 +165,8 @@ fn psi_counts(expected: &[u64], actual: &[u64]) -> Option<f64> {
         .iter()
         .zip(actual)
         .map(|(&e, &a)| {
-            let p = (e as f64 / n).max(EPSILON);
-            let q = (a as f64 / m).max(EPSILON);
+            let p = (e / n).max(EPSILON);
+            let q = (a / m).max(EPSILON);
             (q - p) * (q / p).ln()
         })
         .sum::<f64>();

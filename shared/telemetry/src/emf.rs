@@ -162,6 +162,37 @@ pub fn drift_line(feature: &str, psi: f64, version: &str, events: u64) -> String
     )
 }
 
+/// One retrain run (functions/retrain): duration, rows and NDCG@10 (absent when it
+/// stopped before evaluating), and `retrain_failures_total` 1 when it published
+/// nothing (`gate` says why: `passed`, `refused`, `empty`, `failed`).
+pub fn retrain_line(
+    seconds: f64,
+    rows: u64,
+    ndcg: Option<f64>,
+    gate: &str,
+    version: Option<&str>,
+) -> String {
+    let mut m = Map::new();
+    m.insert(names::RETRAIN_DURATION.into(), seconds.into());
+    m.insert(names::RETRAIN_ROWS.into(), rows.into());
+    let failed = u64::from(gate != "passed");
+    m.insert(names::RETRAIN_FAILURES.into(), failed.into());
+    m.insert("gate".into(), gate.into());
+    let mut metrics = vec![
+        (names::RETRAIN_DURATION, "Seconds"),
+        (names::RETRAIN_ROWS, "Count"),
+        (names::RETRAIN_FAILURES, "Count"),
+    ];
+    if let Some(n) = ndcg {
+        m.insert(names::RETRAIN_NDCG.into(), n.into());
+        metrics.push((names::RETRAIN_NDCG, "None"));
+    }
+    if let Some(v) = version {
+        m.insert("model_version".into(), v.into());
+    }
+    document(now_ms(), vec![directive(&[&["service"]], &metrics)], m)
+}
+
 /// One model switch or rollout change recorded in active.json
 /// (`model_switches_total`, dimension set service; action and version as properties).
 pub fn switch_line(action: &str, version: &str) -> String {

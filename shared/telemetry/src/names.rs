@@ -27,8 +27,17 @@ pub const SLO_LATENCY: &str = "slo_latency_target_seconds";
 pub const SLO_AVAILABILITY: &str = "slo_availability_target_ratio";
 /// Top-k overlap of the shadow version with the served one (a histogram).
 pub const SHADOW_OVERLAP: &str = "recommend_shadow_overlap_ratio";
+/// Wall seconds of one retrain run (functions/retrain).
+pub const RETRAIN_DURATION: &str = "retrain_duration_seconds";
+/// Rows (user-movie pairs) in the retrain's new snapshot.
+pub const RETRAIN_ROWS: &str = "retrain_rows";
+/// NDCG@10 of the retrained model on the holdout.
+pub const RETRAIN_NDCG: &str = "retrain_ndcg";
+/// 1 when the retrain's gate refused, the data was empty, or the run failed (the
+/// retrain-failure alarm sums it).
+pub const RETRAIN_FAILURES: &str = "retrain_failures_total";
 /// Every name, for checks that the sinks only use defined metrics.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 17] = [
     REQUESTS,
     LATENCY,
     ERRORS,
@@ -42,4 +51,8 @@ pub const ALL: [&str; 13] = [
     SLO_LATENCY,
     SLO_AVAILABILITY,
     SHADOW_OVERLAP,
+    RETRAIN_DURATION,
+    RETRAIN_ROWS,
+    RETRAIN_NDCG,
+    RETRAIN_FAILURES,
 ];

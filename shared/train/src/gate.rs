@@ -60,7 +60,7 @@ impl GateReport {
         })
     }
 
-    fn push(&mut self, name: &'static str, passed: bool, detail: String) {
+    pub(crate) fn push(&mut self, name: &'static str, passed: bool, detail: String) {
         self.checks.push(Check {
             name,
             passed,

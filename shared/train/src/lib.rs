@@ -18,6 +18,7 @@ mod gate;
 pub mod gen_data;
 mod kernels;
 pub mod ratings;
+pub mod retrain;
 mod rng;
 pub mod split;
 
@@ -82,7 +83,7 @@ pub const DEFAULT_CG_STEPS: usize = 3;
 pub const DEFAULT_REG_EXPONENT: f32 = 0.0;
 
 /// [`AlsConfig`] with `recs train`'s defaults.
-fn default_als() -> als::AlsConfig {
+pub(crate) fn default_als() -> als::AlsConfig {
     als::AlsConfig {
         factors: DEFAULT_FACTORS,
         regularization: DEFAULT_REGULARIZATION,
@@ -322,6 +323,23 @@ pub struct TrainOptions {
     /// Also publish the training data's popularity ranking under this name, next to
     /// the ALS version (skipped with a note when that version already exists).
     pub popularity_version: Option<String>,
+    /// The snapshot this training data is part of (retrain: the whole new snapshot,
+    /// of which `ratings` is the part before the holdout). `None`: the ratings file.
+    pub snapshot: Option<SnapshotRef>,
+    /// Gate against this version instead of latest.txt's (retrain: the served one).
+    pub incumbent: Option<String>,
+    /// meta.json's `trained_by`.
+    pub trained_by: &'static str,
+}
+
+/// A training snapshot: its id (`data_snapshot_id`) and where it is stored
+/// (`data_snapshot_uri`, read back by `recs retrain`).
+#[derive(Debug, Clone)]
+pub struct SnapshotRef {
+    /// SHA-256 of the snapshot's bytes.
+    pub id: String,
+    /// A file path or `s3://bucket/key`.
+    pub uri: String,
 }
 
 impl TrainOptions {
@@ -343,6 +361,9 @@ impl TrainOptions {
             dry_run: false,
             progress: false,
             popularity_version: None,
+            snapshot: None,
+            incumbent: None,
+            trained_by: "recs train",
         }
     }
 }
@@ -453,7 +474,11 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
     if let (true, Some((_, set))) = (gate.passed(), &test) {
         let model = model_of(&artifacts)?;
         let e = eval::evaluate(&model, set, opts.k);
-        let incumbent = match registry.latest().await {
+        let named = match &opts.incumbent {
+            Some(v) => Ok(v.clone()),
+            None => registry.latest().await,
+        };
+        let incumbent = match named {
             Err(RegistryError::NoLatest(_)) => Incumbent::None,
             Err(e) => Incumbent::Unloadable {
                 version: "latest.txt".into(),
@@ -481,6 +506,17 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
             incumbent_json = json!({"version": version, "metrics": eval.to_json()});
         }
         gate::check_quality(&mut gate, &e, &incumbent, opts.gate_margin);
+        // A retrain must beat the version it replaces, not merely skip the comparison.
+        if opts.incumbent.is_some() && !matches!(incumbent, Incumbent::Evaluated { .. }) {
+            gate.push(
+                "current_version_evaluated",
+                false,
+                format!(
+                    "the current version {} could not be evaluated on the holdout, so the new one cannot be shown not worse",
+                    opts.incumbent.as_deref().unwrap_or("?")
+                ),
+            );
+        }
         evaluation = Some(e);
     } else if test.is_none() {
         gate.notes.push(
@@ -527,12 +563,23 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
     artifacts
         .version_fields
         .insert("git_sha".into(), git_sha().into());
+    // Where the data is, so `recs retrain` can start from it.
+    let snapshot = opts.snapshot.clone().unwrap_or_else(|| SnapshotRef {
+        id: data.sha256.clone(),
+        uri: std::path::absolute(&opts.ratings)
+            .unwrap_or_else(|_| opts.ratings.clone())
+            .display()
+            .to_string(),
+    });
     artifacts
         .version_fields
-        .insert("data_snapshot_id".into(), data.sha256.clone().into());
+        .insert("data_snapshot_id".into(), snapshot.id.into());
     artifacts
         .version_fields
-        .insert("trained_by".into(), "recs train".into());
+        .insert("data_snapshot_uri".into(), snapshot.uri.into());
+    artifacts
+        .version_fields
+        .insert("trained_by".into(), opts.trained_by.into());
 
     let gated = opts.gate;
     let mut published = None;
@@ -567,6 +614,7 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
             ))
         })?;
         let baseline = recs_drift::Baseline::compute(&data.rows, als);
+        warn_partial_baseline(&version, &baseline, &opts.ratings);
         recs_drift::save_baseline(&registry, &version, &baseline)
             .await
             .map_err(|source| TrainError::Baseline {
@@ -605,6 +653,22 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
     })
 }
 
+/// A baseline is never silently partial: each feature it could not hold is recorded in
+/// it (`missing`) and said loudly here, when training, not first when drift runs.
+pub fn warn_partial_baseline(
+    version: &str,
+    baseline: &recs_drift::Baseline,
+    source: &std::path::Path,
+) {
+    for (feature, why) in &baseline.missing {
+        tracing::warn!(%version, %feature, reason = %why, "drift baseline is partial");
+        eprintln!(
+            "WARNING: {version}'s drift baseline has no {feature}: {why} ({}); `recs drift` will skip it",
+            source.display()
+        );
+    }
+}
+
 /// Publishes the popularity ranking of `artifacts`' interactions (with every user's
 /// seen items) as `version`, and its drift baseline.
 async fn publish_popularity(
@@ -637,6 +701,7 @@ async fn publish_popularity(
         })?;
     let index = recs_drift::ModelIndex::of(&loaded.model);
     let baseline = recs_drift::Baseline::compute_indexed(rows, &index, &[]);
+    warn_partial_baseline(version, &baseline, &opts.ratings);
     recs_drift::save_baseline(registry, version, &baseline)
         .await
         .map_err(|source| TrainError::Baseline {

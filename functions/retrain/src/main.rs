@@ -1,0 +1,204 @@
+//! Lambda function `retrain`: the same job as `recs retrain` (`recs_train::retrain`:
+//! the served version's snapshot plus the rate events since, deduplicated, a new
+//! content-addressed snapshot, the version's hyper-parameters, a time-based holdout,
+//! the gate, publish), then a canary at `RETRAIN_CANARY_PERCENTAGE` through
+//! `recs_serve::control::update_rollout`. Runs on the template's schedule (twice a
+//! week) and when drift reaches the runbook's "retrain now" band (an alarm's state
+//! change, through EventBridge).
+//!
+//! Writes one EMF line per run (`retrain_duration_seconds`, `retrain_rows`,
+//! `retrain_ndcg`, `retrain_failures_total`, with the gate's decision): a refused,
+//! empty or failed run counts one failure and fails the invocation, so the
+//! retrain-failure alarm fires instead of a silent schedule.
+//!
+//! Environment: `MODEL_REGISTRY`, `EVENTS` (or `DRIFT_EVENTS_URI`), `RETRAIN_SNAPSHOTS`
+//! (default: beside the current snapshot), `RETRAIN_CANARY_PERCENTAGE` (10),
+//! `RETRAIN_HOLDOUT` (0.1), `RETRAIN_GATE_MARGIN` (0). A manual invocation may pass
+//! `{"base_version": "v0.3", "until": "2026-11-28T00:00:00Z"}`.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::{json, Value};
+
+use recs_core::{active, Registry};
+use recs_serve::control::{self, RolloutPatch};
+use recs_telemetry::emf;
+use recs_train::retrain::{self, RetrainError, RetrainOptions};
+
+/// Settings from the environment.
+#[derive(Debug, Clone)]
+struct Config {
+    registry: String,
+    events: String,
+    snapshots: Option<String>,
+    canary_percentage: f64,
+    holdout: f64,
+    gate_margin: f64,
+}
+
+impl Config {
+    fn from_env() -> Result<Config> {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let num = |k: &str, default: f64| -> Result<f64> {
+            get(k).map_or(Ok(default), |v| {
+                v.trim().parse().with_context(|| format!("{k}={v:?}"))
+            })
+        };
+        let Some(events) = get("EVENTS").or_else(|| get("DRIFT_EVENTS_URI")) else {
+            bail!(
+                "set EVENTS (or DRIFT_EVENTS_URI) to the rate events folder or s3://bucket/prefix"
+            );
+        };
+        let canary_percentage = num("RETRAIN_CANARY_PERCENTAGE", 10.0)?;
+        if !(0.0..=100.0).contains(&canary_percentage) {
+            bail!("RETRAIN_CANARY_PERCENTAGE must be within 0..=100");
+        }
+        Ok(Config {
+            registry: get("MODEL_REGISTRY").unwrap_or_else(|| "model_registry".into()),
+            events,
+            snapshots: get("RETRAIN_SNAPSHOTS"),
+            canary_percentage,
+            holdout: num("RETRAIN_HOLDOUT", 0.1)?,
+            gate_margin: num("RETRAIN_GATE_MARGIN", 0.0)?,
+        })
+    }
+}
+
+/// One run. `Ok` only when a version was published and its canary started; the EMF
+/// line is returned either way.
+async fn invoke(payload: &Value, cfg: &Config) -> (Result<Value>, String) {
+    let t0 = Instant::now();
+    let until_ms = match payload.get("until").and_then(Value::as_str) {
+        Some(t) => match recs_core::time::parse_time(t) {
+            Some(ms) => ms,
+            None => {
+                let line = emf::retrain_line(0.0, 0, None, "failed", None);
+                return (Err(anyhow::anyhow!("until {t:?} is not a time")), line);
+            }
+        },
+        None => recs_core::time::now_ms(),
+    };
+    let opts = RetrainOptions {
+        snapshots: cfg.snapshots.clone(),
+        base_version: payload
+            .get("base_version")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        until_ms,
+        holdout_fraction: cfg.holdout,
+        gate_margin: cfg.gate_margin,
+        // Lambda's only writable folder.
+        work_dir: Some(std::env::temp_dir().join("recs-retrain")),
+        ..RetrainOptions::new(&cfg.registry, &cfg.events)
+    };
+    let report = match retrain::retrain(&opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            let gate = match e {
+                RetrainError::Empty(_) | RetrainError::NoHoldout(_) => "empty",
+                _ => "failed",
+            };
+            let line = emf::retrain_line(t0.elapsed().as_secs_f64(), 0, None, gate, None);
+            return (Err(anyhow::Error::new(e).context("retrain")), line);
+        }
+    };
+    let line = |gate: &str| {
+        emf::retrain_line(
+            t0.elapsed().as_secs_f64(),
+            report.rows as u64,
+            report.ndcg_new,
+            gate,
+            report.train.published.as_deref(),
+        )
+    };
+    let Some(version) = report
+        .train
+        .published
+        .clone()
+        .filter(|_| !report.train.refused())
+    else {
+        return (
+            Err(anyhow::anyhow!(
+                "the gate refused the retrained model (nothing published, nothing switched): {}",
+                report.train.gate.reasons()
+            )),
+            line("refused"),
+        );
+    };
+    let rollout = async {
+        let registry = Registry::open(&cfg.registry)?;
+        let patch = RolloutPatch {
+            strategy: Some(active::Strategy::Canary),
+            canary_version: Some(Some(version.clone())),
+            canary_percentage: Some(cfg.canary_percentage),
+            salt: None,
+        };
+        control::update_rollout(&registry, &patch, Some(&report.base_version), &[])
+            .await
+            .with_context(|| format!("{version} was published, but starting its canary failed"))?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = rollout.await {
+        return (Err(e), line("failed"));
+    }
+    let mut out = report.to_json();
+    out["rollout"] = json!({"strategy": "canary", "canary_version": version,
+                            "canary_percentage": cfg.canary_percentage});
+    (Ok(out), line("passed"))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    recs_telemetry::init_logging();
+    // As functions/drift: a bad configuration answers every invocation with the
+    // reason instead of exiting at INIT.
+    let cfg = Config::from_env().map_err(|e| format!("{e:#}"));
+    if let Err(e) = &cfg {
+        tracing::error!(error = %e, "retrain: configuration is invalid; every run will fail until it is fixed");
+    }
+    let cfg = &cfg;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let (result, line) = match cfg {
+            Ok(cfg) => invoke(&event.payload, cfg).await,
+            Err(e) => (
+                Err(anyhow::anyhow!("configuration: {e}")),
+                emf::retrain_line(0.0, 0, None, "failed", None),
+            ),
+        };
+        emf::emit(&[line]);
+        match result {
+            Ok(summary) => {
+                tracing::info!(summary = %summary, "retrain published and started its canary");
+                Ok(summary)
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                tracing::error!(error = %e, "retrain refused or failed");
+                Err(lambda_runtime::Error::from(e))
+            }
+        }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retrain_line_meets_the_emf_contract() {
+        for (gate, failures) in [("passed", 0), ("refused", 1), ("empty", 1)] {
+            let l = emf::retrain_line(12.5, 1000, Some(0.31), gate, Some("v0.2"));
+            let doc = emf::check_document(&l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert_eq!(doc["retrain_failures_total"], failures, "{l}");
+            assert_eq!(doc["retrain_rows"], 1000);
+            assert_eq!(doc["gate"], gate);
+        }
+        // No NDCG when it stopped before evaluating: the metric is left out.
+        let l = emf::retrain_line(1.0, 0, None, "failed", None);
+        let doc = emf::check_document(&l).unwrap();
+        assert!(doc.get("retrain_ndcg").is_none());
+    }
+}

@@ -1,0 +1,127 @@
+//! `recs retrain`: the runbook's "trigger manual retrain". The job is
+//! `recs_train::retrain` (snapshot + events -> new snapshot -> gated version); this
+//! module adds the progress lines, the summary table and the canary rollout, which
+//! goes through `recs_serve::control::update_rollout` like `recs rollout update`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use recs_core::{active, Registry};
+use recs_serve::control::{self, RolloutPatch};
+use recs_train::retrain::{self, RetrainOptions};
+
+/// `recs retrain`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetrainArgs {
+    /// Set from the global `--registry` (before or after the subcommand).
+    #[arg(skip)]
+    pub registry: String,
+    /// Rate events since the snapshot, in the Python team's layout (folder or s3://).
+    #[arg(long, env = "EVENTS")]
+    pub events: String,
+    /// Where to write the new snapshot (default: beside the current version's).
+    #[arg(long, env = "RETRAIN_SNAPSHOTS")]
+    pub snapshots: Option<String>,
+    /// Retrain from this version (default: the served one).
+    #[arg(long)]
+    pub base_version: Option<String>,
+    /// Name of the new version (default: the next vX.Y).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Read events up to this instant: RFC 3339 or epoch (default: now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// The latest share of rows (by time) held out to evaluate and gate on.
+    #[arg(long, default_value_t = 0.1)]
+    pub holdout: f64,
+    /// Cut-off of NDCG.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// How far below the current version's NDCG the new one may be (0: not worse).
+    #[arg(long, default_value_t = 0.0)]
+    pub gate_margin: f64,
+    /// Share of users the new version gets as a canary, 0-100.
+    #[arg(long, env = "RETRAIN_CANARY_PERCENTAGE", default_value_t = 10.0)]
+    pub canary_percentage: f64,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Scratch folder for the train and holdout files (default: a temporary one).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Print the report as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the retrain; fails (non-zero exit, nothing published, nothing switched) when
+/// the data is empty or the gate refuses.
+pub async fn run(a: RetrainArgs) -> Result<()> {
+    if !(0.0..=100.0).contains(&a.canary_percentage) {
+        bail!("--canary-percentage must be within 0..=100");
+    }
+    let until_ms = crate::drift_cmd::parse_until(a.until.as_deref())?;
+    let opts = RetrainOptions {
+        snapshots: a.snapshots.clone(),
+        base_version: a.base_version.clone(),
+        version: a.version.clone(),
+        until_ms,
+        holdout_fraction: a.holdout,
+        k: a.k,
+        gate_margin: a.gate_margin,
+        threads: a.threads,
+        work_dir: a.work_dir.clone(),
+        progress: !a.json,
+        ..RetrainOptions::new(&a.registry, &a.events)
+    };
+    eprintln!(
+        "retrain: {} (served version's snapshot) + rate events under {} up to {}",
+        a.base_version.as_deref().unwrap_or("the served version"),
+        a.events,
+        recs_core::time::rfc3339((until_ms / 1000).max(0) as u64)
+    );
+    let report = retrain::retrain(&opts)
+        .await
+        .context("retrain refused or failed; nothing published, nothing switched")?;
+    eprintln!(
+        "retrain: {} new rate events, snapshot {} ({} rows), trained and gated: {}",
+        report.new_events,
+        report.snapshot_uri,
+        report.rows,
+        report.decision()
+    );
+    let mut rollout = None;
+    let published = report.train.published.clone();
+    if let (false, Some(v)) = (report.train.refused(), &published) {
+        let registry = Registry::open(&a.registry)?;
+        let patch = RolloutPatch {
+            strategy: Some(active::Strategy::Canary),
+            canary_version: Some(Some(v.clone())),
+            canary_percentage: Some(a.canary_percentage),
+            salt: None,
+        };
+        let (state, _) =
+            control::update_rollout(&registry, &patch, Some(report.base_version.as_str()), &[])
+                .await
+                .with_context(|| format!("{v} was published, but starting its canary failed"))?;
+        rollout = Some(format!(
+            "canary {v} at {}% (active {})",
+            a.canary_percentage, state.active_version
+        ));
+    }
+    if a.json {
+        let mut j = report.to_json();
+        j["rollout"] = serde_json::json!(rollout);
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        print!("{}", report.table(rollout.as_deref().unwrap_or("none")));
+    }
+    if report.train.refused() {
+        bail!(
+            "the gate refused the retrained model (nothing published, nothing switched): {}",
+            report.train.gate.reasons()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,603 @@
+//! Retraining as one job (`recs retrain`, `functions/retrain`): the snapshot the
+//! current version was trained on plus the rate events since, deduplicated (the
+//! latest rating of a pair wins), written as a new content-addressed snapshot (its id
+//! is the new version's `data_snapshot_id`), trained with the current version's
+//! hyper-parameters, evaluated on a time-based holdout, gated against popularity and
+//! the current version, and published. Starting the canary is the caller's step
+//! (it goes through `recs_serve::control`, which this crate must not depend on).
+//!
+//! It never publishes an empty or worse model: no rows, no holdout, or a refusing
+//! gate end in a [`RetrainError`] or a refused [`RetrainReport`], and nothing is written
+//! to the registry but the snapshot.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::als::{AlsConfig, Confidence};
+use crate::ratings::{self, Format, Rating};
+use crate::{train, IdRows, TrainOptions, TrainReport};
+use recs_core::{Registry, Store, StoreError};
+
+/// What to retrain and where.
+#[derive(Debug, Clone)]
+pub struct RetrainOptions {
+    /// The registry (folder or `s3://bucket/prefix`).
+    pub registry: String,
+    /// The rate events location, in the Python team's layout (read by `recs-drift`).
+    pub events: String,
+    /// Where the new snapshot goes (folder or `s3://`); default: beside the current one.
+    pub snapshots: Option<String>,
+    /// Retrain from this version instead of the served one.
+    pub base_version: Option<String>,
+    /// The new version's name (default: the next `vX.Y`).
+    pub version: Option<String>,
+    /// Events up to this instant (epoch ms, exclusive) are read.
+    pub until_ms: i64,
+    /// The latest share of rows (by time) held out for evaluation.
+    pub holdout_fraction: f64,
+    /// Cut-off of the offline metrics.
+    pub k: usize,
+    /// How far the new NDCG@k may fall below the current version's and still pass.
+    pub gate_margin: f64,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// Scratch folder for the train / holdout files (default: a temporary one).
+    pub work_dir: Option<PathBuf>,
+    /// Draw the ALS progress bar.
+    pub progress: bool,
+}
+
+impl RetrainOptions {
+    /// Defaults: served version, 10 % holdout, NDCG@10, margin 0.
+    pub fn new(registry: impl Into<String>, events: impl Into<String>) -> Self {
+        RetrainOptions {
+            registry: registry.into(),
+            events: events.into(),
+            snapshots: None,
+            base_version: None,
+            version: None,
+            until_ms: recs_core::time::now_ms(),
+            holdout_fraction: 0.1,
+            k: 10,
+            gate_margin: 0.0,
+            threads: 0,
+            work_dir: None,
+            progress: false,
+        }
+    }
+}
+
+/// Why a retrain stopped before the gate (nothing was published).
+#[derive(Debug, thiserror::Error)]
+pub enum RetrainError {
+    /// Working out or loading the current version failed.
+    #[error("the current version: {0}")]
+    Current(String),
+    /// The current version's meta.json names no training snapshot.
+    #[error("{0} records no data_snapshot_uri in its meta.json (train it with `recs train`, which records it, or pass --base-version)")]
+    NoSnapshot(String),
+    /// The snapshot or the events could not be read, or the new snapshot written.
+    #[error("{what} {location}: {source}")]
+    Store {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        location: String,
+        /// The storage error.
+        #[source]
+        source: StoreError,
+    },
+    /// The snapshot does not parse.
+    #[error(transparent)]
+    Ratings(#[from] ratings::RatingsError),
+    /// There is nothing to train on: the Python team's retrain published empty models.
+    #[error("refused: no training data ({0}); nothing published")]
+    Empty(String),
+    /// The data has no time spread to hold out.
+    #[error("refused: no time-based holdout ({0}); nothing published")]
+    NoHoldout(String),
+    /// A scratch file could not be written.
+    #[error("scratch file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Training, evaluation or publishing failed.
+    #[error(transparent)]
+    Train(#[from] crate::TrainError),
+}
+
+/// What a retrain did (also when the gate refused: then `published` is `None`).
+#[derive(Debug)]
+pub struct RetrainReport {
+    /// The version retrained from.
+    pub base_version: String,
+    /// Its snapshot.
+    pub base_snapshot: String,
+    /// Rate events read since the snapshot's last time.
+    pub new_events: usize,
+    /// The new snapshot's id (SHA-256 of its bytes) and location.
+    pub snapshot_id: String,
+    /// Where it was written.
+    pub snapshot_uri: String,
+    /// Rows (user-movie pairs) in the new snapshot, users and items in it.
+    pub rows: usize,
+    /// Distinct users.
+    pub users: usize,
+    /// Distinct items.
+    pub items: usize,
+    /// Rows held out (the latest by time).
+    pub holdout_rows: usize,
+    /// NDCG@k of the new model, the current version and popularity on the holdout.
+    pub ndcg_new: Option<f64>,
+    /// The current version's (`None` when it could not be evaluated).
+    pub ndcg_current: Option<f64>,
+    /// Popularity's.
+    pub ndcg_popularity: Option<f64>,
+    /// Hyper-parameters that were not in the current version's meta.json (defaults used).
+    pub defaulted: Vec<String>,
+    /// Wall seconds of the whole job.
+    pub seconds: f64,
+    /// The training run (gate checks, published version, summary).
+    pub train: TrainReport,
+}
+
+impl RetrainReport {
+    /// The gate's decision in one word.
+    pub fn decision(&self) -> &'static str {
+        if self.train.refused() {
+            "refused"
+        } else {
+            "passed"
+        }
+    }
+
+    /// The summary table the CLI prints; `rollout` says what was started.
+    pub fn table(&self, rollout: &str) -> String {
+        let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+        let mut rows = vec![
+            ("retrained from".to_string(), self.base_version.clone()),
+            ("new events".into(), self.new_events.to_string()),
+            ("rows".into(), self.rows.to_string()),
+            ("users".into(), self.users.to_string()),
+            ("items".into(), self.items.to_string()),
+            ("holdout rows".into(), self.holdout_rows.to_string()),
+            ("snapshot".into(), self.snapshot_uri.clone()),
+            ("NDCG@10 new".into(), f(self.ndcg_new)),
+            (
+                format!("NDCG@10 current ({})", self.base_version),
+                f(self.ndcg_current),
+            ),
+            ("NDCG@10 popularity".into(), f(self.ndcg_popularity)),
+            ("gate".into(), self.decision().to_string()),
+            (
+                "version published".into(),
+                self.train
+                    .published
+                    .clone()
+                    .unwrap_or_else(|| "none".into()),
+            ),
+            ("rollout started".into(), rollout.to_string()),
+        ];
+        if self.train.refused() {
+            rows.push(("gate refused because".into(), self.train.gate.reasons()));
+        }
+        for note in &self.train.gate.notes {
+            rows.push(("gate note".into(), note.clone()));
+        }
+        if !self.defaulted.is_empty() {
+            rows.push((
+                "defaulted hyper-parameters".into(),
+                self.defaulted.join(", "),
+            ));
+        }
+        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(k, v)| format!("{k:<w$}  {v}\n"))
+            .collect()
+    }
+
+    /// The report as JSON (the Lambda's result, `--json`).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "base_version": self.base_version,
+            "base_snapshot": self.base_snapshot,
+            "new_events": self.new_events,
+            "snapshot_id": self.snapshot_id,
+            "snapshot_uri": self.snapshot_uri,
+            "rows": self.rows, "users": self.users, "items": self.items,
+            "holdout_rows": self.holdout_rows,
+            "ndcg_new": self.ndcg_new, "ndcg_current": self.ndcg_current,
+            "ndcg_popularity": self.ndcg_popularity,
+            "gate": self.decision(),
+            "gate_reasons": self.train.gate.reasons(),
+            "published": self.train.published,
+            "defaulted": self.defaulted,
+            "seconds": self.seconds,
+        })
+    }
+}
+
+/// A location `dir/name` (folder path or `s3://bucket/prefix/name`) as a store of its
+/// folder and the key of the file in it.
+fn split_uri(uri: &str) -> Result<(Store, String), StoreError> {
+    let (dir, name) = match uri.rsplit_once('/') {
+        Some((d, n)) if !d.is_empty() && !d.ends_with(':') && !d.ends_with("s3:/") => (d, n),
+        _ => (".", uri),
+    };
+    Ok((Store::open(dir)?, name.to_string()))
+}
+
+fn store_err(what: &'static str, location: &str) -> impl FnOnce(StoreError) -> RetrainError {
+    let location = location.to_string();
+    move |source| RetrainError::Store {
+        what,
+        location,
+        source,
+    }
+}
+
+/// The current version's hyper-parameters from its `als/meta.json`; the names of
+/// those missing (defaults used).
+fn hyper_parameters(meta: &Value, threads: usize) -> (AlsConfig, IdRows, f32, Vec<String>) {
+    let mut c = crate::default_als();
+    let mut missing = Vec::new();
+    let num = |k: &str, missing: &mut Vec<String>| {
+        let v = meta.get(k).and_then(Value::as_f64);
+        if v.is_none() {
+            missing.push(k.to_string());
+        }
+        v
+    };
+    if let Some(v) = num("factors", &mut missing) {
+        c.factors = v as usize;
+    }
+    if let Some(v) = num("iterations", &mut missing) {
+        c.iterations = v as usize;
+    }
+    if let Some(v) = num("regularization", &mut missing) {
+        c.regularization = v as f32;
+    }
+    if let Some(v) = num("alpha", &mut missing) {
+        c.alpha = v as f32;
+    }
+    if let Some(v) = num("cg_steps", &mut missing) {
+        c.cg_steps = v as usize;
+    }
+    if let Some(v) = num("reg_exponent", &mut missing) {
+        c.reg_exponent = v as f32;
+    }
+    if let Some(v) = num("random_state", &mut missing) {
+        c.seed = v as u64;
+    }
+    match meta.get("confidence").and_then(Value::as_str) {
+        Some("one_plus_alpha" | "one-plus-alpha") => c.confidence = Confidence::OnePlusAlpha,
+        Some(_) => c.confidence = Confidence::Alpha,
+        None => missing.push("confidence".into()),
+    }
+    let id_rows = match meta.get("id_rows").and_then(Value::as_str) {
+        Some("dense") => IdRows::Dense,
+        Some(_) => IdRows::Sorted,
+        None => {
+            missing.push("id_rows".into());
+            IdRows::Sorted
+        }
+    };
+    let min_rating = num("min_rating", &mut missing).unwrap_or(4.0) as f32;
+    c.threads = threads;
+    (c, id_rows, min_rating, missing)
+}
+
+/// Snapshot rows plus events, one row per (user, movie): the latest rating wins
+/// (rows without a time count as older than any timed one; among equal times the
+/// event, read later, wins). Sorted by (user, movie).
+pub fn merge_latest(snapshot: &[Rating], events: &[Rating]) -> Vec<Rating> {
+    let mut all: Vec<(usize, Rating)> =
+        snapshot.iter().chain(events).copied().enumerate().collect();
+    all.sort_by_key(|(i, r)| (r.user, r.item, r.ts_ms, *i));
+    let mut out: Vec<Rating> = Vec::with_capacity(all.len());
+    for (_, r) in all {
+        match out.last_mut() {
+            Some(last) if last.user == r.user && last.item == r.item => *last = r,
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// A snapshot's bytes: MovieLens CSV `userId,movieId,rating,timestamp` (seconds;
+/// milliseconds kept as a decimal fraction would not round-trip, so times are written
+/// in ms when they are not whole seconds). A rating-less pair (a split file's) is
+/// written at the positive threshold `min_rating`: the reader needs a rating, and a
+/// rating-less row trains as a positive either way.
+pub fn snapshot_bytes(rows: &[Rating], min_rating: f32) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(rows.len() * 24 + 32);
+    s.push_str("userId,movieId,rating,timestamp\n");
+    for r in rows {
+        let rating = r.rating.unwrap_or(min_rating);
+        let ts = match r.ts_ms {
+            Some(t) if t % 1000 == 0 => (t / 1000).to_string(),
+            Some(t) => t.to_string(),
+            None => String::new(),
+        };
+        let _ = writeln!(s, "{},{},{rating},{ts}", r.user, r.item);
+    }
+    s.into_bytes()
+}
+
+/// The time-based holdout: the latest `fraction` of the timed rows (by time; ties go
+/// to the holdout together) and the rest (with every untimed row).
+fn holdout(rows: &[Rating], fraction: f64) -> (Vec<Rating>, Vec<Rating>) {
+    let mut times: Vec<i64> = rows.iter().filter_map(|r| r.ts_ms).collect();
+    if times.is_empty() {
+        return (rows.to_vec(), Vec::new());
+    }
+    times.sort_unstable();
+    let idx = ((times.len() as f64) * (1.0 - fraction)).floor() as usize;
+    let cut = times[idx.min(times.len() - 1)];
+    rows.iter()
+        .copied()
+        .partition(|r| r.ts_ms.is_none_or(|t| t < cut))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), RetrainError> {
+    std::fs::write(path, bytes).map_err(|source| RetrainError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Runs the whole job up to and including publishing (see the module docs). Returns
+/// a refused report when the gate says no; the caller then exits non-zero and starts
+/// no rollout.
+pub async fn retrain(opts: &RetrainOptions) -> Result<RetrainReport, RetrainError> {
+    let t0 = Instant::now();
+    if !(0.0..1.0).contains(&opts.holdout_fraction) || opts.holdout_fraction == 0.0 {
+        return Err(RetrainError::NoHoldout(format!(
+            "holdout fraction must be in (0, 1), got {}",
+            opts.holdout_fraction
+        )));
+    }
+    let registry =
+        Registry::open(&opts.registry).map_err(|e| RetrainError::Current(e.to_string()))?;
+    let base = match &opts.base_version {
+        Some(v) => v.clone(),
+        None => {
+            recs_core::active::served_version(&registry, None)
+                .await
+                .map_err(|e| RetrainError::Current(e.to_string()))?
+                .1
+        }
+    };
+    let current = registry
+        .load(&base)
+        .await
+        .map_err(|e| RetrainError::Current(format!("loading {base}: {e}")))?;
+    let base_snapshot = current
+        .meta
+        .raw
+        .get("data_snapshot_uri")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| RetrainError::NoSnapshot(base.clone()))?
+        .to_string();
+    tracing::info!(version = %base, snapshot = %base_snapshot, "retrain: reading the current snapshot");
+    let (snap_store, snap_key) =
+        split_uri(&base_snapshot).map_err(store_err("opening", &base_snapshot))?;
+    let bytes = snap_store
+        .get(&snap_key)
+        .await
+        .map_err(store_err("reading the snapshot", &base_snapshot))?;
+    let snapshot = ratings::parse_ratings(&base_snapshot, &bytes, Format::Auto, true)?;
+    let since = snapshot
+        .rows
+        .iter()
+        .filter_map(|r| r.ts_ms)
+        .max()
+        .unwrap_or(0);
+
+    // The events since the snapshot's last time, through the drift job's reader.
+    let events_store = Store::open(&opts.events).map_err(store_err("opening", &opts.events))?;
+    let secs = ((opts.until_ms - since).max(1000) as u64).div_ceil(1000);
+    let window = recs_drift::Window::ending(opts.until_ms, secs);
+    let (events, stats) = recs_drift::read_window(&events_store, window)
+        .await
+        .map_err(store_err("reading events under", &opts.events))?;
+    let rated: Vec<Rating> = events.into_iter().filter(|e| e.rating.is_some()).collect();
+    tracing::info!(
+        events = rated.len(),
+        files = stats.files,
+        malformed = stats.malformed,
+        "retrain: read the rate events since the snapshot"
+    );
+
+    let (als, id_rows, min_rating, defaulted) = hyper_parameters(&current.model_meta, opts.threads);
+    let rows = merge_latest(&snapshot.rows, &rated);
+    let positives = rows.iter().filter(|r| r.is_positive(min_rating)).count();
+    if positives == 0 {
+        return Err(RetrainError::Empty(format!(
+            "{} snapshot rows and {} new rate events give {} rows, none a positive (rating >= {min_rating})",
+            snapshot.rows.len(),
+            rated.len(),
+            rows.len()
+        )));
+    }
+    let (train_rows, test_rows) = holdout(&rows, opts.holdout_fraction);
+    if test_rows
+        .iter()
+        .filter(|r| r.is_positive(min_rating))
+        .count()
+        == 0
+        || !train_rows.iter().any(|r| r.is_positive(min_rating))
+    {
+        return Err(RetrainError::NoHoldout(format!(
+            "{} rows, {} held out by time, no positive on one side",
+            rows.len(),
+            test_rows.len()
+        )));
+    }
+
+    // The new snapshot, content-addressed.
+    let bytes = snapshot_bytes(&rows, min_rating);
+    let snapshot_id = recs_core::hash::hex(&Sha256::digest(&bytes));
+    let (dest, dest_loc) = match &opts.snapshots {
+        Some(loc) => (
+            Store::open(loc).map_err(store_err("opening", loc))?,
+            loc.clone(),
+        ),
+        None => {
+            let dir = base_snapshot
+                .rsplit_once('/')
+                .map_or(".".to_string(), |(d, _)| d.to_string());
+            (snap_store.clone(), dir)
+        }
+    };
+    let key = format!("{snapshot_id}.csv");
+    dest.put(&key, bytes)
+        .await
+        .map_err(store_err("writing the snapshot to", &dest_loc))?;
+    let snapshot_uri = format!("{}/{key}", dest_loc.trim_end_matches('/'));
+    tracing::info!(snapshot = %snapshot_uri, rows = rows.len(), "retrain: wrote the new snapshot");
+
+    let scratch = match &opts.work_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("recs-retrain-{}", &snapshot_id[..16])),
+    };
+    std::fs::create_dir_all(&scratch).map_err(|source| RetrainError::Io {
+        path: scratch.display().to_string(),
+        source,
+    })?;
+    let (train_path, test_path) = (scratch.join("train.csv"), scratch.join("holdout.csv"));
+    write_file(&train_path, &snapshot_bytes(&train_rows, min_rating))?;
+    write_file(&test_path, &snapshot_bytes(&test_rows, min_rating))?;
+
+    let mut t = TrainOptions::new(&train_path, &opts.registry);
+    t.version = opts.version.clone();
+    t.als = als;
+    t.id_rows = id_rows;
+    t.min_rating = min_rating;
+    t.test = Some(test_path);
+    t.k = opts.k;
+    t.gate = true;
+    t.gate_margin = opts.gate_margin;
+    t.progress = opts.progress;
+    t.snapshot = Some(crate::SnapshotRef {
+        id: snapshot_id.clone(),
+        uri: snapshot_uri.clone(),
+    });
+    t.incumbent = Some(base.clone());
+    t.trained_by = "recs retrain";
+    let report = train(&t).await?;
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let users = {
+        let mut u: Vec<i64> = rows.iter().map(|r| r.user).collect();
+        u.sort_unstable();
+        u.dedup();
+        u.len()
+    };
+    let items = {
+        let mut i: Vec<i64> = rows.iter().map(|r| r.item).collect();
+        i.sort_unstable();
+        i.dedup();
+        i.len()
+    };
+    let ndcg_current =
+        report.summary["incumbent"]["metrics"]["als"][format!("NDCG@{}", opts.k)].as_f64();
+    Ok(RetrainReport {
+        base_version: base,
+        base_snapshot,
+        new_events: rated.len(),
+        snapshot_id,
+        snapshot_uri,
+        rows: rows.len(),
+        users,
+        items,
+        holdout_rows: test_rows.len(),
+        ndcg_new: report.evaluation.as_ref().map(|e| e.model.ndcg),
+        ndcg_current,
+        ndcg_popularity: report.evaluation.as_ref().map(|e| e.popularity.ndcg),
+        defaulted,
+        seconds: t0.elapsed().as_secs_f64(),
+        train: report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(user: i64, item: i64, rating: Option<f32>, ts: Option<i64>) -> Rating {
+        Rating {
+            user,
+            item,
+            rating,
+            ts_ms: ts,
+        }
+    }
+
+    #[test]
+    fn the_latest_rating_of_a_pair_wins() {
+        let snap = [r(1, 1, Some(5.0), Some(1000)), r(1, 2, Some(2.0), None)];
+        let events = [
+            r(1, 1, Some(1.0), Some(3000)),
+            r(1, 1, Some(3.0), Some(2000)),
+            r(1, 2, Some(4.0), Some(500)),
+            r(2, 9, Some(4.0), Some(10)),
+        ];
+        assert_eq!(
+            merge_latest(&snap, &events),
+            vec![
+                r(1, 1, Some(1.0), Some(3000)),
+                r(1, 2, Some(4.0), Some(500)),
+                r(2, 9, Some(4.0), Some(10)),
+            ]
+        );
+    }
+
+    #[test]
+    fn snapshots_round_trip_through_the_rating_reader() {
+        let rows = vec![
+            r(1, 2, Some(4.5), Some(1_000_000)),
+            r(1, 3, Some(4.0), Some(1_795_824_000_123)),
+            r(2, 3, Some(1.0), Some(5_000)),
+        ];
+        let bytes = snapshot_bytes(&rows, 4.0);
+        let back = ratings::parse_ratings("s.csv", &bytes, Format::Auto, false).unwrap();
+        assert_eq!(back.rows, rows);
+        // Content-addressed: same rows, same bytes.
+        assert_eq!(bytes, snapshot_bytes(&merge_latest(&rows, &[]), 4.0));
+        // A split file's rating-less pair is written at the positive threshold.
+        let pair = snapshot_bytes(&[r(7, 8, None, Some(1_000))], 4.0);
+        assert_eq!(
+            String::from_utf8(pair).unwrap().lines().nth(1),
+            Some("7,8,4,1")
+        );
+    }
+
+    #[test]
+    fn the_holdout_is_the_latest_rows() {
+        let rows: Vec<Rating> = (0..10)
+            .map(|i| r(1, i, Some(4.0), Some(i * 1000)))
+            .collect();
+        let (train, test) = holdout(&rows, 0.2);
+        assert_eq!(test.iter().map(|r| r.item).collect::<Vec<_>>(), vec![8, 9]);
+        assert_eq!(train.len(), 8);
+    }
+
+    #[test]
+    fn uris_split_into_folder_and_file() {
+        let (s, k) = split_uri("/tmp/x/snap.csv").unwrap();
+        assert_eq!(
+            (s.location(), k.as_str()),
+            ("/tmp/x".to_string(), "snap.csv")
+        );
+    }
+}
