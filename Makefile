@@ -19,7 +19,7 @@ run: ## Serve model_registry/ on 127.0.0.1:$(PORT) (all routes, /metrics include
 	$(CARGO) build --release -p recs --bin recs
 	MODEL_REGISTRY=$(MODEL_REGISTRY) PORT=$(PORT) ./target/release/recs serve
 
-test: test-cargo test-fuzz test-openapi ## Unit, property, handler and end-to-end tests and the OpenAPI check (../shared required under CI=true)
+test: test-cargo test-fuzz test-openapi test-arm64 ## Unit, property, handler, end-to-end and fault tests, every fuzz target for 5 s, the OpenAPI check, the aarch64 tests under qemu (../shared required under CI=true)
 
 test-cargo: ## cargo test: unit, property (proptest), handler and end-to-end tests
 	$(CARGO) test --workspace --no-fail-fast

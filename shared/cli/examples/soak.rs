@@ -142,11 +142,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "soak: {total} requests, {CLIENTS} keep-alive clients, versions {versions:?}, {} users",
         users.len()
     );
-    println!(
-        "{:>9} {:>10} {:>9} {:>8}",
-        "requests", "rss_kib", "seconds", "req/s"
-    );
-    println!("{:>9} {:>10} {:>9} {:>8}", 0, start_rss, 0, "-");
+    println!(" requests    rss_kib   seconds    req/s");
+    println!("        0 {start_rss:>10}         0        -");
 
     let tally = Arc::new(Tally::default());
     let done = Arc::new(AtomicU64::new(0));
@@ -192,7 +189,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 ),
                                 90..=92 => format!("/no/such/route/{}", x >> 44),
                                 93..=95 => "/healthz".to_string(),
-                                96..=97 => format!("/trace/{:016x}", x),
+                                96..=97 => format!("/trace/{x:016x}"),
                                 98 => "/rollout/status".to_string(),
                                 _ => "/metrics".to_string(),
                             }
@@ -205,7 +202,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         };
                         counter.fetch_add(1, Ordering::Relaxed);
                         mine += 1;
-                        if mine % PER_CONNECTION == 0 {
+                        if mine.is_multiple_of(PER_CONNECTION) {
                             conn = Conn::open(addr).await?;
                         }
                     }

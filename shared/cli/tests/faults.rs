@@ -70,13 +70,11 @@ impl Proxy {
                 };
                 let fault = if f.load(Ordering::SeqCst) {
                     n += 1;
+                    inj[n % FAULTS.len()].fetch_add(1, Ordering::Relaxed);
                     FAULTS[n % FAULTS.len()]
                 } else {
                     Fault::Pass
                 };
-                if f.load(Ordering::SeqCst) {
-                    inj[n % FAULTS.len()].fetch_add(1, Ordering::Relaxed);
-                }
                 tokio::spawn(relay(client, upstream, fault, n));
             }
         });
