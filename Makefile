@@ -8,7 +8,7 @@ WATCH_PORT ?= 9000
 CARGO ?= cargo
 
 .PHONY: help run test lint bench bench-train watch build deploy demo-registry clean-demo \
-	test-cargo test-fuzz test-openapi fuzz test-arm64 docs-check observe drill test-drill
+	test-cargo test-fuzz test-openapi fuzz test-arm64 soak docs-check observe drill test-drill
 
 help: ## List the targets (with this make's settings: PORT=$(PORT), WATCH_PORT=$(WATCH_PORT), MODEL_REGISTRY=$(MODEL_REGISTRY))
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
@@ -19,9 +19,7 @@ run: ## Serve model_registry/ on 127.0.0.1:$(PORT) (all routes, /metrics include
 	$(CARGO) build --release -p recs --bin recs
 	MODEL_REGISTRY=$(MODEL_REGISTRY) PORT=$(PORT) ./target/release/recs serve
 
-# test-fuzz is not in `test` yet: the fuzz build (release, sanitizer coverage) was
-# never completed on this machine; run `make test-fuzz` by hand until it is.
-test: test-cargo test-openapi test-drill docs-check ## Unit, property, handler and end-to-end tests, the OpenAPI check, every alert drill, the docs' local commands (../shared required under CI=true)
+test: test-cargo test-fuzz test-openapi test-drill docs-check test-arm64 ## Unit, property, handler, end-to-end and fault tests, every fuzz target for 5 s, the OpenAPI check, every alert drill, the docs' local commands, the aarch64 tests under qemu (../shared required under CI=true)
 
 test-cargo: ## cargo test: unit, property (proptest), handler and end-to-end tests
 	$(CARGO) test --workspace --no-fail-fast
@@ -37,6 +35,9 @@ fuzz: ## Every fuzz target for 300 s (FUZZ_LONG); prints cases run and cases/s p
 
 test-openapi: ## schemathesis (installed from PyPI when absent) against a real `recs serve`
 	bash scripts/openapi_check.sh
+
+soak: ## One million requests (users, errors, switches) against the local server; RSS after warm-up must grow < 5 %
+	bash scripts/soak.sh
 
 test-arm64: ## Build for aarch64 (Debian cross gcc) and run the core/serve/train/drift tests under qemu-user
 	bash scripts/test_arm64.sh

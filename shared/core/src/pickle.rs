@@ -104,7 +104,9 @@ impl<'a> Reader<'a> {
 pub fn read(data: &[u8]) -> Result<PickleValue, PickleError> {
     let mut r = Reader { data, pos: 0 };
     let mut stack: Vec<Slot> = Vec::new();
-    let mut memo: std::collections::HashMap<u64, PickleValue> = Default::default();
+    let mut memo: std::collections::HashMap<u64, Memo> = Default::default();
+    // Bytes of strings copied into and out of the memo so far (MAX_MEMO_COPY_BYTES).
+    let mut copied = 0usize;
     loop {
         let at = r.pos;
         let op = r.u8()?;
@@ -165,12 +167,16 @@ pub fn read(data: &[u8]) -> Result<PickleValue, PickleError> {
                     b'q' => r.u8()? as u64,
                     _ => r.u32()? as u64,
                 };
-                match stack.last() {
-                    Some(Slot::Value(v)) => {
-                        memo.insert(key, v.clone());
-                    }
+                let entry = match stack.last() {
+                    // Never read back (BINGET of a list is refused): no copy kept.
+                    Some(Slot::Value(PickleValue::List(_))) => Memo::List,
+                    Some(Slot::Value(v)) => Memo::Value(v.clone()),
                     _ => return Err(malformed("memoize with no value on the stack")),
+                };
+                if let Memo::Value(PickleValue::Str(s)) = &entry {
+                    copy_budget(&mut copied, s.len()).map_err(|e| malformed(&e))?;
                 }
+                memo.insert(key, entry);
             }
             b'h' | b'j' => {
                 // BINGET / LONG_BINGET
@@ -182,10 +188,15 @@ pub fn read(data: &[u8]) -> Result<PickleValue, PickleError> {
                 match memo.get(&key) {
                     // A memoized list is a shared (maybe recursive) reference; a copy
                     // would silently differ from what Python builds.
-                    Some(PickleValue::List(_)) => {
+                    Some(Memo::List) | Some(Memo::Value(PickleValue::List(_))) => {
                         return Err(malformed("shared list references are not read"))
                     }
-                    Some(v) => stack.push(Slot::Value(v.clone())),
+                    Some(Memo::Value(v)) => {
+                        if let PickleValue::Str(s) = v {
+                            copy_budget(&mut copied, s.len()).map_err(|e| malformed(&e))?;
+                        }
+                        stack.push(Slot::Value(v.clone()))
+                    }
                     None => return Err(malformed(&format!("memo {key} is not defined"))),
                 }
             }
@@ -254,6 +265,31 @@ pub fn read(data: &[u8]) -> Result<PickleValue, PickleError> {
             }
         }
     }
+}
+
+/// What the memo keeps for one key.
+enum Memo {
+    /// A list: only its existence (reading it back is refused, so no copy is kept).
+    List,
+    /// An int or a string, copied on every read.
+    Value(PickleValue),
+}
+
+/// At most this many bytes of strings are copied into and out of the memo. Python
+/// shares one object per memo reference; this reader copies, so without a cap a
+/// 64 KiB pickle referencing a 32 KiB string thousands of times would build
+/// gigabytes (found while writing the fuzz target for this reader).
+const MAX_MEMO_COPY_BYTES: usize = 64 << 20;
+
+fn copy_budget(copied: &mut usize, n: usize) -> Result<(), String> {
+    *copied = copied.saturating_add(n);
+    if *copied > MAX_MEMO_COPY_BYTES {
+        return Err(format!(
+            "memo references copy more than {} MiB of strings",
+            MAX_MEMO_COPY_BYTES >> 20
+        ));
+    }
+    Ok(())
 }
 
 fn pop_value(stack: &mut Vec<Slot>) -> Option<PickleValue> {
@@ -383,6 +419,49 @@ mod tests {
             read_id_list(b"\x80\x02K\x05."),
             Err(PickleError::WrongShape(_))
         ));
+    }
+
+    /// A list memoized after every APPEND (legal; CPython never writes it, but a
+    /// file can): the reader copied the whole list into the memo each time, so
+    /// 20,000 appends made 200 million copied entries (gigabytes). Now the memo
+    /// keeps no copy of a list, and the list reads in full.
+    #[test]
+    fn a_list_memoized_after_every_append_is_read_without_copies() {
+        let n = 20_000usize;
+        let mut data = vec![0x80, 4, b']', 0x94];
+        for i in 0..n {
+            data.extend_from_slice(&[b'K', (i % 256) as u8, b'a', 0x94]);
+        }
+        data.push(b'.');
+        let want: Vec<i64> = (0..n).map(|i| (i % 256) as i64).collect();
+        assert_eq!(read_id_list(&data).unwrap(), want);
+    }
+
+    /// One 30 KB string referenced 20,000 times through BINGET: 600 MB of copies
+    /// from a 70 KB file. Refused (typed) past the 64 MiB cap; a modest reuse reads.
+    #[test]
+    fn memo_string_amplification_is_refused() {
+        let build = |len: usize, refs: usize| {
+            let mut data = vec![0x80, 4, b']', b'('];
+            data.push(b'X');
+            data.extend_from_slice(&(len as u32).to_le_bytes());
+            data.extend(std::iter::repeat_n(b'7', len));
+            data.extend_from_slice(&[b'q', 0]);
+            for _ in 0..refs {
+                data.extend_from_slice(&[b'h', 0]);
+            }
+            data.extend_from_slice(b"e.");
+            data
+        };
+        match read(&build(30_000, 20_000)) {
+            Err(PickleError::Malformed { reason, .. }) => {
+                assert!(reason.contains("copy more than 64 MiB"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|_| "a value")),
+        }
+        // 1 + 100 copies of "777": well under the cap, read as ids.
+        let ids = read_id_list(&build(3, 100)).unwrap();
+        assert_eq!(ids, vec![777; 101]);
     }
 
     #[test]

@@ -525,6 +525,7 @@ mod tests {
         for v in m.data.iter_mut() {
             *v = 5.0; // alpha 5: the (c - 1) terms matter
         }
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut simds = vec![Simd::Portable];
         #[cfg(target_arch = "x86_64")]
         {

@@ -22,6 +22,8 @@ pub(crate) struct Problem<'a> {
 
 /// The SIMD flavour of the row kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Off x86_64 (aarch64: the Lambda build) only Portable is ever picked.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum Simd {
     Avx512,
     Avx2,
