@@ -117,6 +117,16 @@ pub async fn run(a: RetrainArgs) -> Result<()> {
     } else {
         print!("{}", report.table(rollout.as_deref().unwrap_or("none")));
     }
+    if let (false, Some(v)) = (report.train.refused(), &published) {
+        // Publishing is not switching: say what is served and how to go further.
+        eprintln!(
+            "served: {} to {}% of users, {v} to {}% (canary); to switch everyone: recs switch --registry {} {v}",
+            report.base_version,
+            100.0 - a.canary_percentage,
+            a.canary_percentage,
+            a.registry
+        );
+    }
     if report.train.refused() {
         bail!(
             "the gate refused the retrained model (nothing published, nothing switched): {}",
