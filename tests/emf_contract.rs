@@ -150,6 +150,13 @@ async fn every_metric_the_template_reads_is_written_by_a_function() {
         run(vec![emf::drift_line(feature, 0.05, "v0.1", 1000)]);
     }
 
+    // The retrain function writes one line per run with retrain_line, whether the gate
+    // passed or refused (a run trains a model: too slow to run here).
+    run(vec![
+        emf::retrain_line(12.5, 1000, Some(0.31), "passed", Some("v0.2")),
+        emf::retrain_line(1.0, 0, None, "failed", None),
+    ]);
+
     let has_yaml = Command::new("python3").args(["-c", "import yaml"]).status();
     if !has_yaml.is_ok_and(|s| s.success()) {
         let pip = Command::new("python3")
