@@ -105,7 +105,11 @@ pub(super) async fn analyze(svc: &Service, req: &Request<Bytes>) -> Result<Reply
     let params = query(req);
     let r = report(svc, &params).await?;
     Ok(ok_json(serde_json::to_value(&r).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            e.to_string(),
+        )
     })?))
 }
 
