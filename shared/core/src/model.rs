@@ -144,7 +144,8 @@ fn matrix(name: &'static str, f: Factors) -> Result<Array2<f32>, ModelError> {
     }
 }
 
-fn index_ids(ids: &[i64], name: &'static str) -> Result<HashMap<i64, u32>, ModelError> {
+/// Row of each id; a repeated id is refused, naming both rows (ALS and popularity).
+pub(crate) fn index_ids(ids: &[i64], name: &'static str) -> Result<HashMap<i64, u32>, ModelError> {
     let mut map = HashMap::with_capacity(ids.len());
     for (row, &id) in ids.iter().enumerate() {
         if let Some(first) = map.insert(id, row as u32) {

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 
 use crate::csr::CsrPattern;
-use crate::model::{AlsModel, ModelError};
+use crate::model::{index_ids, AlsModel, ModelError};
 use crate::topk::Scored;
 
 /// Users' seen items, for excluding them from a popularity ranking.
@@ -55,7 +55,7 @@ impl PopularityModel {
                 factors: 0,
             });
         }
-        index(&items, "popularity/items.json")?;
+        index_ids(&items, "popularity/items.json")?;
         let n = items.len();
         let scores: Vec<f32> = match counts {
             Some(c) => {
@@ -94,7 +94,7 @@ impl PopularityModel {
         let seen = match seen {
             None => None,
             Some((users, seen)) => {
-                let user_rows = index(&users, "popularity/users.json")?;
+                let user_rows = index_ids(&users, "popularity/users.json")?;
                 if seen.rows != users.len() || seen.cols != n {
                     return Err(ModelError::SeenShape {
                         rows: seen.rows,
@@ -164,21 +164,6 @@ impl PopularityModel {
     pub fn popular(&self, k: usize) -> &[Scored] {
         &self.ranked[..k.min(self.ranked.len())]
     }
-}
-
-fn index(ids: &[i64], name: &'static str) -> Result<HashMap<i64, u32>, ModelError> {
-    let mut map = HashMap::with_capacity(ids.len());
-    for (row, &id) in ids.iter().enumerate() {
-        if let Some(first) = map.insert(id, row as u32) {
-            return Err(ModelError::DuplicateId {
-                ids: name,
-                id,
-                first: first as usize,
-                second: row,
-            });
-        }
-    }
-    Ok(map)
 }
 
 /// What a verified version serves: an ALS model or a popularity ranking.
