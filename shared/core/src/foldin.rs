@@ -122,15 +122,7 @@ pub fn gram(items: &[f32], f: usize) -> Vec<f64> {
     let mut block = vec![0f32; f * f];
     for chunk in items.chunks(f * GRAM_BLOCK) {
         block.fill(0.0);
-        for y in chunk.chunks_exact(f) {
-            for j in 0..f {
-                let yj = y[j];
-                let row = &mut block[j * f + j..(j + 1) * f];
-                for (acc, &yk) in row.iter_mut().zip(&y[j..]) {
-                    *acc += yj * yk;
-                }
-            }
-        }
+        gram_block(&mut block, chunk, f);
         for j in 0..f {
             for k in j..f {
                 g[j * f + k] += f64::from(block[j * f + k]);
@@ -180,12 +172,7 @@ pub fn solve_user(
         let w = c - 1.0;
         if w != 0.0 {
             // Upper triangle only; the factorisation reads no other.
-            for j in 0..f {
-                let wy = w * yi[j];
-                for (akj, &yk) in a[j * f + j..(j + 1) * f].iter_mut().zip(&yi[j..]) {
-                    *akj += wy * yk;
-                }
-            }
+            upper_rank1(&mut a, f, 0, &yi, w);
         }
     }
     let mut lambda = params.regularization;
@@ -200,27 +187,103 @@ pub fn solve_user(
     Ok(b.into_iter().map(|x| x as f32).collect())
 }
 
+/// The upper triangle of `Σ y yᵀ` over the rows of `chunk`, added into `block`
+/// (f32; the caller sums blocks in f64). Run once per model load, where an
+/// ml-25m-size catalogue makes it the largest step after the download.
+fn gram_block(block: &mut [f32], chunk: &[f32], f: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::score::Simd::detected() != crate::score::Simd::Portable
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features are present.
+            unsafe { gram_block_avx2(block, chunk, f) };
+            return;
+        }
+    }
+    gram_block_body(block, chunk, f);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gram_block_avx2(block: &mut [f32], chunk: &[f32], f: usize) {
+    gram_block_body(block, chunk, f);
+}
+
+#[inline(always)]
+fn gram_block_body(block: &mut [f32], chunk: &[f32], f: usize) {
+    for y in chunk.chunks_exact(f) {
+        for j in 0..f {
+            let yj = y[j];
+            let row = &mut block[j * f + j..(j + 1) * f];
+            for (acc, &yk) in row.iter_mut().zip(&y[j..]) {
+                *acc += yj * yk;
+            }
+        }
+    }
+}
+
+/// `a[k][i] += w · y[k] · y[i]` for `from <= k <= i < f` (the upper triangle of the
+/// trailing block, row-major, stride `f`): the fold-in's per-item update and the
+/// factorisation's trailing update. Rows are contiguous, so this is where the
+/// vector units pay; with AVX2+FMA it runs a compiled-for-FMA copy (4 f64 lanes).
+fn upper_rank1(a: &mut [f64], f: usize, from: usize, y: &[f64], w: f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::score::Simd::detected() != crate::score::Simd::Portable
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features are present.
+            unsafe { upper_rank1_fma(a, f, from, y, w) };
+            return;
+        }
+    }
+    upper_rank1_body(a, f, from, y, w, |acc, x, y| acc + x * y);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn upper_rank1_fma(a: &mut [f64], f: usize, from: usize, y: &[f64], w: f64) {
+    upper_rank1_body(a, f, from, y, w, |acc, x, y| x.mul_add(y, acc));
+}
+
+#[inline(always)]
+fn upper_rank1_body(
+    a: &mut [f64],
+    f: usize,
+    from: usize,
+    y: &[f64],
+    w: f64,
+    madd: impl Fn(f64, f64, f64) -> f64,
+) {
+    for k in from..f {
+        let wy = w * y[k];
+        for (aki, &yi) in a[k * f + k..(k + 1) * f].iter_mut().zip(&y[k..f]) {
+            *aki = madd(*aki, wy, yi);
+        }
+    }
+}
+
 /// Solves A x = b in place (x into `b`) for a symmetric positive definite A of
 /// which the upper triangle (row-major) is read: A = RᵀR, then two triangular solves.
 fn cholesky_upper_solve(a: &mut [f64], b: &mut [f64], f: usize) -> Result<(), FoldInError> {
-    // R overwrites the upper triangle, row by row.
+    // R overwrites the upper triangle, row by row; right-looking, so every update
+    // runs along contiguous rows (upper_rank1) instead of down columns.
+    let mut row = vec![0f64; f];
     for j in 0..f {
-        let mut d = a[j * f + j];
-        for k in 0..j {
-            d -= a[k * f + j] * a[k * f + j];
-        }
+        let d = a[j * f + j];
         if d <= 0.0 || !d.is_finite() {
             return Err(FoldInError::NotPositiveDefinite(j));
         }
         let d = d.sqrt();
         a[j * f + j] = d;
         for i in j + 1..f {
-            let mut s = a[j * f + i];
-            for k in 0..j {
-                s -= a[k * f + j] * a[k * f + i];
-            }
-            a[j * f + i] = s / d;
+            a[j * f + i] /= d;
+            row[i] = a[j * f + i];
         }
+        upper_rank1(a, f, j + 1, &row, -1.0);
     }
     // Rᵀ z = b
     for i in 0..f {

@@ -254,7 +254,8 @@ impl AlsModel {
             .collect();
         popularity.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
         let gram = foldin::gram(itf.as_slice().expect("C order"), itf.ncols());
-        let quantized = (n_items >= QUANTIZED_MIN_ITEMS)
+        let quantized = (n_items >= QUANTIZED_MIN_ITEMS
+            && itf.ncols() <= score::QuantizedUser::MAX_FACTORS)
             .then(|| score::QuantizedItems::new(itf.as_slice().expect("C order"), itf.ncols()));
         Ok(AlsModel {
             user_factors: uf,
@@ -348,10 +349,12 @@ impl AlsModel {
     /// first; equal scores rank the lower row first.
     pub fn recommend_vector(&self, user: &[f32], excluded: &[u32], k: usize) -> Vec<Scored> {
         assert_eq!(user.len(), self.factors(), "user vector width");
-        match &self.quantized {
-            Some(q) if k > 0 => self.recommend_bounded(q, user, excluded, k),
-            _ => self.recommend_exact(user, excluded, k),
+        if let (Some(q), true) = (&self.quantized, k > 0) {
+            if let Some(uq) = score::QuantizedUser::new(user) {
+                return self.recommend_bounded(q, &uq, user, excluded, k);
+            }
         }
+        self.recommend_exact(user, excluded, k)
     }
 
     /// [`recommend_vector`](Self::recommend_vector) by a full f32 scan.
@@ -380,18 +383,22 @@ impl AlsModel {
         top.into_sorted()
     }
 
-    /// The same top k as [`recommend_exact`](Self::recommend_exact), from an int8
-    /// pass that bounds every score and an exact f32 pass over the rows whose upper
-    /// bound reaches the k-th best lower bound.
+    /// The same top k as [`recommend_exact`](Self::recommend_exact), from an integer
+    /// pass (int8 items times the int16 user) that bounds every score and an exact
+    /// f32 pass over the rows whose upper bound reaches the k-th best lower bound.
     ///
-    /// With y = scale·q + d, |d| <= scale/2 per factor, the int8 score is off by at
-    /// most scale·‖u‖₁/2 (plus f32 rounding in both sums, at most
-    /// 2·127·f·ε·scale·‖u‖₁). A row of the exact top k has an exact score >= the
-    /// k-th largest exact score >= the k-th largest lower bound, so its upper bound
-    /// reaches that threshold and it is rescored: the result is the exact one.
+    /// With y = s·q + d, |d| <= s/2 per factor, and u = su·p + e, |e| <= su/2, the
+    /// integer score s·su·Σq·p is off the true y·u by at most s·(‖u‖₁/2 + 127·f·su/2);
+    /// the f32 scan's own rounding adds at most 2·127·f·ε·s·‖u‖₁, and turning the
+    /// exact integer sum into f32 at most 4·127·f·ε·s·max|u|. A row of the exact top
+    /// k has an exact score >= the k-th largest exact score >= the k-th largest lower
+    /// bound, so its upper bound reaches that threshold and it is rescored: the
+    /// result is the exact one. Blocks whose best upper bound is below the threshold
+    /// are skipped whole, so most rows cost only the integer pass.
     fn recommend_bounded(
         &self,
         q: &score::QuantizedItems,
+        uq: &score::QuantizedUser,
         user: &[f32],
         excluded: &[u32],
         k: usize,
@@ -400,28 +407,48 @@ impl AlsModel {
         let f = self.factors();
         let simd = score::Simd::detected();
         let l1: f32 = user.iter().map(|v| v.abs()).sum();
-        let err_per_scale = l1 * (0.5 + 2.0 * 127.0 * f as f32 * f32::EPSILON) * 1.01;
+        let max_abs = user.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let su = uq.scale();
+        let wide = 127.0 * f as f32;
+        let err_per_scale = (l1 * (0.5 + 2.0 * wide * f32::EPSILON)
+            + wide * su * 0.5
+            + 4.0 * wide * f32::EPSILON * max_abs)
+            * 1.01;
         let scales = q.scales();
         let mut lower = TopK::new(k);
         let mut candidates: Vec<(u32, f32)> = Vec::new();
         let mut next_excluded = excluded.iter().copied().peekable();
-        let mut buf = [0f32; SCORE_BLOCK];
+        let mut raw = [0i32; SCORE_BLOCK];
+        let mut approx = [0f32; SCORE_BLOCK];
+        let mut err = [0f32; SCORE_BLOCK];
         let n = q.rows();
         let mut first = 0;
         while first < n {
             let len = SCORE_BLOCK.min(n - first);
-            let out = &mut buf[..len];
-            q.raw_scores(simd, user, first, out);
-            for (j, &raw) in out.iter().enumerate() {
+            q.raw_scores(simd, uq, first, &mut raw[..len]);
+            let block_scales = &scales[first..first + len];
+            let mut best_upper = f32::NEG_INFINITY;
+            for j in 0..len {
+                let s = block_scales[j];
+                approx[j] = raw[j] as f32 * (s * su);
+                err[j] = s * err_per_scale;
+                best_upper = best_upper.max(approx[j] + err[j]);
+            }
+            let end = (first + len) as u32;
+            if best_upper < lower.threshold() {
+                // No row here can enter either list.
+                while next_excluded.next_if(|&r| r < end).is_some() {}
+                first += len;
+                continue;
+            }
+            for j in 0..len {
                 let row = (first + j) as u32;
                 if next_excluded.peek() == Some(&row) {
                     next_excluded.next();
                     continue;
                 }
-                let s = scales[row as usize];
-                let (approx, err) = (raw * s, s * err_per_scale);
-                lower.push(approx - err, row);
-                let upper = approx + err;
+                lower.push(approx[j] - err[j], row);
+                let upper = approx[j] + err[j];
                 if upper >= lower.threshold() {
                     candidates.push((row, upper));
                 }

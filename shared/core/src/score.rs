@@ -139,32 +139,63 @@ impl QuantizedItems {
         &self.scale
     }
 
-    /// Unscaled approximate scores `Σ_j q[i][j] · user[j]` of rows `first..first + out.len()`.
-    pub fn raw_scores(&self, simd: Simd, user: &[f32], first: usize, out: &mut [f32]) {
+    /// Unscaled approximate scores `Σ_j q[i][j] · user.q[j]` of rows
+    /// `first..first + out.len()`, in exact integer arithmetic: every flavour gives
+    /// the same result, bit for bit.
+    pub fn raw_scores(&self, simd: Simd, user: &QuantizedUser, first: usize, out: &mut [i32]) {
         let f = self.f;
-        assert_eq!(user.len(), f, "user vector width");
+        assert_eq!(user.q.len(), f, "user vector width");
         let q = &self.q[first * f..(first + out.len()) * f];
         #[cfg(target_arch = "x86_64")]
         {
-            if simd == Simd::Avx512 && f.is_multiple_of(16) && is_x86_feature_detected!("avx512f") {
+            if simd != Simd::Portable && f.is_multiple_of(16) && is_x86_feature_detected!("avx2") {
                 // SAFETY: the feature is present; `q` holds out.len() rows.
-                unsafe { x86::raw_i8_avx512(user, q, out) };
-                return;
-            }
-            if simd != Simd::Portable
-                && f.is_multiple_of(8)
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the features are present; `q` holds out.len() rows.
-                unsafe { x86::raw_i8_avx2(user, q, out) };
+                unsafe { x86::raw_i8_i16_avx2(&user.q, q, out) };
                 return;
             }
         }
         let _ = simd;
         for (o, row) in out.iter_mut().zip(q.chunks_exact(f.max(1))) {
-            *o = row.iter().zip(user).map(|(&a, &b)| f32::from(a) * b).sum();
+            *o = row
+                .iter()
+                .zip(&user.q)
+                .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                .sum();
         }
+    }
+}
+
+/// A user vector as int16 (`u ≈ scale · q`) for the integer first pass over
+/// [`QuantizedItems`]: integer multiply-adds do twice the work per instruction of
+/// converting int8 to f32, and the sums are exact.
+#[derive(Debug)]
+pub struct QuantizedUser {
+    q: Vec<i16>,
+    scale: f32,
+}
+
+impl QuantizedUser {
+    /// Largest factor count the int32 sums hold: 127 · 32767 · f < 2³¹.
+    pub const MAX_FACTORS: usize = 516;
+
+    /// Quantizes `user` (symmetric, round to nearest, |q| <= 32767); `None` when it
+    /// has more than [`MAX_FACTORS`](Self::MAX_FACTORS) values or a non-finite one.
+    pub fn new(user: &[f32]) -> Option<Self> {
+        if user.len() > Self::MAX_FACTORS || user.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let max = user.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 { max / 32767.0 } else { 1.0 };
+        let q = user
+            .iter()
+            .map(|v| (v / scale).round().clamp(-32767.0, 32767.0) as i16)
+            .collect();
+        Some(QuantizedUser { q, scale })
+    }
+
+    /// The scale: `u[j] = scale · q[j] + e[j]` with |e[j]| <= scale / 2.
+    pub fn scale(&self) -> f32 {
+        self.scale
     }
 }
 
@@ -172,93 +203,58 @@ impl QuantizedItems {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// f.is_multiple_of(16), q.len() >= out.len() * f.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn raw_i8_avx512(user: &[f32], q: &[i8], out: &mut [f32]) {
+    /// f.is_multiple_of(16), q.len() >= out.len() * f, f <= 516 (no int32 overflow).
+    /// Each step sign-extends 16 int8 item values to int16 and multiply-adds them
+    /// with 16 user values in pairs (vpmaddwd), four rows at a time.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn raw_i8_i16_avx2(user: &[i16], q: &[i8], out: &mut [i32]) {
         let f = user.len();
         let chunks = f / 16;
         let u = user.as_ptr();
         let n = out.len();
-        let load = |p: *const i8| {
-            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
-        };
+        let load = |p: *const i8| _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
         let mut i = 0;
         while i + 4 <= n {
             let p = q.as_ptr().add(i * f);
             let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
             );
             for c in 0..chunks {
-                let x = _mm512_loadu_ps(u.add(c * 16));
-                a0 = _mm512_fmadd_ps(load(p.add(c * 16)), x, a0);
-                a1 = _mm512_fmadd_ps(load(p.add(f + c * 16)), x, a1);
-                a2 = _mm512_fmadd_ps(load(p.add(2 * f + c * 16)), x, a2);
-                a3 = _mm512_fmadd_ps(load(p.add(3 * f + c * 16)), x, a3);
+                let x = _mm256_loadu_si256(u.add(c * 16) as *const __m256i);
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(load(p.add(c * 16)), x));
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(load(p.add(f + c * 16)), x));
+                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(load(p.add(2 * f + c * 16)), x));
+                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(load(p.add(3 * f + c * 16)), x));
             }
-            *out.get_unchecked_mut(i) = _mm512_reduce_add_ps(a0);
-            *out.get_unchecked_mut(i + 1) = _mm512_reduce_add_ps(a1);
-            *out.get_unchecked_mut(i + 2) = _mm512_reduce_add_ps(a2);
-            *out.get_unchecked_mut(i + 3) = _mm512_reduce_add_ps(a3);
+            *out.get_unchecked_mut(i) = hsum256_epi32(a0);
+            *out.get_unchecked_mut(i + 1) = hsum256_epi32(a1);
+            *out.get_unchecked_mut(i + 2) = hsum256_epi32(a2);
+            *out.get_unchecked_mut(i + 3) = hsum256_epi32(a3);
             i += 4;
         }
         while i < n {
             let p = q.as_ptr().add(i * f);
-            let mut a = _mm512_setzero_ps();
+            let mut a = _mm256_setzero_si256();
             for c in 0..chunks {
-                a = _mm512_fmadd_ps(load(p.add(c * 16)), _mm512_loadu_ps(u.add(c * 16)), a);
+                let x = _mm256_loadu_si256(u.add(c * 16) as *const __m256i);
+                a = _mm256_add_epi32(a, _mm256_madd_epi16(load(p.add(c * 16)), x));
             }
-            *out.get_unchecked_mut(i) = _mm512_reduce_add_ps(a);
+            *out.get_unchecked_mut(i) = hsum256_epi32(a);
             i += 1;
         }
     }
 
-    /// f.is_multiple_of(8), q.len() >= out.len() * f.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn raw_i8_avx2(user: &[f32], q: &[i8], out: &mut [f32]) {
-        let f = user.len();
-        let chunks = f / 8;
-        let u = user.as_ptr();
-        let n = out.len();
-        let load = |p: *const i8| {
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
-        };
-        let mut i = 0;
-        while i + 4 <= n {
-            let p = q.as_ptr().add(i * f);
-            let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-            );
-            for c in 0..chunks {
-                let x = _mm256_loadu_ps(u.add(c * 8));
-                a0 = _mm256_fmadd_ps(load(p.add(c * 8)), x, a0);
-                a1 = _mm256_fmadd_ps(load(p.add(f + c * 8)), x, a1);
-                a2 = _mm256_fmadd_ps(load(p.add(2 * f + c * 8)), x, a2);
-                a3 = _mm256_fmadd_ps(load(p.add(3 * f + c * 8)), x, a3);
-            }
-            *out.get_unchecked_mut(i) = hsum256(a0);
-            *out.get_unchecked_mut(i + 1) = hsum256(a1);
-            *out.get_unchecked_mut(i + 2) = hsum256(a2);
-            *out.get_unchecked_mut(i + 3) = hsum256(a3);
-            i += 4;
-        }
-        while i < n {
-            let p = q.as_ptr().add(i * f);
-            let mut a = _mm256_setzero_ps();
-            for c in 0..chunks {
-                a = _mm256_fmadd_ps(load(p.add(c * 8)), _mm256_loadu_ps(u.add(c * 8)), a);
-            }
-            *out.get_unchecked_mut(i) = hsum256(a);
-            i += 1;
-        }
+    #[inline(always)]
+    unsafe fn hsum256_epi32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
     }
 
-    /// f.is_multiple_of(16), items.len() >= out.len() * f.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn scores_avx512(user: &[f32], items: &[f32], out: &mut [f32]) {
         let f = user.len();
@@ -421,27 +417,78 @@ mod tests {
 
     #[test]
     fn quantized_scores_are_within_their_bound() {
-        for f in [8, 16, 24, 64] {
+        for f in [8, 16, 24, 64, 128] {
             let n = 9;
             let items: Vec<f32> = (0..n * f)
                 .map(|i| ((i * 31 % 23) as f32) / 23.0 - 0.5)
                 .collect();
             let user: Vec<f32> = (0..f).map(|i| ((i * 5 % 11) as f32) / 11.0 - 0.3).collect();
             let qi = QuantizedItems::new(&items, f);
+            let qu = QuantizedUser::new(&user).expect("quantizes");
             let l1: f32 = user.iter().map(|v| v.abs()).sum();
             for simd in [Simd::Avx512, Simd::Avx2, Simd::Portable] {
-                let mut raw = vec![0f32; n];
-                qi.raw_scores(simd, &user, 0, &mut raw);
+                let mut raw = vec![0i32; n];
+                qi.raw_scores(simd, &qu, 0, &mut raw);
                 for (i, row) in items.chunks_exact(f).enumerate() {
-                    let exact: f32 = row.iter().zip(&user).map(|(a, b)| a * b).sum();
-                    let bound = qi.scales()[i] * 0.5 * l1 * 1.001 + 1e-6;
+                    let exact: f64 = row.iter().zip(&user).map(|(a, b)| f64::from(a * b)).sum();
+                    let s = f64::from(qi.scales()[i]);
+                    let approx = f64::from(raw[i]) * s * f64::from(qu.scale());
+                    // item rounding (s/2 per |u_j|) plus user rounding (|q| <= 127, su/2 each)
+                    let bound =
+                        s * (0.5 * f64::from(l1) + 127.0 * f as f64 * f64::from(qu.scale()) / 2.0);
                     assert!(
-                        (raw[i] * qi.scales()[i] - exact).abs() <= bound,
+                        (approx - exact).abs() <= bound * 1.0001 + 1e-9,
                         "{simd:?} f={f} row {i}"
                     );
                 }
             }
         }
+    }
+
+    #[test]
+    fn integer_scores_are_the_same_in_every_flavour_and_do_not_overflow() {
+        // Extreme values at the widest allowed vector: 127 · 32767 · 516 < 2^31.
+        for f in [16, 48, 128, 512] {
+            let n = 7;
+            let items: Vec<f32> = (0..n * f)
+                .map(|i| if i % 3 == 0 { -1.0 } else { 1.0 })
+                .collect();
+            let user: Vec<f32> = (0..f)
+                .map(|j| if j % 2 == 0 { 2.5 } else { -2.5 })
+                .collect();
+            let same_sign: Vec<f32> = vec![1.0; f];
+            let qi = QuantizedItems::new(&items, f);
+            for u in [&user, &same_sign] {
+                let qu = QuantizedUser::new(u).expect("quantizes");
+                let mut want = vec![0i32; n];
+                qi.raw_scores(Simd::Portable, &qu, 0, &mut want);
+                let wide: Vec<i64> = items
+                    .chunks_exact(f)
+                    .map(|row| {
+                        row.iter()
+                            .zip(u.iter())
+                            .map(|(a, b)| ((a * 127.0) as i64) * ((b / qu.scale()).round() as i64))
+                            .sum()
+                    })
+                    .collect();
+                assert_eq!(
+                    want.iter().map(|&v| i64::from(v)).collect::<Vec<_>>(),
+                    wide,
+                    "f={f}"
+                );
+                for simd in [Simd::Avx512, Simd::Avx2] {
+                    let mut got = vec![0i32; n];
+                    qi.raw_scores(simd, &qu, 0, &mut got);
+                    assert_eq!(got, want, "{simd:?} f={f}");
+                }
+            }
+        }
+        assert!(QuantizedUser::new(&vec![1.0; QuantizedUser::MAX_FACTORS + 1]).is_none());
+        assert!(QuantizedUser::new(&[1.0, f32::NAN]).is_none());
+        assert!(
+            127i64 * 32767 * QuantizedUser::MAX_FACTORS as i64 <= i64::from(i32::MAX),
+            "MAX_FACTORS keeps the int32 sums exact"
+        );
     }
 
     #[test]

@@ -116,6 +116,32 @@ fn peak_flops(f: usize) -> f64 {
     (2 * rows * f * reps) as f64 / best
 }
 
+/// Peak multiply-adds per second of the integer first pass (int8 items x int16
+/// user), over 2,048 L2-resident rows, best of 5.
+fn int_pass_peak(f: usize) -> f64 {
+    let rows = 2_048;
+    let mut rng = SplitMix(5);
+    let items: Vec<f32> = (0..rows * f).map(|_| rng.unit()).collect();
+    let user: Vec<f32> = (0..f).map(|_| rng.unit()).collect();
+    let q = recs_core::score::QuantizedItems::new(&items, f);
+    let u = recs_core::score::QuantizedUser::new(&user).expect("quantizes");
+    let simd = recs_core::score::Simd::detected();
+    let mut out = vec![0i32; 256];
+    let reps = 500;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            for first in (0..rows).step_by(256) {
+                q.raw_scores(simd, black_box(&u), first, &mut out);
+                black_box(&out);
+            }
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (rows * f * reps) as f64 / best
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -168,6 +194,15 @@ fn measure(name: &str, loaded: LoadedModel, calls: usize, bandwidth: f64) -> Row
 
     // The int8-bounded scan must give the full f32 scan's top 10: count the users.
     if m.n_items() >= recs_core::model::QUANTIZED_MIN_ITEMS {
+        let macs = int_pass_peak(m.factors());
+        let int8_bytes = (m.n_items() * m.factors()) as f64;
+        println!(
+            "{name}: integer first pass peak {:.1} G multiply-adds/s (L2-resident); its compute floor {:.1} us, its bandwidth floor {:.1} us ({:.1} MB of int8)",
+            macs / 1e9,
+            int8_bytes / macs * 1e6,
+            int8_bytes / bandwidth * 1e6,
+            int8_bytes / 1e6
+        );
         let checked = picks.len().min(1_000);
         let same = picks[..checked]
             .iter()
