@@ -1,0 +1,593 @@
+//! `recs import spark`: a Spark MLlib `ALSModel` saved with `model.write().save(DIR)`
+//! becomes a registry version, verified and gated like one `recs train` fitted.
+//!
+//! Spark writes `DIR/userFactors/` and `DIR/itemFactors/` as folders of
+//! `part-*.parquet` files with the columns `id` (int) and `features` (array<float>),
+//! and `DIR/metadata/part-00000` (one JSON line with the model's params).
+//!
+//! Ids: the factor tables decide the model's users and items (Spark's ids, sorted).
+//! The ratings file only gives the seen items (its positives, as `recs train` reads
+//! them). A positive whose user or item has no factors is dropped from the seen set
+//! and counted: such an item cannot be served, such a user is cold (served the fallback).
+//! A factor user without positives is kept, with nothing seen.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
+use serde_json::{json, Value};
+
+use crate::eval::TestSet;
+use crate::ratings::{self, Format};
+use crate::{gate, git_sha, model_of, TrainError, TrainReport};
+use recs_core::{validate_version, Artifacts, CsrPattern, Factors, Registry};
+
+/// Why a Spark factor folder cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SparkError {
+    /// The folder does not exist (or is not a folder).
+    #[error("{0}: no such folder (expected Spark's userFactors/ or itemFactors/ folder)")]
+    MissingFolder(PathBuf),
+    /// The folder could not be listed or a file in it could not be opened.
+    #[error("{path}: {source}")]
+    Io {
+        /// The folder or file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The folder holds no `part-*` Parquet file.
+    #[error("{0}: no part-*.parquet files in the folder")]
+    NoPartFiles(PathBuf),
+    /// A part file is not readable Parquet (truncated, corrupt, unsupported codec).
+    #[error("{path}: not a readable Parquet file: {source}")]
+    Parquet {
+        /// The part file.
+        path: PathBuf,
+        /// The reader's error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// The columns are not `id` (int) and `features` (array<float>).
+    #[error("{path}: expected columns id (int) and features (array<float>), found {found}")]
+    WrongSchema {
+        /// The part file.
+        path: PathBuf,
+        /// The columns found, with their types as read.
+        found: String,
+    },
+    /// A row's feature width differs from the first row's.
+    #[error("{path}: id {id} has {got} features, earlier rows have {want}")]
+    Ragged {
+        /// The part file.
+        path: PathBuf,
+        /// The row's id.
+        id: i64,
+        /// Its width.
+        got: usize,
+        /// The first row's width.
+        want: usize,
+    },
+    /// A feature is NaN, infinite or null.
+    #[error("{path}: id {id} has a non-finite or null feature at position {position}")]
+    NonFinite {
+        /// The part file.
+        path: PathBuf,
+        /// The row's id.
+        id: i64,
+        /// Index within the feature vector.
+        position: usize,
+    },
+    /// An id occurs twice (in one part file or across them).
+    #[error("{path}: id {id} occurs more than once")]
+    DuplicateId {
+        /// The part file of the second occurrence.
+        path: PathBuf,
+        /// The id.
+        id: i64,
+    },
+    /// The folder has part files but no rows, or rows with no features.
+    #[error("{0}: no factor rows (or zero-width features)")]
+    Empty(PathBuf),
+    /// The user and item factors have different widths (not one model).
+    #[error("user factors have {users} features, item factors {items}: not the same model")]
+    WidthMismatch {
+        /// User factor width.
+        users: usize,
+        /// Item factor width.
+        items: usize,
+    },
+}
+
+/// One factor table: `ids[r]`'s vector is `data[r * width..(r + 1) * width]`, rows
+/// sorted by id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactorTable {
+    /// Spark's ids, ascending.
+    pub ids: Vec<i64>,
+    /// Features per row (Spark's rank).
+    pub width: usize,
+    /// Row-major features.
+    pub data: Vec<f32>,
+}
+
+/// The `part-*` files of a Spark output folder, sorted; `_SUCCESS`, `_metadata`,
+/// `_common_metadata` and `.crc` checksums are not data.
+fn part_files(dir: &Path) -> Result<Vec<PathBuf>, SparkError> {
+    if !dir.is_dir() {
+        return Err(SparkError::MissingFolder(dir.to_path_buf()));
+    }
+    let io = |source| SparkError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut parts = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("part-") && !name.ends_with(".crc") && entry.path().is_file() {
+            parts.push(entry.path());
+        }
+    }
+    if parts.is_empty() {
+        return Err(SparkError::NoPartFiles(dir.to_path_buf()));
+    }
+    parts.sort();
+    Ok(parts)
+}
+
+/// The top-level columns of a part file, as `name: type` for error messages.
+fn describe_columns(reader: &SerializedFileReader<File>) -> String {
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let cols: Vec<String> = schema
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|f| {
+            if f.is_group() {
+                format!("{}: group", f.name())
+            } else {
+                format!("{}: {}", f.name(), f.get_physical_type())
+            }
+        })
+        .collect();
+    if cols.is_empty() {
+        "no columns".into()
+    } else {
+        cols.join(", ")
+    }
+}
+
+/// Reads a Spark factor folder (`userFactors/` or `itemFactors/`).
+pub fn read_factor_folder(dir: &Path) -> Result<FactorTable, SparkError> {
+    let mut rows: BTreeMap<i64, Vec<f32>> = BTreeMap::new();
+    let mut width: Option<usize> = None;
+    for path in part_files(dir)? {
+        let file = File::open(&path).map_err(|source| SparkError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let parquet_err = |source| SparkError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let reader = SerializedFileReader::new(file).map_err(parquet_err)?;
+        let wrong = || SparkError::WrongSchema {
+            path: path.clone(),
+            found: describe_columns(&reader),
+        };
+        let names: HashSet<&str> = reader
+            .metadata()
+            .file_metadata()
+            .schema_descr()
+            .root_schema()
+            .get_fields()
+            .iter()
+            .map(|f| f.name())
+            .collect();
+        if !(names.contains("id") && names.contains("features")) {
+            return Err(wrong());
+        }
+        for row in reader.get_row_iter(None).map_err(parquet_err)? {
+            let row = row.map_err(parquet_err)?;
+            let (mut id, mut features) = (None, None);
+            for (name, field) in row.get_column_iter() {
+                match (name.as_str(), field) {
+                    ("id", Field::Int(v)) => id = Some(i64::from(*v)),
+                    ("id", Field::Long(v)) => id = Some(*v),
+                    ("features", Field::ListInternal(list)) => features = Some(list.elements()),
+                    ("id" | "features", _) => return Err(wrong()),
+                    _ => {}
+                }
+            }
+            let (Some(id), Some(elements)) = (id, features) else {
+                return Err(wrong());
+            };
+            let mut v = Vec::with_capacity(elements.len());
+            for (position, e) in elements.iter().enumerate() {
+                let x = match e {
+                    Field::Float(x) => *x,
+                    // Narrowed as Spark's float features are; a double outside f32 is caught below.
+                    Field::Double(x) => *x as f32,
+                    Field::Null => {
+                        return Err(SparkError::NonFinite {
+                            path: path.clone(),
+                            id,
+                            position,
+                        })
+                    }
+                    _ => return Err(wrong()),
+                };
+                if !x.is_finite() {
+                    return Err(SparkError::NonFinite {
+                        path: path.clone(),
+                        id,
+                        position,
+                    });
+                }
+                v.push(x);
+            }
+            match width {
+                None => width = Some(v.len()),
+                Some(w) if w != v.len() => {
+                    return Err(SparkError::Ragged {
+                        path: path.clone(),
+                        id,
+                        got: v.len(),
+                        want: w,
+                    })
+                }
+                Some(_) => {}
+            }
+            if rows.insert(id, v).is_some() {
+                return Err(SparkError::DuplicateId {
+                    path: path.clone(),
+                    id,
+                });
+            }
+        }
+    }
+    let width = width.unwrap_or(0);
+    if rows.is_empty() || width == 0 {
+        return Err(SparkError::Empty(dir.to_path_buf()));
+    }
+    let ids = rows.keys().copied().collect();
+    let data = rows.into_values().flatten().collect();
+    Ok(FactorTable { ids, width, data })
+}
+
+/// The ALS hyper-parameters in Spark's `metadata/` folder beside the factor folders
+/// (`paramMap` over `defaultParamMap`, and the saved `rank`), when it is there.
+/// `ALSModel` saves its own params only: the estimator's `regParam`, `alpha`,
+/// `maxIter` and `implicitPrefs` appear when they were saved with it.
+pub fn read_metadata(model_dir: &Path) -> Option<Value> {
+    let dir = model_dir.join("metadata");
+    let part = part_files(&dir).ok()?.into_iter().next()?;
+    let text = std::fs::read_to_string(part).ok()?;
+    let meta: Value = serde_json::from_str(text.lines().next()?).ok()?;
+    let mut out = serde_json::Map::new();
+    for key in [
+        "rank",
+        "regParam",
+        "alpha",
+        "maxIter",
+        "implicitPrefs",
+        "seed",
+        "nonnegative",
+    ] {
+        let v = meta["paramMap"]
+            .get(key)
+            .or_else(|| meta.get(key))
+            .or_else(|| meta["defaultParamMap"].get(key));
+        if let Some(v) = v {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    for key in ["class", "sparkVersion", "uid"] {
+        if let Some(v) = meta.get(key) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    Some(Value::Object(out))
+}
+
+/// Everything `recs import spark` needs.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Spark's `userFactors/` folder.
+    pub user_factors: PathBuf,
+    /// Spark's `itemFactors/` folder.
+    pub item_factors: PathBuf,
+    /// The ratings the model was trained on: their positives are the seen items.
+    pub ratings: PathBuf,
+    /// Its format.
+    pub format: Format,
+    /// Drop (and count) malformed rows instead of failing.
+    pub skip_bad_rows: bool,
+    /// Ratings at or above this are positives (seen, and in the test set).
+    pub min_rating: f32,
+    /// Where to publish.
+    pub registry: String,
+    /// The version name (default: the next `vX.Y`).
+    pub version: Option<String>,
+    /// Held-out positives for the quality gate.
+    pub test: Option<PathBuf>,
+    /// Cut-off of the offline metrics.
+    pub k: usize,
+    /// Refuse to publish when the gate fails.
+    pub gate: bool,
+    /// How far below the latest version's NDCG@k the new one may be.
+    pub gate_margin: f64,
+}
+
+/// What `recs import spark` could not map between the factors and the ratings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IdCoverage {
+    /// Factor users / items.
+    pub users: usize,
+    /// Factor items.
+    pub items: usize,
+    /// Positives kept as seen items.
+    pub seen: usize,
+    /// Users with positives but no factors (served as unknown users).
+    pub rating_users_without_factors: usize,
+    /// Items with positives but no factors (cannot be served).
+    pub rating_items_without_factors: usize,
+    /// Positives dropped because their user or item has no factors.
+    pub positives_dropped: usize,
+    /// Factor users with no positive in the ratings (nothing seen to exclude).
+    pub factor_users_without_positives: usize,
+}
+
+/// Builds the artifacts: the factor tables' ids are the rows, the positives whose
+/// user and item both have factors are the seen items.
+pub fn to_artifacts(
+    users: &FactorTable,
+    items: &FactorTable,
+    positives: &[recs_core::Interaction],
+) -> Result<(Artifacts, IdCoverage), SparkError> {
+    if users.width != items.width {
+        return Err(SparkError::WidthMismatch {
+            users: users.width,
+            items: items.width,
+        });
+    }
+    let urow: HashMap<i64, usize> = users
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(r, &id)| (id, r))
+        .collect();
+    let icol: HashMap<i64, u32> = items
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(c, &id)| (id, c as u32))
+        .collect();
+    let mut seen_rows = vec![Vec::new(); users.ids.len()];
+    let (mut missing_users, mut missing_items) = (HashSet::new(), HashSet::new());
+    let mut dropped = 0;
+    for p in positives {
+        let (u, i) = (urow.get(&p.user), icol.get(&p.item));
+        if u.is_none() {
+            missing_users.insert(p.user);
+        }
+        if i.is_none() {
+            missing_items.insert(p.item);
+        }
+        match (u, i) {
+            (Some(&u), Some(&i)) => seen_rows[u].push(i),
+            _ => dropped += 1,
+        }
+    }
+    let coverage = IdCoverage {
+        users: users.ids.len(),
+        items: items.ids.len(),
+        seen: positives.len() - dropped,
+        rating_users_without_factors: missing_users.len(),
+        rating_items_without_factors: missing_items.len(),
+        positives_dropped: dropped,
+        factor_users_without_positives: seen_rows.iter().filter(|r| r.is_empty()).count(),
+    };
+    let artifacts = Artifacts {
+        user_factors: Factors {
+            shape: vec![users.ids.len(), users.width],
+            data: users.data.clone(),
+        },
+        item_factors: Factors {
+            shape: vec![items.ids.len(), items.width],
+            data: items.data.clone(),
+        },
+        users: users.ids.clone(),
+        items: items.ids.clone(),
+        seen: CsrPattern::from_rows(items.ids.len(), seen_rows),
+        model_meta: Value::Null,
+        version_fields: serde_json::Map::new(),
+    };
+    Ok((artifacts, coverage))
+}
+
+/// Why `recs import spark` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// A factor folder could not be read.
+    #[error(transparent)]
+    Factors(#[from] SparkError),
+    /// Ratings, registry, evaluation or publishing, as for `recs train`.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+}
+
+impl From<ratings::RatingsError> for ImportError {
+    fn from(e: ratings::RatingsError) -> Self {
+        ImportError::Train(e.into())
+    }
+}
+
+impl From<recs_core::RegistryError> for ImportError {
+    fn from(e: recs_core::RegistryError) -> Self {
+        ImportError::Train(e.into())
+    }
+}
+
+/// Reads the factors and the ratings, evaluates and gates (the same checks as
+/// `recs train`), and unless refused publishes. Nothing is written to the registry
+/// before every input has been read and checked.
+pub async fn import(opts: &ImportOptions) -> Result<(TrainReport, IdCoverage), ImportError> {
+    if let Some(v) = &opts.version {
+        validate_version(v)?;
+    }
+    let registry = Registry::open(&opts.registry)?;
+    if let Some(v) = &opts.version {
+        if registry.versions().await.unwrap_or_default().contains(v) {
+            return Err(TrainError::Invalid(format!(
+                "version {v} already exists in {}; pick another --version",
+                opts.registry
+            ))
+            .into());
+        }
+    }
+    let users = read_factor_folder(&opts.user_factors)?;
+    let items = read_factor_folder(&opts.item_factors)?;
+    let data = ratings::read_ratings(&opts.ratings, opts.format, opts.skip_bad_rows)?;
+    let positives = data.positives(opts.min_rating);
+    let (mut artifacts, coverage) = to_artifacts(&users, &items, &positives)?;
+    let test = match &opts.test {
+        Some(path) => {
+            let t = ratings::read_ratings(path, Format::Auto, opts.skip_bad_rows)?;
+            let set = TestSet::from_ratings(&t, opts.min_rating);
+            Some((t, set))
+        }
+        None => None,
+    };
+
+    let mut gate = gate::check_structure(
+        users.ids.len(),
+        items.ids.len(),
+        users.width,
+        &artifacts.user_factors.data,
+        &artifacts.item_factors.data,
+    );
+    // The model must be servable before anything else is said about it.
+    let model = model_of(&artifacts).map_err(ImportError::Train)?;
+    let (mut evaluation, mut incumbent_json) = (None, Value::Null);
+    if let (true, Some((_, set))) = (gate.passed(), &test) {
+        let (e, inc) = crate::evaluate_and_gate(
+            &registry,
+            &model,
+            set,
+            opts.k,
+            opts.gate_margin,
+            None,
+            &mut gate,
+        )
+        .await;
+        incumbent_json = inc;
+        evaluation = Some(e);
+    } else if test.is_none() {
+        gate.notes.push(
+            "no --test file: only the structural checks ran (pass --test to compare with popularity and the latest version)"
+                .into(),
+        );
+    }
+
+    let model_dir = opts.user_factors.parent().unwrap_or(Path::new("."));
+    let spark_params = read_metadata(model_dir);
+    let mut model_meta = json!({
+        "type": "ALS",
+        "trainer": "Spark MLlib ALS (imported by recs import spark)",
+        "factors": users.width,
+        "users": users.ids.len(),
+        "items": items.ids.len(),
+        "interactions": artifacts.seen.nnz(),
+        "min_rating": opts.min_rating,
+        "spark": spark_params,
+        "source": {
+            "user_factors": std::path::absolute(&opts.user_factors).unwrap_or_else(|_| opts.user_factors.clone()),
+            "item_factors": std::path::absolute(&opts.item_factors).unwrap_or_else(|_| opts.item_factors.clone()),
+        },
+        "id_coverage": coverage,
+        "data": data.summary(opts.min_rating),
+        "gate": gate.to_json(),
+    });
+    // Spark's names, in the keys `recs train` writes, where Spark saved them.
+    if let Some(p) = model_meta["spark"].as_object().cloned() {
+        for (spark, ours) in [
+            ("regParam", "regularization"),
+            ("alpha", "alpha"),
+            ("maxIter", "iterations"),
+            ("implicitPrefs", "implicit_prefs"),
+            ("seed", "random_state"),
+        ] {
+            if let Some(v) = p.get(spark) {
+                model_meta[ours] = v.clone();
+            }
+        }
+    }
+    if let (Some(e), Some((t, _))) = (&evaluation, &test) {
+        model_meta["offline_metrics"] = e.to_json();
+        model_meta["offline_metrics"]["test_file"] = json!(t.path);
+        model_meta["offline_metrics"]["test_sha256"] = json!(t.sha256);
+    }
+    artifacts.model_meta = model_meta.clone();
+    let fields = &mut artifacts.version_fields;
+    fields.insert("git_sha".into(), git_sha().into());
+    fields.insert("data_snapshot_id".into(), data.sha256.clone().into());
+    fields.insert(
+        "data_snapshot_uri".into(),
+        std::path::absolute(&opts.ratings)
+            .unwrap_or_else(|_| opts.ratings.clone())
+            .display()
+            .to_string()
+            .into(),
+    );
+    fields.insert("trained_by".into(), "recs import spark".into());
+    fields.insert("model_name".into(), "spark-als".into());
+
+    let refused = opts.gate && !gate.passed();
+    let mut published = None;
+    if !refused {
+        if let Some(root) = registry.local_root() {
+            std::fs::create_dir_all(root).map_err(|source| TrainError::Io {
+                path: root.display().to_string(),
+                source,
+            })?;
+        }
+        let version = match &opts.version {
+            Some(v) => v.clone(),
+            None => registry.next_version().await?,
+        };
+        crate::publish_als(
+            &registry,
+            &opts.registry,
+            &version,
+            &artifacts,
+            &data.rows,
+            &opts.ratings,
+        )
+        .await?;
+        published = Some(version);
+    }
+    let summary = json!({
+        "published": published,
+        "registry": opts.registry,
+        "refused": refused,
+        "model": model_meta,
+        "incumbent": incumbent_json,
+    });
+    Ok((
+        TrainReport {
+            published,
+            popularity: None,
+            notes: vec![],
+            gate,
+            gated: opts.gate,
+            evaluation,
+            summary,
+        },
+        coverage,
+    ))
+}
