@@ -591,3 +591,230 @@ pub async fn import(opts: &ImportOptions) -> Result<(TrainReport, IdCoverage), I
         coverage,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::basic::Compression;
+    use parquet::data_type::{FloatType, Int32Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    /// Spark's factor schema (`id int, features array<float>`), as Spark writes it.
+    const SPARK: &str = "message spark_schema {
+        required int32 id;
+        optional group features (LIST) {
+            repeated group list { optional float element; }
+        }
+    }";
+
+    /// Writes one Snappy part file of `rows` (a `None` feature is a null element).
+    fn write_part(path: &Path, rows: &[(i32, Vec<Option<f32>>)]) {
+        let schema = Arc::new(parse_message_type(SPARK).unwrap());
+        let props = Arc::new(
+            WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build(),
+        );
+        let mut w = SerializedFileWriter::new(File::create(path).unwrap(), schema, props).unwrap();
+        let mut rg = w.next_row_group().unwrap();
+        let ids: Vec<i32> = rows.iter().map(|r| r.0).collect();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<Int32Type>()
+            .write_batch(&ids, None, None)
+            .unwrap();
+        col.close().unwrap();
+        let (mut vals, mut def, mut rep) = (vec![], vec![], vec![]);
+        for (_, f) in rows {
+            if f.is_empty() {
+                def.push(1);
+                rep.push(0);
+            }
+            for (i, x) in f.iter().enumerate() {
+                rep.push(if i == 0 { 0 } else { 1 });
+                match x {
+                    Some(x) => {
+                        vals.push(*x);
+                        def.push(3);
+                    }
+                    None => def.push(2),
+                }
+            }
+        }
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<FloatType>()
+            .write_batch(&vals, Some(&def), Some(&rep))
+            .unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+        w.close().unwrap();
+    }
+
+    fn folder(parts: &[&[(i32, Vec<Option<f32>>)]]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, rows) in parts.iter().enumerate() {
+            write_part(
+                &dir.path().join(format!("part-{n:05}.snappy.parquet")),
+                rows,
+            );
+        }
+        std::fs::write(dir.path().join("_SUCCESS"), b"").unwrap();
+        std::fs::write(dir.path().join(".part-00000.snappy.parquet.crc"), b"junk").unwrap();
+        dir
+    }
+
+    fn row(id: i32, f: &[f32]) -> (i32, Vec<Option<f32>>) {
+        (id, f.iter().map(|&x| Some(x)).collect())
+    }
+
+    #[test]
+    fn reads_parts_sorted_by_id_and_skips_markers() {
+        let dir = folder(&[
+            &[row(7, &[1.0, 2.0]), row(3, &[3.0, 4.0])],
+            &[row(5, &[5.0, 6.0])],
+        ]);
+        let t = read_factor_folder(dir.path()).unwrap();
+        assert_eq!(t.ids, vec![3, 5, 7]);
+        assert_eq!(t.width, 2);
+        assert_eq!(t.data, vec![3.0, 4.0, 5.0, 6.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn each_bad_folder_has_its_own_error() {
+        let err = |d: &Path| read_factor_folder(d).unwrap_err();
+        let nowhere = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            err(&nowhere.path().join("x")),
+            SparkError::MissingFolder(_)
+        ));
+        assert!(matches!(err(nowhere.path()), SparkError::NoPartFiles(_)));
+        let ragged = folder(&[&[row(1, &[1.0, 2.0]), row(2, &[1.0])]]);
+        assert!(matches!(
+            err(ragged.path()),
+            SparkError::Ragged {
+                id: 2,
+                got: 1,
+                want: 2,
+                ..
+            }
+        ));
+        let nan = folder(&[&[row(1, &[1.0, f32::NAN])]]);
+        assert!(matches!(
+            err(nan.path()),
+            SparkError::NonFinite {
+                id: 1,
+                position: 1,
+                ..
+            }
+        ));
+        let null = folder(&[&[(4, vec![Some(1.0), None])]]);
+        assert!(matches!(
+            err(null.path()),
+            SparkError::NonFinite {
+                id: 4,
+                position: 1,
+                ..
+            }
+        ));
+        let dup = folder(&[&[row(1, &[1.0])], &[row(1, &[2.0])]]);
+        assert!(matches!(
+            err(dup.path()),
+            SparkError::DuplicateId { id: 1, .. }
+        ));
+        let empty = folder(&[&[(1, vec![])]]);
+        assert!(matches!(err(empty.path()), SparkError::Empty(_)));
+    }
+
+    #[test]
+    fn wrong_schema_names_the_columns_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(
+            parse_message_type("message m { required int32 user; required float rating; }")
+                .unwrap(),
+        );
+        let path = dir.path().join("part-00000.parquet");
+        let mut w = SerializedFileWriter::new(
+            File::create(&path).unwrap(),
+            schema,
+            Arc::new(WriterProperties::builder().build()),
+        )
+        .unwrap();
+        let mut rg = w.next_row_group().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<Int32Type>()
+            .write_batch(&[1], None, None)
+            .unwrap();
+        col.close().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<FloatType>()
+            .write_batch(&[1.0], None, None)
+            .unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+        w.close().unwrap();
+        let e = read_factor_folder(dir.path()).unwrap_err();
+        assert!(matches!(e, SparkError::WrongSchema { .. }));
+        assert!(
+            e.to_string().contains("found user: INT32, rating: FLOAT"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ids_missing_on_either_side_are_counted_and_widths_must_agree() {
+        let t = |ids: Vec<i64>, width: usize| FactorTable {
+            data: vec![0.5; ids.len() * width],
+            ids,
+            width,
+        };
+        let p = |user, item| recs_core::Interaction {
+            user,
+            item,
+            rating: None,
+            ts_ms: None,
+        };
+        let positives = [p(1, 10), p(1, 11), p(2, 99), p(9, 10), p(3, 10)];
+        let (a, c) =
+            to_artifacts(&t(vec![1, 2, 3, 4], 2), &t(vec![10, 11], 2), &positives).unwrap();
+        assert_eq!(a.seen.nnz(), 3);
+        assert_eq!(
+            c,
+            IdCoverage {
+                users: 4,
+                items: 2,
+                seen: 3,
+                rating_users_without_factors: 1,
+                rating_items_without_factors: 1,
+                positives_dropped: 2,
+                factor_users_without_positives: 2,
+            }
+        );
+        assert!(matches!(
+            to_artifacts(&t(vec![1], 2), &t(vec![10], 3), &[]),
+            Err(SparkError::WidthMismatch { users: 2, items: 3 })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// A truncated or bit-flipped part file is an error (or, where the damage
+        /// misses everything checked, a table), never a panic.
+        #[test]
+        fn damaged_part_files_never_panic(keep in 0.3f64..=1.0, flip in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let dir = folder(&[&[row(1, &[1.0, 2.0]), row(2, &[3.0, 4.0]), row(3, &[5.0, 6.0])]]);
+            let part = dir.path().join("part-00000.snappy.parquet");
+            let mut bytes = std::fs::read(&part).unwrap();
+            let i = flip.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+            bytes.truncate((bytes.len() as f64 * keep) as usize);
+            std::fs::write(&part, &bytes).unwrap();
+            if let Ok(t) = read_factor_folder(dir.path()) {
+                prop_assert!(t.data.iter().all(|x| x.is_finite()));
+                prop_assert_eq!(t.data.len(), t.ids.len() * t.width);
+            }
+        }
+    }
+}
