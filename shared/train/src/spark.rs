@@ -798,6 +798,94 @@ mod tests {
         ));
     }
 
+    fn write_table(dir: &Path, ids: &[i64], f: &Factors, sign: f32) {
+        std::fs::create_dir_all(dir).unwrap();
+        let w = f.shape[1];
+        let rows: Vec<(i32, Vec<Option<f32>>)> = ids
+            .iter()
+            .enumerate()
+            .map(|(r, &id)| {
+                let v = f.data[r * w..(r + 1) * w]
+                    .iter()
+                    .map(|x| Some(sign * x))
+                    .collect();
+                (id as i32, v)
+            })
+            .collect();
+        write_part(&dir.join("part-00000.snappy.parquet"), &rows);
+    }
+
+    /// The import goes through recs train's gate: planted factors beat popularity on a
+    /// holdout and are published; the same factors with the item side negated (the
+    /// ranking reversed) are refused and latest.txt stays.
+    #[test]
+    fn import_is_gated_like_recs_train() {
+        use crate::gen_data::{generate, GenConfig};
+        let data = generate(&GenConfig {
+            users: 150,
+            items: 90,
+            ..GenConfig::default()
+        });
+        let a = data.planted_artifacts();
+        let dir = tempfile::tempdir().unwrap();
+        let positives: Vec<_> = data
+            .ratings
+            .iter()
+            .filter(|r| r.is_positive(4.0))
+            .copied()
+            .collect();
+        let split = crate::split::holdout(&positives, 42, 0.2);
+        crate::split::write_split(&dir.path().join("split"), &split).unwrap();
+        let m = dir.path().join("model");
+        write_table(&m.join("userFactors"), &a.users, &a.user_factors, 1.0);
+        write_table(&m.join("itemFactors"), &a.items, &a.item_factors, 1.0);
+        write_table(&m.join("negated"), &a.items, &a.item_factors, -1.0);
+        let reg = dir.path().join("reg");
+        let mut opts = ImportOptions {
+            user_factors: m.join("userFactors"),
+            item_factors: m.join("itemFactors"),
+            ratings: dir.path().join("split/train.tsv"),
+            format: Format::Auto,
+            skip_bad_rows: false,
+            min_rating: 4.0,
+            registry: reg.display().to_string(),
+            version: Some("v1".into()),
+            test: Some(dir.path().join("split/test.tsv")),
+            k: 10,
+            gate: true,
+            gate_margin: 0.01,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (r, _) = rt.block_on(import(&opts)).unwrap();
+        assert!(r.gate.passed(), "{}", r.gate.reasons());
+        assert_eq!(r.published.as_deref(), Some("v1"));
+        let e = r.evaluation.as_ref().unwrap();
+        assert!(
+            e.model.ndcg > e.popularity.ndcg,
+            "{} vs {}",
+            e.model.ndcg,
+            e.popularity.ndcg
+        );
+
+        opts.item_factors = m.join("negated");
+        opts.version = Some("v2".into());
+        let (r, _) = rt.block_on(import(&opts)).unwrap();
+        assert!(r.refused() && r.published.is_none());
+        assert!(
+            r.gate.reasons().contains("popularity"),
+            "{}",
+            r.gate.reasons()
+        );
+        assert_eq!(
+            std::fs::read_to_string(reg.join("latest.txt")).unwrap(),
+            "v1"
+        );
+        assert!(!reg.join("v2").exists());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// A truncated or bit-flipped part file is an error (or, where the damage
