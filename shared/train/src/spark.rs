@@ -603,6 +603,9 @@ mod tests {
     use proptest::prelude::*;
     use std::sync::Arc;
 
+    /// One factor row: id and features (`None`: a null element).
+    type Row = (i32, Vec<Option<f32>>);
+
     /// Spark's factor schema (`id int, features array<float>`), as Spark writes it.
     const SPARK: &str = "message spark_schema {
         required int32 id;
@@ -612,7 +615,7 @@ mod tests {
     }";
 
     /// Writes one Snappy part file of `rows` (a `None` feature is a null element).
-    fn write_part(path: &Path, rows: &[(i32, Vec<Option<f32>>)]) {
+    fn write_part(path: &Path, rows: &[Row]) {
         let schema = Arc::new(parse_message_type(SPARK).unwrap());
         let props = Arc::new(
             WriterProperties::builder()
@@ -653,7 +656,7 @@ mod tests {
         w.close().unwrap();
     }
 
-    fn folder(parts: &[&[(i32, Vec<Option<f32>>)]]) -> tempfile::TempDir {
+    fn folder(parts: &[&[Row]]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for (n, rows) in parts.iter().enumerate() {
             write_part(
@@ -666,7 +669,7 @@ mod tests {
         dir
     }
 
-    fn row(id: i32, f: &[f32]) -> (i32, Vec<Option<f32>>) {
+    fn row(id: i32, f: &[f32]) -> Row {
         (id, f.iter().map(|&x| Some(x)).collect())
     }
 
@@ -801,7 +804,7 @@ mod tests {
     fn write_table(dir: &Path, ids: &[i64], f: &Factors, sign: f32) {
         std::fs::create_dir_all(dir).unwrap();
         let w = f.shape[1];
-        let rows: Vec<(i32, Vec<Option<f32>>)> = ids
+        let rows: Vec<Row> = ids
             .iter()
             .enumerate()
             .map(|(r, &id)| {
