@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod drift_cmd;
 mod drill;
 mod experiment_cmd;
+mod import_cmd;
 mod retrain_cmd;
 mod train_cmd;
 
@@ -70,6 +71,11 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Offline metrics (P, R, NDCG, MAP, HR at k) of a version and of popularity, as JSON.
     Eval(train_cmd::EvalArgs),
+    /// Import a model trained elsewhere (Spark MLlib ALS) as a verified, gated version.
+    Import {
+        #[command(subcommand)]
+        action: import_cmd::ImportAction,
+    },
     /// Data drift: PSI per feature of the last window of events against the served
     /// version's training baseline (`recs drift baseline` builds that baseline).
     Drift(drift_cmd::DriftArgs),
@@ -181,6 +187,7 @@ async fn run(cli: Cli) -> Result<()> {
             train_cmd::run_train(train_cmd::TrainArgs { registry, ..args }).await
         }
         Command::Eval(args) => train_cmd::run_eval(train_cmd::EvalArgs { registry, ..args }).await,
+        Command::Import { action } => import_cmd::run(action, registry).await,
         Command::Drift(args) => drift_cmd::run(args, registry).await,
         Command::Experiment { action } => experiment_cmd::run(action, &registry).await,
         Command::Drill(args) => drill::run(args, registry).await,

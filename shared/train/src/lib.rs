@@ -20,6 +20,8 @@ mod kernels;
 pub mod ratings;
 pub mod retrain;
 mod rng;
+#[cfg(feature = "spark")]
+pub mod spark;
 pub mod split;
 
 use std::collections::HashMap;
@@ -473,50 +475,17 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
     let mut incumbent_json = Value::Null;
     if let (true, Some((_, set))) = (gate.passed(), &test) {
         let model = model_of(&artifacts)?;
-        let e = eval::evaluate(&model, set, opts.k);
-        let named = match &opts.incumbent {
-            Some(v) => Ok(v.clone()),
-            None => registry.latest().await,
-        };
-        let incumbent = match named {
-            Err(RegistryError::NoLatest(_)) => Incumbent::None,
-            Err(e) => Incumbent::Unloadable {
-                version: "latest.txt".into(),
-                error: e.to_string(),
-            },
-            Ok(v) => match registry.load(&v).await {
-                Ok(old) => match old.model.als() {
-                    Some(als) => Incumbent::Evaluated {
-                        eval: eval::evaluate(als, set, opts.k),
-                        version: v,
-                    },
-                    // The candidate is compared with popularity anyway.
-                    None => Incumbent::Unloadable {
-                        version: v,
-                        error: format!("it is a {} model, not ALS", old.model.kind()),
-                    },
-                },
-                Err(e) => Incumbent::Unloadable {
-                    version: v,
-                    error: e.to_string(),
-                },
-            },
-        };
-        if let Incumbent::Evaluated { version, eval } = &incumbent {
-            incumbent_json = json!({"version": version, "metrics": eval.to_json()});
-        }
-        gate::check_quality(&mut gate, &e, &incumbent, opts.gate_margin);
-        // A retrain must beat the version it replaces, not merely skip the comparison.
-        if opts.incumbent.is_some() && !matches!(incumbent, Incumbent::Evaluated { .. }) {
-            gate.push(
-                "current_version_evaluated",
-                false,
-                format!(
-                    "the current version {} could not be evaluated on the holdout, so the new one cannot be shown not worse",
-                    opts.incumbent.as_deref().unwrap_or("?")
-                ),
-            );
-        }
+        let (e, inc) = evaluate_and_gate(
+            &registry,
+            &model,
+            set,
+            opts.k,
+            opts.gate_margin,
+            opts.incumbent.as_deref(),
+            &mut gate,
+        )
+        .await;
+        incumbent_json = inc;
         evaluation = Some(e);
     } else if test.is_none() {
         gate.notes.push(
@@ -596,31 +565,15 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
             Some(v) => v.clone(),
             None => registry.next_version().await?,
         };
-        recs_core::active::pin_served(&registry)
-            .await
-            .map_err(|e| TrainError::Invalid(format!("recording the served version: {e}")))?;
-        let loaded = registry
-            .publish(&version, &artifacts)
-            .await
-            .map_err(|source| TrainError::Publish {
-                version: version.clone(),
-                registry: opts.registry.clone(),
-                source: Box::new(source),
-            })?;
-        // The drift job compares live traffic with the data this version learnt from.
-        let als = loaded.model.als().ok_or_else(|| {
-            TrainError::Invalid(format!(
-                "{version} was published as ALS but reads back as another kind"
-            ))
-        })?;
-        let baseline = recs_drift::Baseline::compute(&data.rows, als);
-        warn_partial_baseline(&version, &baseline, &opts.ratings);
-        recs_drift::save_baseline(&registry, &version, &baseline)
-            .await
-            .map_err(|source| TrainError::Baseline {
-                version: version.clone(),
-                source: Box::new(source),
-            })?;
+        publish_als(
+            &registry,
+            &opts.registry,
+            &version,
+            &artifacts,
+            &data.rows,
+            &opts.ratings,
+        )
+        .await?;
         published = Some(version);
         if let Some(name) = &opts.popularity_version {
             if registry.versions().await?.contains(name) {
@@ -651,6 +604,106 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
         evaluation,
         summary,
     })
+}
+
+/// Offline metrics of `model` on `set` and the gate's quality checks (beats popularity,
+/// not worse than the incumbent: `incumbent`, else latest.txt's version), appended to
+/// `gate`. Returns the evaluation and the incumbent's metrics as JSON (`null` when none).
+/// Shared by `recs train` and `recs import`, so every version is gated the same way.
+pub(crate) async fn evaluate_and_gate(
+    registry: &Registry,
+    model: &AlsModel,
+    set: &TestSet,
+    k: usize,
+    margin: f64,
+    incumbent: Option<&str>,
+    gate: &mut GateReport,
+) -> (Evaluation, Value) {
+    let e = eval::evaluate(model, set, k);
+    let named = match incumbent {
+        Some(v) => Ok(v.to_string()),
+        None => registry.latest().await,
+    };
+    let found = match named {
+        Err(RegistryError::NoLatest(_)) => Incumbent::None,
+        Err(e) => Incumbent::Unloadable {
+            version: "latest.txt".into(),
+            error: e.to_string(),
+        },
+        Ok(v) => match registry.load(&v).await {
+            Ok(old) => match old.model.als() {
+                Some(als) => Incumbent::Evaluated {
+                    eval: eval::evaluate(als, set, k),
+                    version: v,
+                },
+                // The candidate is compared with popularity anyway.
+                None => Incumbent::Unloadable {
+                    version: v,
+                    error: format!("it is a {} model, not ALS", old.model.kind()),
+                },
+            },
+            Err(e) => Incumbent::Unloadable {
+                version: v,
+                error: e.to_string(),
+            },
+        },
+    };
+    let mut incumbent_json = Value::Null;
+    if let Incumbent::Evaluated { version, eval } = &found {
+        incumbent_json = json!({"version": version, "metrics": eval.to_json()});
+    }
+    gate::check_quality(gate, &e, &found, margin);
+    // A retrain must beat the version it replaces, not merely skip the comparison.
+    if incumbent.is_some() && !matches!(found, Incumbent::Evaluated { .. }) {
+        gate.push(
+            "current_version_evaluated",
+            false,
+            format!(
+                "the current version {} could not be evaluated on the holdout, so the new one cannot be shown not worse",
+                incumbent.unwrap_or("?")
+            ),
+        );
+    }
+    (e, incumbent_json)
+}
+
+/// Publishes `artifacts` as the ALS version `version` (verified on the way:
+/// [`Registry::publish`] loads it back) after pinning what is served, then its drift
+/// baseline from `rows`. Shared by `recs train` and `recs import`.
+pub(crate) async fn publish_als(
+    registry: &Registry,
+    location: &str,
+    version: &str,
+    artifacts: &Artifacts,
+    rows: &[recs_core::Interaction],
+    source: &std::path::Path,
+) -> Result<()> {
+    recs_core::active::pin_served(registry)
+        .await
+        .map_err(|e| TrainError::Invalid(format!("recording the served version: {e}")))?;
+    let loaded = registry
+        .publish(version, artifacts)
+        .await
+        .map_err(|source| TrainError::Publish {
+            version: version.to_string(),
+            registry: location.to_string(),
+            source: Box::new(source),
+        })?;
+    // The drift job compares live traffic with the data this version learnt from.
+    let als = loaded.model.als().ok_or_else(|| {
+        TrainError::Invalid(format!(
+            "{version} was published as ALS but reads back as another kind"
+        ))
+    })?;
+    let baseline = recs_drift::Baseline::compute(rows, als);
+    warn_partial_baseline(version, &baseline, source);
+    recs_drift::save_baseline(registry, version, &baseline)
+        .await
+        .map_err(|source| TrainError::Baseline {
+            version: version.to_string(),
+            source: Box::new(source),
+        })?;
+    Ok(())
 }
 
 /// A baseline is never silently partial: each feature it could not hold is recorded in

@@ -23,9 +23,13 @@ def main():
     ap.add_argument("--ratings", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--users", type=int, default=50)
+    # Items a user rated at or above this are "seen" and dropped from Spark's lists;
+    # `recs import spark --min-rating` must be given the same value.
+    ap.add_argument("--min-rating", type=float, default=1.0)
     args = ap.parse_args()
     spark = (SparkSession.builder.master("local[1]").appName("recs-spark-import-test")
              .config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")
              .config("spark.sql.shuffle.partitions", "2").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     rows = []
@@ -36,16 +40,24 @@ def main():
     df = spark.createDataFrame(rows, ["user", "item", "rating"])
     als = ALS(rank=16, maxIter=10, regParam=0.1, alpha=1.0, implicitPrefs=True,
               userCol="user", itemCol="item", ratingCol="rating", seed=14,
-              coldStartStrategy="drop")
+              coldStartStrategy="drop",
+              # Spark's default of 10 blocks each way is 10x the shuffles on one core
+              # in local mode (the blocks change the random start, not the method).
+              numUserBlocks=2, numItemBlocks=2)
     model = als.fit(df)
     model.write().overwrite().save(os.path.join(args.out, "model"))
+    # A Parquet folder that is not factors (the ratings' columns), for the importer's
+    # wrong-schema error.
+    df.limit(100).write.mode("overwrite").parquet(os.path.join(args.out, "wrong_schema"))
 
     seen = {}
-    for u, i, _r in rows:
-        seen.setdefault(u, set()).add(i)
+    for u, i, r in rows:
+        if r >= args.min_rating:
+            seen.setdefault(u, set()).add(i)
     users = sorted(seen)[:: max(1, len(seen) // args.users)][: args.users]
     subset = spark.createDataFrame([(u,) for u in users], ["user"])
     most_seen = max(len(seen[u]) for u in users)
+    # Asking for every seen item plus 10 leaves at least 10 unseen ones.
     recs = model.recommendForUserSubset(subset, most_seen + 10).collect()
     with open(os.path.join(args.out, "expected_top10.jsonl"), "w") as out:
         for row in sorted(recs, key=lambda r: r["user"]):

@@ -1,0 +1,124 @@
+//! `recs import spark`: a Spark MLlib ALS model's factor folders become a registry
+//! version, verified and gated like `recs train`'s. The work is
+//! `recs_train::spark::import`; this module parses the arguments and prints.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use recs_train::ratings::Format;
+use recs_train::spark::{self, ImportOptions};
+
+/// `recs import`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ImportAction {
+    /// Spark MLlib ALSModel folders (userFactors/ and itemFactors/ Parquet: id, features)
+    /// plus the ratings they were trained on (their positives are the seen items).
+    Spark(SparkArgs),
+}
+
+/// `recs import spark`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SparkArgs {
+    /// Set from the global `--registry` (before or after the subcommand).
+    #[arg(skip)]
+    pub registry: String,
+    /// The model's userFactors/ folder (Spark's `model.write().save(DIR)` writes DIR/userFactors).
+    #[arg(long)]
+    pub user_factors: PathBuf,
+    /// The model's itemFactors/ folder.
+    #[arg(long)]
+    pub item_factors: PathBuf,
+    /// The ratings the model was trained on: their positives are each user's seen items.
+    #[arg(long)]
+    pub ratings: PathBuf,
+    /// Format of the rating files (auto: detected from the first line).
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// Drop malformed rows (and count them) instead of failing on the first one.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Ratings at or above this are positives (seen items, and test positives).
+    #[arg(long, default_value_t = 4.0)]
+    pub min_rating: f32,
+    /// Held-out positives to evaluate on and gate with.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Version name (default: vX.Y after the highest existing one).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Cut-off of the offline metrics.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Publish even if the quality gate would refuse.
+    #[arg(long)]
+    pub no_gate: bool,
+    /// How far below the latest version's NDCG@k the new one may be.
+    #[arg(long, default_value_t = 0.01)]
+    pub gate_margin: f64,
+}
+
+/// Runs `recs import <source>`.
+pub async fn run(action: ImportAction, registry: String) -> Result<()> {
+    match action {
+        ImportAction::Spark(args) => run_spark(SparkArgs { registry, ..args }).await,
+    }
+}
+
+async fn run_spark(args: SparkArgs) -> Result<()> {
+    let opts = ImportOptions {
+        user_factors: args.user_factors,
+        item_factors: args.item_factors,
+        ratings: args.ratings,
+        format: args.format,
+        skip_bad_rows: args.skip_bad_rows,
+        min_rating: args.min_rating,
+        registry: args.registry,
+        version: args.version,
+        test: args.test,
+        k: args.k,
+        gate: !args.no_gate,
+        gate_margin: args.gate_margin,
+    };
+    let (report, ids) = spark::import(&opts).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report.summary).expect("JSON serialises")
+    );
+    eprintln!(
+        "spark factors: {} users, {} items; {} seen positives kept",
+        ids.users, ids.items, ids.seen
+    );
+    if ids.positives_dropped > 0 {
+        eprintln!(
+            "ids: {} positives dropped from the seen items: {} users of the ratings have no factors (served as unknown users), {} items have none (cannot be served)",
+            ids.positives_dropped, ids.rating_users_without_factors, ids.rating_items_without_factors
+        );
+    }
+    if ids.factor_users_without_positives > 0 {
+        eprintln!(
+            "ids: {} users with factors have no positive in the ratings (nothing is excluded for them)",
+            ids.factor_users_without_positives
+        );
+    }
+    for note in &report.gate.notes {
+        eprintln!("gate: {note}");
+    }
+    if report.refused() {
+        bail!(
+            "quality gate refused to publish (latest.txt unchanged): {}",
+            report.gate.reasons()
+        );
+    }
+    if !report.gate.passed() {
+        eprintln!(
+            "gate: --no-gate: published despite: {}",
+            report.gate.reasons()
+        );
+    }
+    if let Some(v) = &report.published {
+        eprintln!("published {v} to {}; latest.txt -> {v}", opts.registry);
+        crate::tell_served(&opts.registry, v).await;
+    }
+    Ok(())
+}
