@@ -80,10 +80,33 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// A `/proc/<pid>/status` field in KiB (VmRSS, VmHWM).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// What the cold starts of one model measured.
+struct Cold {
+    /// Spawn -> first 200, one per run after the first.
+    times: Vec<Duration>,
+    /// Largest peak RSS (VmHWM) of the process at its first 200, KiB.
+    peak_kib: u64,
+    /// Largest RSS (VmRSS) at its first 200, KiB.
+    rss_kib: u64,
+}
+
 /// `runs` cold starts of `recs serve` over `location`: spawn -> first 200 from
 /// `/recommend/1`. The first run only warms the page cache for the binary.
-fn cold_starts(location: &str, env: &[(&'static str, String)], runs: usize) -> Vec<Duration> {
+fn cold_starts(location: &str, env: &[(&'static str, String)], runs: usize) -> Cold {
     let mut colds = Vec::new();
+    let (mut peak_kib, mut rss_kib) = (0, 0);
     for run in 0..runs {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -110,14 +133,19 @@ fn cold_starts(location: &str, env: &[(&'static str, String)], runs: usize) -> V
             std::thread::sleep(Duration::from_micros(500));
         }
         let took = start.elapsed();
+        peak_kib = peak_kib.max(status_kib(child.id(), "VmHWM:"));
+        rss_kib = rss_kib.max(status_kib(child.id(), "VmRSS:"));
         let _ = child.kill();
         let _ = child.wait();
         if run > 0 {
             colds.push(took); // run 0 warms the page cache for the binary
         }
     }
-
-    colds
+    Cold {
+        times: colds,
+        peak_kib,
+        rss_kib,
+    }
 }
 
 fn main() {
@@ -143,15 +171,19 @@ fn main() {
     });
 
     let colds = cold_starts(&location, &env, 7);
-    // ml-25m size: 162,541 x 59,047 x 128 and 25 M seen items (about 230 MB).
+    // ml-100k size (943 x 1,682 x 64, 100 k seen) and ml-25m size (162,541 x 59,047
+    // x 128, 25 M seen, about 230 MB), each in its own registry.
+    let publish_sized = |loc: &str, a: Artifacts| {
+        rt.block_on(async {
+            let registry = Registry::open(loc).expect("registry");
+            registry.publish("v1.0", &a).await.expect("publish");
+        });
+    };
+    let small = "s3://bench-cold-start/registry100k".to_string();
+    publish_sized(&small, sized(943, 1_682, 64, 106, 5));
+    let colds_small = cold_starts(&small, &env, 5);
     let big = "s3://bench-cold-start/registry25".to_string();
-    let big_bytes = rt.block_on(async {
-        let registry = Registry::open(&big).expect("registry");
-        let a = sized(162_541, 59_047, 128, 153, 3);
-        let bytes = (a.user_factors.data.len() + a.item_factors.data.len()) * 4;
-        registry.publish("v25.0", &a).await.expect("publish v25.0");
-        bytes
-    });
+    publish_sized(&big, sized(162_541, 59_047, 128, 153, 3));
     let colds_big = cold_starts(&big, &env, 4);
 
     let env_poll: Vec<(&str, String)> = env
@@ -183,24 +215,33 @@ fn main() {
         switches.push((local, start.elapsed()));
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let colds_ms: Vec<String> = colds.iter().map(|d| format!("{:.0}", ms(*d))).collect();
-    println!("| measurement | median | runs |");
-    println!("|---|---|---|");
-    println!(
-        "| cold start: spawn -> first 200, ml-1m-size model (2.9 MB of factors) from S3 (moto) | {:.0} ms | {} ms |",
-        ms(median(colds.clone())),
-        colds_ms.join(", ")
-    );
-    println!(
-        "| cold start: spawn -> first 200, ml-25m-size model ({:.0} MB of factors, 25 M seen items) from S3 (moto), parallel ranged GETs | {:.0} ms | {} ms |",
-        big_bytes as f64 / 1e6,
-        ms(median(colds_big.clone())),
-        colds_big
+    let runs = |c: &Cold| {
+        c.times
             .iter()
             .map(|d| format!("{:.0}", ms(*d)))
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    };
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!("| model in S3 (moto) | users x items x factors, seen | cold start: spawn -> first 200, median | runs (ms) | RSS at first 200 | peak RSS (VmHWM) |");
+    println!("|---|---|---|---|---|---|");
+    for (name, shape, c) in [
+        ("ml-100k size", "943 x 1,682 x 64, 100 k", &colds_small),
+        ("ml-1m size", "6,040 x 3,706 x 64, 574 k", &colds),
+        ("ml-25m size", "162,541 x 59,047 x 128, 25 M", &colds_big),
+    ] {
+        println!(
+            "| {name} | {shape} | {:.0} ms | {} | {:.0} MiB | {:.0} MiB |",
+            ms(median(c.times.clone())),
+            runs(c),
+            mib(c.rss_kib),
+            mib(c.peak_kib)
+        );
+    }
+    println!("(ml-25m target: first served within 1 s of process start; parallel ranged GETs)");
+    println!();
+    println!("| measurement | median | runs |");
+    println!("|---|---|---|");
     let local: Vec<Duration> = switches.iter().map(|s| s.0).collect();
     let other: Vec<Duration> = switches.iter().map(|s| s.1).collect();
     println!(
