@@ -384,17 +384,17 @@ impl AlsModel {
     }
 
     /// The same top k as [`recommend_exact`](Self::recommend_exact), from an integer
-    /// pass (int8 items times the int16 user) that bounds every score and an exact
+    /// pass (int8 items times the 7-bit user) that bounds every score and an exact
     /// f32 pass over the rows whose upper bound reaches the k-th best lower bound.
     ///
     /// With y = s·q + d, |d| <= s/2 per factor, and u = su·p + e, |e| <= su/2, the
-    /// integer score s·su·Σq·p is off the true y·u by at most s·(‖u‖₁/2 + 127·f·su/2);
-    /// the f32 scan's own rounding adds at most 2·127·f·ε·s·‖u‖₁, and turning the
-    /// exact integer sum into f32 at most 4·127·f·ε·s·max|u|. A row of the exact top
-    /// k has an exact score >= the k-th largest exact score >= the k-th largest lower
-    /// bound, so its upper bound reaches that threshold and it is rescored: the
-    /// result is the exact one. Blocks whose best upper bound is below the threshold
-    /// are skipped whole, so most rows cost only the integer pass.
+    /// integer score s·su·Σq·p is off the true y·u by at most s·(‖u‖₁/2 + ‖q‖₁·su/2);
+    /// the f32 scan's own rounding adds at most 2·127·f·ε·s·‖u‖₁, and scaling the
+    /// exact integer sum (exact in f32 too) at most 4·127·f·ε·s·max|u|. A row of the
+    /// exact top k has an exact score >= the k-th largest exact score >= the k-th
+    /// largest lower bound, so its upper bound reaches that threshold and it is
+    /// rescored: the result is the exact one. Blocks whose best upper bound is below
+    /// the threshold are skipped whole, so most rows cost only the integer pass.
     fn recommend_bounded(
         &self,
         q: &score::QuantizedItems,
@@ -410,11 +410,12 @@ impl AlsModel {
         let max_abs = user.iter().fold(0f32, |m, v| m.max(v.abs()));
         let su = uq.scale();
         let wide = 127.0 * f as f32;
-        let err_per_scale = (l1 * (0.5 + 2.0 * wide * f32::EPSILON)
-            + wide * su * 0.5
-            + 4.0 * wide * f32::EPSILON * max_abs)
-            * 1.01;
+        // Per row: s · (base + ‖q‖₁ · half_su), 1 % over for the f32 arithmetic here.
+        let base =
+            (l1 * (0.5 + 2.0 * wide * f32::EPSILON) + 4.0 * wide * f32::EPSILON * max_abs) * 1.01;
+        let half_su = su * 0.5 * 1.01;
         let scales = q.scales();
+        let row_l1 = q.l1();
         let mut lower = TopK::new(k);
         let mut candidates: Vec<(u32, f32)> = Vec::new();
         let mut next_excluded = excluded.iter().copied().peekable();
@@ -427,11 +428,12 @@ impl AlsModel {
             let len = SCORE_BLOCK.min(n - first);
             q.raw_scores(simd, uq, first, &mut raw[..len]);
             let block_scales = &scales[first..first + len];
+            let block_l1 = &row_l1[first..first + len];
             let mut best_upper = f32::NEG_INFINITY;
             for j in 0..len {
                 let s = block_scales[j];
                 approx[j] = raw[j] as f32 * (s * su);
-                err[j] = s * err_per_scale;
+                err[j] = s * (base + block_l1[j] * half_su);
                 best_upper = best_upper.max(approx[j] + err[j]);
             }
             let end = (first + len) as u32;
@@ -524,7 +526,14 @@ mod tests {
 
     #[test]
     fn the_int8_bounded_scan_returns_the_exact_top_k() {
-        let (n_items, f, n_users) = (QUANTIZED_MIN_ITEMS + 1000, 16, 40);
+        // f = 16 runs the portable integer pass, f = 32 the AVX2 one where present.
+        for f in [16, 32] {
+            bounded_scan_is_exact(f);
+        }
+    }
+
+    fn bounded_scan_is_exact(f: usize) {
+        let (n_items, n_users) = (QUANTIZED_MIN_ITEMS + 1000, 40);
         let mut state = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {
             state ^= state << 13;
@@ -556,7 +565,7 @@ mod tests {
             for k in [1, 10, 100] {
                 let fast = m.recommend_vector(&user, seen, k);
                 let exact = m.recommend_exact(&user, seen, k);
-                assert_eq!(fast, exact, "user {u} k {k}");
+                assert_eq!(fast, exact, "f {f} user {u} k {k}");
             }
         }
     }

@@ -108,6 +108,11 @@ pub fn scores_with(simd: Simd, user: &[f32], items: &[f32], out: &mut [f32]) {
 pub struct QuantizedItems {
     q: Vec<i8>,
     scale: Vec<f32>,
+    /// Σ_j q[i][j] per row: the AVX2 kernel multiplies by the user biased to be
+    /// unsigned (p + 64) and takes 64 · Σq back off.
+    sums: Vec<i32>,
+    /// Σ_j |q[i][j]| per row, for the bound on the user's rounding.
+    l1: Vec<f32>,
     f: usize,
 }
 
@@ -117,16 +122,28 @@ impl QuantizedItems {
         let rows = items.len() / f.max(1);
         let mut q = Vec::with_capacity(rows * f);
         let mut scale = Vec::with_capacity(rows);
+        let mut sums = Vec::with_capacity(rows);
+        let mut l1 = Vec::with_capacity(rows);
         for row in items.chunks_exact(f.max(1)) {
             let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
             let s = if max > 0.0 { max / 127.0 } else { 1.0 };
             scale.push(s);
+            let start = q.len();
             q.extend(
                 row.iter()
                     .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8),
             );
+            let qrow = &q[start..];
+            sums.push(qrow.iter().map(|&v| i32::from(v)).sum());
+            l1.push(qrow.iter().map(|&v| f32::from(v).abs()).sum());
         }
-        QuantizedItems { q, scale, f }
+        QuantizedItems {
+            q,
+            scale,
+            sums,
+            l1,
+            f,
+        }
     }
 
     /// Rows held.
@@ -139,18 +156,26 @@ impl QuantizedItems {
         &self.scale
     }
 
-    /// Unscaled approximate scores `Σ_j q[i][j] · user.q[j]` of rows
+    /// The per-row Σ|q| (for the user-rounding term of the bound).
+    pub fn l1(&self) -> &[f32] {
+        &self.l1
+    }
+
+    /// Unscaled approximate scores `Σ_j q[i][j] · user.p[j]` of rows
     /// `first..first + out.len()`, in exact integer arithmetic: every flavour gives
     /// the same result, bit for bit.
     pub fn raw_scores(&self, simd: Simd, user: &QuantizedUser, first: usize, out: &mut [i32]) {
         let f = self.f;
-        assert_eq!(user.q.len(), f, "user vector width");
+        assert_eq!(user.p.len(), f, "user vector width");
         let q = &self.q[first * f..(first + out.len()) * f];
         #[cfg(target_arch = "x86_64")]
         {
-            if simd != Simd::Portable && f.is_multiple_of(16) && is_x86_feature_detected!("avx2") {
+            if simd != Simd::Portable && f.is_multiple_of(32) && is_x86_feature_detected!("avx2") {
                 // SAFETY: the feature is present; `q` holds out.len() rows.
-                unsafe { x86::raw_i8_i16_avx2(&user.q, q, out) };
+                unsafe { x86::raw_u8_i8_avx2(&user.biased, q, out) };
+                for (o, &sum) in out.iter_mut().zip(&self.sums[first..]) {
+                    *o -= QuantizedUser::BIAS * sum;
+                }
                 return;
             }
         }
@@ -158,42 +183,54 @@ impl QuantizedItems {
         for (o, row) in out.iter_mut().zip(q.chunks_exact(f.max(1))) {
             *o = row
                 .iter()
-                .zip(&user.q)
+                .zip(&user.p)
                 .map(|(&a, &b)| i32::from(a) * i32::from(b))
                 .sum();
         }
     }
 }
 
-/// A user vector as int16 (`u ≈ scale · q`) for the integer first pass over
-/// [`QuantizedItems`]: integer multiply-adds do twice the work per instruction of
-/// converting int8 to f32, and the sums are exact.
+/// A user vector at 7 bits (`u ≈ scale · p`, |p| <= 63) for the integer first pass
+/// over [`QuantizedItems`]. Seven bits let the AVX2 kernel use `vpmaddubsw` (32
+/// multiply-adds per instruction) with the user biased to 1..=127: a pair of
+/// products is at most 2 · 127 · 127 < 2¹⁵, so nothing saturates. The coarser user
+/// widens the bound; only a few more rows get re-scored exactly.
 #[derive(Debug)]
 pub struct QuantizedUser {
-    q: Vec<i16>,
+    p: Vec<i8>,
+    biased: Vec<u8>,
     scale: f32,
 }
 
 impl QuantizedUser {
-    /// Largest factor count the int32 sums hold: 127 · 32767 · f < 2³¹.
-    pub const MAX_FACTORS: usize = 516;
+    /// Largest |p|.
+    const LEVELS: f32 = 63.0;
+    /// Added to p for the unsigned operand.
+    const BIAS: i32 = 64;
+    /// Largest factor count the int32 sums hold exactly (127 · 127 · f < 2³¹) and
+    /// whose sums convert to f32 exactly (127 · 63 · f < 2²⁴).
+    pub const MAX_FACTORS: usize = 2_096;
 
-    /// Quantizes `user` (symmetric, round to nearest, |q| <= 32767); `None` when it
-    /// has more than [`MAX_FACTORS`](Self::MAX_FACTORS) values or a non-finite one.
+    /// Quantizes `user` (symmetric, round to nearest); `None` when it has more than
+    /// [`MAX_FACTORS`](Self::MAX_FACTORS) values or a non-finite one.
     pub fn new(user: &[f32]) -> Option<Self> {
         if user.len() > Self::MAX_FACTORS || user.iter().any(|v| !v.is_finite()) {
             return None;
         }
         let max = user.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scale = if max > 0.0 { max / 32767.0 } else { 1.0 };
-        let q = user
+        let scale = if max > 0.0 { max / Self::LEVELS } else { 1.0 };
+        let p: Vec<i8> = user
             .iter()
-            .map(|v| (v / scale).round().clamp(-32767.0, 32767.0) as i16)
+            .map(|v| (v / scale).round().clamp(-Self::LEVELS, Self::LEVELS) as i8)
             .collect();
-        Some(QuantizedUser { q, scale })
+        let biased = p
+            .iter()
+            .map(|&v| (i32::from(v) + Self::BIAS) as u8)
+            .collect();
+        Some(QuantizedUser { p, biased, scale })
     }
 
-    /// The scale: `u[j] = scale · q[j] + e[j]` with |e[j]| <= scale / 2.
+    /// The scale: `u[j] = scale · p[j] + e[j]` with |e[j]| <= scale / 2.
     pub fn scale(&self) -> f32 {
         self.scale
     }
@@ -203,16 +240,21 @@ impl QuantizedUser {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// f.is_multiple_of(16), q.len() >= out.len() * f, f <= 516 (no int32 overflow).
-    /// Each step sign-extends 16 int8 item values to int16 and multiply-adds them
-    /// with 16 user values in pairs (vpmaddwd), four rows at a time.
+    /// f.is_multiple_of(32), q.len() >= out.len() * f, f <= 2,096. `user` holds
+    /// 1..=127 (the biased user), so each `vpmaddubsw` pair sum stays below 2¹⁵;
+    /// `vpmaddwd` by ones widens to int32. Four rows at a time share the user loads.
+    /// Writes Σ_j user[j] · q[i][j]; the caller takes the bias back off.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn raw_i8_i16_avx2(user: &[i16], q: &[i8], out: &mut [i32]) {
+    pub(super) unsafe fn raw_u8_i8_avx2(user: &[u8], q: &[i8], out: &mut [i32]) {
         let f = user.len();
-        let chunks = f / 16;
+        let chunks = f / 32;
         let u = user.as_ptr();
         let n = out.len();
-        let load = |p: *const i8| _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
+        let ones = _mm256_set1_epi16(1);
+        let step = |acc: __m256i, x: __m256i, p: *const i8| {
+            let y = _mm256_loadu_si256(p as *const __m256i);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones))
+        };
         let mut i = 0;
         while i + 4 <= n {
             let p = q.as_ptr().add(i * f);
@@ -223,11 +265,11 @@ mod x86 {
                 _mm256_setzero_si256(),
             );
             for c in 0..chunks {
-                let x = _mm256_loadu_si256(u.add(c * 16) as *const __m256i);
-                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(load(p.add(c * 16)), x));
-                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(load(p.add(f + c * 16)), x));
-                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(load(p.add(2 * f + c * 16)), x));
-                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(load(p.add(3 * f + c * 16)), x));
+                let x = _mm256_loadu_si256(u.add(c * 32) as *const __m256i);
+                a0 = step(a0, x, p.add(c * 32));
+                a1 = step(a1, x, p.add(f + c * 32));
+                a2 = step(a2, x, p.add(2 * f + c * 32));
+                a3 = step(a3, x, p.add(3 * f + c * 32));
             }
             *out.get_unchecked_mut(i) = hsum256_epi32(a0);
             *out.get_unchecked_mut(i + 1) = hsum256_epi32(a1);
@@ -239,8 +281,8 @@ mod x86 {
             let p = q.as_ptr().add(i * f);
             let mut a = _mm256_setzero_si256();
             for c in 0..chunks {
-                let x = _mm256_loadu_si256(u.add(c * 16) as *const __m256i);
-                a = _mm256_add_epi32(a, _mm256_madd_epi16(load(p.add(c * 16)), x));
+                let x = _mm256_loadu_si256(u.add(c * 32) as *const __m256i);
+                a = step(a, x, p.add(c * 32));
             }
             *out.get_unchecked_mut(i) = hsum256_epi32(a);
             i += 1;
@@ -447,8 +489,8 @@ mod tests {
 
     #[test]
     fn integer_scores_are_the_same_in_every_flavour_and_do_not_overflow() {
-        // Extreme values at the widest allowed vector: 127 · 32767 · 516 < 2^31.
-        for f in [16, 48, 128, 512] {
+        // Extreme values up to the widest allowed vector.
+        for f in [16, 32, 48, 128, 512, QuantizedUser::MAX_FACTORS] {
             let n = 7;
             let items: Vec<f32> = (0..n * f)
                 .map(|i| if i % 3 == 0 { -1.0 } else { 1.0 })
@@ -457,8 +499,11 @@ mod tests {
                 .map(|j| if j % 2 == 0 { 2.5 } else { -2.5 })
                 .collect();
             let same_sign: Vec<f32> = vec![1.0; f];
+            let mixed: Vec<f32> = (0..f)
+                .map(|j| ((j * 37 % 101) as f32) / 50.0 - 1.0)
+                .collect();
             let qi = QuantizedItems::new(&items, f);
-            for u in [&user, &same_sign] {
+            for u in [&user, &same_sign, &mixed] {
                 let qu = QuantizedUser::new(u).expect("quantizes");
                 let mut want = vec![0i32; n];
                 qi.raw_scores(Simd::Portable, &qu, 0, &mut want);
@@ -485,10 +530,12 @@ mod tests {
         }
         assert!(QuantizedUser::new(&vec![1.0; QuantizedUser::MAX_FACTORS + 1]).is_none());
         assert!(QuantizedUser::new(&[1.0, f32::NAN]).is_none());
+        let widest = QuantizedUser::MAX_FACTORS as i64;
         assert!(
-            127i64 * 32767 * QuantizedUser::MAX_FACTORS as i64 <= i64::from(i32::MAX),
-            "MAX_FACTORS keeps the int32 sums exact"
+            127 * 127 * widest <= i64::from(i32::MAX),
+            "biased sums fit int32"
         );
+        assert!(127 * 63 * widest < 1 << 24, "sums convert to f32 exactly");
     }
 
     #[test]
