@@ -86,7 +86,11 @@ fn recall(exact: &[Vec<u32>], approx: &[Vec<u32>]) -> f64 {
 fn run(n: usize, params: AnnParams, sweep: &[u32]) {
     let mut rng = Rng(0x5EED_0000 + n as u64);
     let basis: Vec<Vec<f32>> = (0..TOPICS)
-        .map(|_| (0..F).map(|_| rng.normal() / (TOPICS as f32).sqrt()).collect())
+        .map(|_| {
+            (0..F)
+                .map(|_| rng.normal() / (TOPICS as f32).sqrt())
+                .collect()
+        })
         .collect();
     let items = rows(&mut rng, n, &basis);
     let users = rows(&mut rng, QUERIES, &basis);

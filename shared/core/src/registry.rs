@@ -706,7 +706,12 @@ fn encode_with_index(a: &Artifacts) -> Result<(Vec<(String, Vec<u8>)>, Value), R
             source,
         })?;
     let seconds = started.elapsed().as_secs_f64();
-    tracing::info!(items = n_items, seconds, bytes = bytes.len(), "built HNSW index");
+    tracing::info!(
+        items = n_items,
+        seconds,
+        bytes = bytes.len(),
+        "built HNSW index"
+    );
     let mut meta = match &a.model_meta {
         Value::Object(m) => m.clone(),
         Value::Null => serde_json::Map::new(),

@@ -43,7 +43,9 @@ fn factors(rng: &mut Rng, rows: usize, basis: &[Vec<f32>]) -> Vec<f32> {
 
 fn artifacts(seed: u64, ann: AnnBuild) -> Artifacts {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let basis: Vec<Vec<f32>> = (0..8).map(|_| (0..F).map(|_| rng.normal()).collect()).collect();
+    let basis: Vec<Vec<f32>> = (0..8)
+        .map(|_| (0..F).map(|_| rng.normal()).collect())
+        .collect();
     let itf = factors(&mut rng, ITEMS, &basis);
     let uf = factors(&mut rng, USERS, &basis);
     let seen = (0..USERS)
@@ -93,7 +95,10 @@ fn indexed_model(seed: u64) -> AlsModel {
     let a = artifacts(seed, AnnBuild::On);
     let index = AnnIndex::build(&a.item_factors.data, F, AnnParams::default()).unwrap();
     let m = model_of(&a).with_ann(index).unwrap();
-    assert!(m.uses_ann(), "RECS_SEARCH=exact is set; these tests need the index on");
+    assert!(
+        m.uses_ann(),
+        "RECS_SEARCH=exact is set; these tests need the index on"
+    );
     m
 }
 
@@ -116,7 +121,10 @@ fn recall_at_10_against_the_exact_scan_is_at_least_0_9() {
         for s in &approx {
             let item = m.item_factors().row(s.row as usize);
             let dot: f32 = item.iter().zip(&user).map(|(a, b)| a * b).sum();
-            assert!((s.score - dot).abs() <= 1e-4 * dot.abs().max(1.0), "{s:?} vs {dot}");
+            assert!(
+                (s.score - dot).abs() <= 1e-4 * dot.abs().max(1.0),
+                "{s:?} vs {dot}"
+            );
         }
         assert!(approx.windows(2).all(|w| w[0].score >= w[1].score));
     }
@@ -189,7 +197,10 @@ fn publish_builds_the_index_inside_als_and_load_uses_it() {
     let mut files = Vec::new();
     for e in std::fs::read_dir(dir.path().join("v0.1/als")).unwrap() {
         let e = e.unwrap();
-        files.push((e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap()));
+        files.push((
+            e.file_name().into_string().unwrap(),
+            std::fs::read(e.path()).unwrap(),
+        ));
     }
     assert!(files.iter().any(|(n, _)| n == INDEX_FILE));
     let sha = recs_core::artifact_sha(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
@@ -203,7 +214,11 @@ fn publish_builds_the_index_inside_als_and_load_uses_it() {
     // The loaded index answers as the one built in memory from the same factors.
     let local = indexed_model(4);
     for u in 0..USERS {
-        assert_eq!(m.recommend_row(u, 10), local.recommend_row(u, 10), "user {u}");
+        assert_eq!(
+            m.recommend_row(u, 10),
+            local.recommend_row(u, 10),
+            "user {u}"
+        );
     }
 
     // Auto leaves a 2,000-item catalogue without an index, served exactly as before.
@@ -248,7 +263,10 @@ fn a_truncated_index_is_a_typed_error_even_with_a_matching_artifact_sha() {
     let mut files = Vec::new();
     for e in std::fs::read_dir(&als_dir).unwrap() {
         let e = e.unwrap();
-        files.push((e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap()));
+        files.push((
+            e.file_name().into_string().unwrap(),
+            std::fs::read(e.path()).unwrap(),
+        ));
     }
     let sha = recs_core::artifact_sha(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
     let meta_path = dir.path().join("v0.1/meta.json");
