@@ -10,6 +10,8 @@ target=aarch64-unknown-linux-gnu
 rustup target list --installed | grep -qx "$target" || rustup target add "$target"
 need=()
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+# recs-core's HNSW index (usearch) is C++.
+command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)
 command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null || need+=(qemu-user-static)
 if ((${#need[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
@@ -25,6 +27,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$qemu -L $QEMU_LD_PREFIX"
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
+export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
 if (($# == 0)); then
     set -- -p recs-core -p recs-serve -p recs-train -p recs-drift -p recs-telemetry
 fi

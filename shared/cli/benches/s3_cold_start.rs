@@ -56,6 +56,7 @@ fn sized(users: usize, items: usize, f: usize, per_user: usize, seed: u64) -> Ar
         seen: CsrPattern::from_rows(items, rows),
         model_meta: serde_json::json!({"type": "ALS", "factors": f, "note": "benchmark model"}),
         version_fields: serde_json::Map::new(),
+        ann: recs_core::ann::AnnBuild::Auto,
     }
 }
 

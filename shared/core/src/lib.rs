@@ -7,6 +7,7 @@
 //!   [`active::resolve_served`], the one answer to "what is served".
 //! - [`AlsModel`] and [`topk`]: a verified model and its scoring hot path;
 //!   [`PopularityModel`]; [`ServedModel`], either of them, what is served.
+//! - [`ann`]: the HNSW index (usearch) for approximate top-k past 10^5 items.
 //! - [`foldin`]: a user vector from interactions (implicit's `recalculate_user`).
 //! - [`score`]: blocked FMA scoring kernels (AVX-512, AVX2, portable), chosen at run time.
 //! - [`pickle`]: the Python team's pickled lists, read without executing anything.
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod active;
+pub mod ann;
 mod csr;
 pub mod foldin;
 pub mod hash;

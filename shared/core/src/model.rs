@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use ndarray::Array2;
 
+use crate::ann::{AnnError, AnnIndex};
 use crate::csr::CsrPattern;
 use crate::foldin::{self, FoldInError, FoldInParams};
 use crate::score;
@@ -123,6 +124,8 @@ pub struct AlsModel {
     /// int8 copies of the item factors for the bounding first pass, for catalogues
     /// of at least [`QUANTIZED_MIN_ITEMS`] items.
     quantized: Option<score::QuantizedItems>,
+    /// The version's HNSW index (`als/hnsw.idx`), when it has one.
+    ann: Option<AnnIndex>,
 }
 
 /// Catalogues from this size on are scanned in int8 first, then the rows that can
@@ -268,7 +271,27 @@ impl AlsModel {
             popularity,
             gram,
             quantized,
+            ann: None,
         })
+    }
+
+    /// Attaches an HNSW index built over this model's item factors; refused when it
+    /// indexes another number of items or factors.
+    pub fn with_ann(mut self, index: AnnIndex) -> Result<Self, AnnError> {
+        index.check_shape(self.n_items(), self.factors())?;
+        self.ann = Some(index);
+        Ok(self)
+    }
+
+    /// The attached HNSW index, if any.
+    pub fn ann(&self) -> Option<&AnnIndex> {
+        self.ann.as_ref()
+    }
+
+    /// True when [`recommend_vector`](Self::recommend_vector) answers from the HNSW
+    /// index (the version has one and `RECS_SEARCH` is not `exact`).
+    pub fn uses_ann(&self) -> bool {
+        self.ann.is_some() && crate::ann::index_enabled()
     }
 
     /// Number of users (rows of the user factors).
@@ -346,9 +369,22 @@ impl AlsModel {
 
     /// Top-`k` items for any user vector of [`factors`](Self::factors) values,
     /// leaving out the `excluded` item rows (sorted ascending, no repeats), best
-    /// first; equal scores rank the lower row first.
+    /// first; equal scores rank the lower row first. With an HNSW index (see
+    /// [`uses_ann`](Self::uses_ann)) the top k is approximate, the scores exact.
     pub fn recommend_vector(&self, user: &[f32], excluded: &[u32], k: usize) -> Vec<Scored> {
         assert_eq!(user.len(), self.factors(), "user vector width");
+        if let Some(ann) = self.ann.as_ref().filter(|_| crate::ann::index_enabled()) {
+            let items = self.item_factors.as_slice().expect("C order");
+            if let Some(top) = ann.top_k(items, user, excluded, k) {
+                return top;
+            }
+        }
+        self.recommend_scan(user, excluded, k)
+    }
+
+    /// The exact top k: [`recommend_vector`](Self::recommend_vector) without the
+    /// HNSW index (integer-bounded scan on large catalogues, else a full f32 scan).
+    pub fn recommend_scan(&self, user: &[f32], excluded: &[u32], k: usize) -> Vec<Scored> {
         if let (Some(q), true) = (&self.quantized, k > 0) {
             if let Some(uq) = score::QuantizedUser::new(user) {
                 return self.recommend_bounded(q, &uq, user, excluded, k);

@@ -22,6 +22,7 @@ use std::time::Instant;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::ann::{self, AnnBuild, AnnError, AnnIndex, AnnParams};
 use crate::csr::CsrPattern;
 use crate::hash::hex;
 use crate::model::{AlsModel, Factors, ModelError};
@@ -109,6 +110,16 @@ pub enum RegistryError {
         file: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// `als/hnsw.idx` is unreadable, corrupt or does not fit the model, or could not
+    /// be built at publish time.
+    #[error("{file}: {source}")]
+    Ann {
+        /// The file, relative to the version.
+        file: String,
+        /// Why it was refused.
+        #[source]
+        source: AnnError,
     },
     /// The artifacts parse but do not form a servable model.
     #[error(transparent)]
@@ -265,6 +276,8 @@ pub struct Artifacts {
     pub model_meta: Value,
     /// Extra version-level fields (git_sha, data_snapshot_id, notes...).
     pub version_fields: serde_json::Map<String, Value>,
+    /// Whether [`Registry::publish`] builds `als/hnsw.idx` ([`ann`](crate::ann)).
+    pub ann: AnnBuild,
 }
 
 /// Everything needed to publish a popularity version (`<version>/popularity/`).
@@ -505,11 +518,12 @@ impl Registry {
         version: &str,
         a: &Artifacts,
     ) -> Result<LoadedModel, RegistryError> {
+        let (files, model_meta) = encode_with_index(a)?;
         self.publish_files(
             version,
             Kind::Als,
-            encode_artifacts(a),
-            &a.model_meta,
+            files,
+            &model_meta,
             &a.version_fields,
             true,
         )
@@ -674,6 +688,63 @@ pub fn encode_artifacts(a: &Artifacts) -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// [`encode_artifacts`] plus `hnsw.idx` when `a.ann` wants one; its parameters and
+/// build time go into `als/meta.json` under `"ann"` (returned as the new model meta).
+fn encode_with_index(a: &Artifacts) -> Result<(Vec<(String, Vec<u8>)>, Value), RegistryError> {
+    let mut files = encode_artifacts(a);
+    let n_items = a.items.len();
+    if !a.ann.wanted(n_items) {
+        return Ok((files, a.model_meta.clone()));
+    }
+    let dims = a.item_factors.shape.get(1).copied().unwrap_or(0);
+    let params = AnnParams::default();
+    let started = Instant::now();
+    let bytes = AnnIndex::build(&a.item_factors.data, dims, params)
+        .and_then(|idx| idx.to_bytes())
+        .map_err(|source| RegistryError::Ann {
+            file: format!("{MODEL_DIR}/{}", ann::INDEX_FILE),
+            source,
+        })?;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        items = n_items,
+        seconds,
+        bytes = bytes.len(),
+        "built HNSW index"
+    );
+    let mut meta = match &a.model_meta {
+        Value::Object(m) => m.clone(),
+        Value::Null => serde_json::Map::new(),
+        other => {
+            let mut m = serde_json::Map::new();
+            m.insert("model_meta".into(), other.clone());
+            m
+        }
+    };
+    meta.insert(
+        "ann".into(),
+        serde_json::json!({
+            "index": ann::INDEX_FILE,
+            "library": "usearch",
+            "metric": "inner_product",
+            "connectivity": params.connectivity,
+            "ef_construction": params.ef_construction,
+            "ef_search": params.ef_search,
+            "items": n_items,
+            "bytes": bytes.len(),
+            "build_seconds": seconds,
+        }),
+    );
+    let meta = Value::Object(meta);
+    for (name, b) in files.iter_mut() {
+        if name == "meta.json" {
+            *b = serde_json::to_vec_pretty(&meta).expect("JSON");
+        }
+    }
+    files.push((ann::INDEX_FILE.to_string(), bytes));
+    Ok((files, meta))
+}
+
 fn parse_ids(file: &str, bytes: &[u8]) -> Result<Vec<i64>, RegistryError> {
     let bad = |reason: String| RegistryError::BadJson {
         file: file.to_string(),
@@ -762,7 +833,7 @@ fn parse_version(
         None => Value::Null,
     };
     let model = match kind {
-        Kind::Als => ServedModel::Als(parse_als(&get)?),
+        Kind::Als => ServedModel::Als(parse_als(&get, find(ann::INDEX_FILE))?),
         Kind::Popularity => {
             let items = parse_ids(&path("items.json"), get("items.json")?)?;
             let counts = match find("counts.json") {
@@ -812,6 +883,7 @@ fn parse_version(
 /// The ALS model of a version's `als/` files.
 fn parse_als<'f>(
     get: &dyn Fn(&str) -> Result<&'f [u8], RegistryError>,
+    index: Option<&[u8]>,
 ) -> Result<AlsModel, RegistryError> {
     let read_factors = |name: &str| {
         npy::read_f32(get(name)?)
@@ -832,13 +904,16 @@ fn parse_als<'f>(
         file: format!("{MODEL_DIR}/seen_csr.npz"),
         source,
     })?;
-    Ok(AlsModel::new(
-        user_factors,
-        item_factors,
-        users,
-        items,
-        seen,
-    )?)
+    let model = AlsModel::new(user_factors, item_factors, users, items, seen)?;
+    let Some(bytes) = index else {
+        return Ok(model);
+    };
+    let ann_err = |source| RegistryError::Ann {
+        file: format!("{MODEL_DIR}/{}", ann::INDEX_FILE),
+        source,
+    };
+    let index = AnnIndex::from_bytes(bytes).map_err(ann_err)?;
+    model.with_ann(index).map_err(ann_err)
 }
 
 #[cfg(test)]

@@ -245,6 +245,7 @@ impl Synthetic {
             seen: CsrPattern::from_rows(c.items, rows),
             model_meta,
             version_fields,
+            ann: recs_core::ann::AnnBuild::Auto,
         }
     }
 }

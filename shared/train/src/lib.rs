@@ -241,6 +241,7 @@ fn to_artifacts(ds: &Dataset, fit: &AlsFactors) -> Artifacts {
         seen: CsrPattern::from_rows(keep_items.len(), seen_rows),
         model_meta: Value::Null,
         version_fields: serde_json::Map::new(),
+        ann: recs_core::ann::AnnBuild::Auto,
     }
 }
 
