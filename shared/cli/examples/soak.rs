@@ -127,6 +127,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total: u64 = args.next().map_or(Ok(1_000_000), |s| s.parse())?;
     // How many RSS rows after the start (every 10 % by default).
     let reports: u64 = std::env::var("SOAK_REPORTS").map_or(Ok(10), |s| s.parse())?;
+    // As `recs serve` does at start-up (SOAK_UNTUNED=1 leaves glibc's defaults, to
+    // measure what the settings change).
+    if std::env::var_os("SOAK_UNTUNED").is_none() {
+        recs_serve::alloc::tune();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
