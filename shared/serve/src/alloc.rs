@@ -78,6 +78,13 @@ mod tests {
     fn tune_starts_one_trim_thread_however_often_called() {
         super::tune();
         super::tune();
+        // The thread names itself once it runs: wait for that, not for a time.
+        for _ in 0..500 {
+            if trim_threads() > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(trim_threads(), 1);
     }
 }
