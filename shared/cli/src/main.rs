@@ -221,6 +221,7 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn serve(registry: String, addr: SocketAddr) -> Result<()> {
+    recs_serve::alloc::tune();
     // A folder that does not exist is a typo, not an outage: stop here. An
     // unreachable S3 registry is retried (it may come back).
     if let Some(root) = Registry::open(&registry)?.local_root() {

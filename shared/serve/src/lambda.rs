@@ -165,6 +165,7 @@ static COLD: AtomicBool = AtomicBool::new(true);
 /// Runs an HTTP Lambda function answering `routes`: logging set up and the model
 /// loaded once per execution environment (INIT), then one [`respond`] per event.
 pub async fn run_http(routes: &'static [Endpoint]) -> Result<(), lambda_http::Error> {
+    crate::alloc::tune();
     recs_telemetry::init_logging();
     let config = crate::Config::from_env()?;
     let svc = Arc::new(Service::start_with(config, crate::Metrics::with_emf_outbox()).await);

@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod api;
 mod config;
 pub mod control;
