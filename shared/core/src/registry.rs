@@ -688,9 +688,12 @@ pub fn encode_artifacts(a: &Artifacts) -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// A version's files as (path inside the model folder, bytes).
+type Files = Vec<(String, Vec<u8>)>;
+
 /// [`encode_artifacts`] plus `hnsw.idx` when `a.ann` wants one; its parameters and
 /// build time go into `als/meta.json` under `"ann"` (returned as the new model meta).
-fn encode_with_index(a: &Artifacts) -> Result<(Vec<(String, Vec<u8>)>, Value), RegistryError> {
+fn encode_with_index(a: &Artifacts) -> Result<(Files, Value), RegistryError> {
     let mut files = encode_artifacts(a);
     let n_items = a.items.len();
     if !a.ann.wanted(n_items) {

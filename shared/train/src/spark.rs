@@ -406,6 +406,8 @@ pub fn to_artifacts(
         seen: CsrPattern::from_rows(items.ids.len(), seen_rows),
         model_meta: Value::Null,
         version_fields: serde_json::Map::new(),
+        // Spark catalogues past 100,000 items get an HNSW index like any other.
+        ann: recs_core::ann::AnnBuild::Auto,
     };
     Ok((artifacts, coverage))
 }
