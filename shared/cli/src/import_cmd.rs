@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use recs_train::ratings::Format;
 use recs_train::spark::{self, ImportOptions};
@@ -81,10 +81,7 @@ async fn run_spark(args: SparkArgs) -> Result<()> {
         gate_margin: args.gate_margin,
     };
     let (report, ids) = spark::import(&opts).await?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report.summary).expect("JSON serialises")
-    );
+    crate::train_cmd::print_json(&report.summary);
     eprintln!(
         "spark factors: {} users, {} items; {} seen positives kept",
         ids.users, ids.items, ids.seen
@@ -101,21 +98,7 @@ async fn run_spark(args: SparkArgs) -> Result<()> {
             ids.factor_users_without_positives
         );
     }
-    for note in &report.gate.notes {
-        eprintln!("gate: {note}");
-    }
-    if report.refused() {
-        bail!(
-            "quality gate refused to publish (latest.txt unchanged): {}",
-            report.gate.reasons()
-        );
-    }
-    if !report.gate.passed() {
-        eprintln!(
-            "gate: --no-gate: published despite: {}",
-            report.gate.reasons()
-        );
-    }
+    crate::train_cmd::check_gate(&report)?;
     if let Some(v) = &report.published {
         eprintln!("published {v} to {}; latest.txt -> {v}", opts.registry);
         crate::tell_served(&opts.registry, v).await;

@@ -177,7 +177,29 @@ fn note_skipped(data: &serde_json::Value) {
     }
 }
 
-fn print_json(v: &serde_json::Value) {
+/// Prints the quality gate's notes; an error when it refused (nothing was
+/// published), a warning when `--no-gate` published past it. Shared by `recs train`
+/// and `recs import`.
+pub(crate) fn check_gate(report: &recs_train::TrainReport) -> Result<()> {
+    for note in &report.gate.notes {
+        eprintln!("gate: {note}");
+    }
+    if report.refused() {
+        bail!(
+            "quality gate refused to publish (latest.txt unchanged): {}",
+            report.gate.reasons()
+        );
+    }
+    if !report.gate.passed() {
+        eprintln!(
+            "gate: --no-gate: published despite: {}",
+            report.gate.reasons()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn print_json(v: &serde_json::Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).expect("JSON serialises")
@@ -249,21 +271,7 @@ pub async fn run_train(args: TrainArgs) -> Result<()> {
     };
     print_json(&report.summary);
     note_skipped(&report.summary["model"]["data"]);
-    for note in &report.gate.notes {
-        eprintln!("gate: {note}");
-    }
-    if report.refused() {
-        bail!(
-            "quality gate refused to publish (latest.txt unchanged): {}",
-            report.gate.reasons()
-        );
-    }
-    if !report.gate.passed() {
-        eprintln!(
-            "gate: --no-gate: published despite: {}",
-            report.gate.reasons()
-        );
-    }
+    check_gate(&report)?;
     for note in &report.notes {
         eprintln!("popularity: {note}");
     }
