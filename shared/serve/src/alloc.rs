@@ -34,28 +34,18 @@ pub fn tune() {
     });
 }
 
-// glibc's <malloc.h>: two functions and one constant, declared here rather than
-// adding a crate for them.
-#[cfg(target_env = "gnu")]
-extern "C" {
-    fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-    fn malloc_trim(pad: usize) -> std::ffi::c_int;
-}
-#[cfg(target_env = "gnu")]
-const M_ARENA_MAX: std::ffi::c_int = -8;
-
 #[cfg(target_env = "gnu")]
 fn glibc() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only sets an allocator parameter; called at start-up.
-        unsafe { mallopt(M_ARENA_MAX, ARENAS) };
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
     }
     let spawned = std::thread::Builder::new()
         .name("malloc-trim".into())
         .spawn(|| loop {
             std::thread::sleep(TRIM_EVERY);
             // SAFETY: malloc_trim takes the arena locks itself; 0 keeps no pad.
-            unsafe { malloc_trim(0) };
+            unsafe { libc::malloc_trim(0) };
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "no malloc-trim thread: freed heap pages stay with the process");
