@@ -556,20 +556,10 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
     let (mut popularity, mut notes) = (None, Vec::new());
     let refused = gated && !gate.passed();
     if !refused && !opts.dry_run {
-        if let Some(root) = (!opts.registry.contains("://")).then_some(&opts.registry) {
-            std::fs::create_dir_all(root).map_err(|source| TrainError::Io {
-                path: root.clone(),
-                source,
-            })?;
-        }
-        let version = match &opts.version {
-            Some(v) => v.clone(),
-            None => registry.next_version().await?,
-        };
-        publish_als(
+        let version = publish_als(
             &registry,
             &opts.registry,
-            &version,
+            opts.version.as_deref(),
             &artifacts,
             &data.rows,
             &opts.ratings,
@@ -668,25 +658,28 @@ pub(crate) async fn evaluate_and_gate(
     (e, incumbent_json)
 }
 
-/// Publishes `artifacts` as the ALS version `version` (verified on the way:
-/// [`Registry::publish`] loads it back) after pinning what is served, then its drift
-/// baseline from `rows`. Shared by `recs train` and `recs import`.
+/// Publishes `artifacts` as the ALS version `version` (default: the next `vX.Y`;
+/// verified on the way: [`Registry::publish`] loads it back) after
+/// [`prepare_registry`], then its drift baseline from `rows`; returns the version.
+/// Shared by `recs train` and `recs import`.
 pub(crate) async fn publish_als(
     registry: &Registry,
     location: &str,
-    version: &str,
+    version: Option<&str>,
     artifacts: &Artifacts,
     rows: &[recs_core::Interaction],
     source: &std::path::Path,
-) -> Result<()> {
-    recs_core::active::pin_served(registry)
-        .await
-        .map_err(|e| TrainError::Invalid(format!("recording the served version: {e}")))?;
+) -> Result<String> {
+    prepare_registry(registry).await?;
+    let version = match version {
+        Some(v) => v.to_string(),
+        None => registry.next_version().await?,
+    };
     let loaded = registry
-        .publish(version, artifacts)
+        .publish(&version, artifacts)
         .await
         .map_err(|source| TrainError::Publish {
-            version: version.to_string(),
+            version: version.clone(),
             registry: location.to_string(),
             source: Box::new(source),
         })?;
@@ -697,14 +690,39 @@ pub(crate) async fn publish_als(
         ))
     })?;
     let baseline = recs_drift::Baseline::compute(rows, als);
-    warn_partial_baseline(version, &baseline, source);
-    recs_drift::save_baseline(registry, version, &baseline)
+    save_baseline(registry, &version, &baseline, source).await?;
+    Ok(version)
+}
+
+/// Before a version is published: a folder registry is created, and what is served
+/// now is pinned in active.json, so publishing never switches (`active::pin_served`).
+async fn prepare_registry(registry: &Registry) -> Result<()> {
+    if let Some(root) = registry.local_root() {
+        std::fs::create_dir_all(root).map_err(|source| TrainError::Io {
+            path: root.display().to_string(),
+            source,
+        })?;
+    }
+    recs_core::active::pin_served(registry)
+        .await
+        .map_err(|e| TrainError::Invalid(format!("recording the served version: {e}")))?;
+    Ok(())
+}
+
+/// Saves a freshly published version's drift baseline, saying first what it lacks.
+async fn save_baseline(
+    registry: &Registry,
+    version: &str,
+    baseline: &recs_drift::Baseline,
+    source: &std::path::Path,
+) -> Result<()> {
+    warn_partial_baseline(version, baseline, source);
+    recs_drift::save_baseline(registry, version, baseline)
         .await
         .map_err(|source| TrainError::Baseline {
             version: version.to_string(),
             source: Box::new(source),
-        })?;
-    Ok(())
+        })
 }
 
 /// A baseline is never silently partial: each feature it could not hold is recorded in
@@ -755,14 +773,7 @@ async fn publish_popularity(
         })?;
     let index = recs_drift::ModelIndex::of(&loaded.model);
     let baseline = recs_drift::Baseline::compute_indexed(rows, &index, &[]);
-    warn_partial_baseline(version, &baseline, &opts.ratings);
-    recs_drift::save_baseline(registry, version, &baseline)
-        .await
-        .map_err(|source| TrainError::Baseline {
-            version: version.to_string(),
-            source: Box::new(source),
-        })?;
-    Ok(())
+    save_baseline(registry, version, &baseline, &opts.ratings).await
 }
 
 /// `recs train --model popularity`: reads the positives and publishes their
@@ -815,15 +826,7 @@ pub async fn train_popularity(opts: &TrainOptions) -> Result<TrainReport> {
         .insert("trained_by".into(), "recs train --model popularity".into());
     let mut published = None;
     if !opts.dry_run {
-        if let Some(root) = (!opts.registry.contains("://")).then_some(&opts.registry) {
-            std::fs::create_dir_all(root).map_err(|source| TrainError::Io {
-                path: root.clone(),
-                source,
-            })?;
-        }
-        recs_core::active::pin_served(&registry)
-            .await
-            .map_err(|e| TrainError::Invalid(format!("recording the served version: {e}")))?;
+        prepare_registry(&registry).await?;
         publish_popularity(&registry, opts, &version, &artifacts, &data.rows, true).await?;
         published = Some(version.clone());
     }

@@ -552,20 +552,10 @@ pub async fn import(opts: &ImportOptions) -> Result<(TrainReport, IdCoverage), I
     let refused = opts.gate && !gate.passed();
     let mut published = None;
     if !refused {
-        if let Some(root) = registry.local_root() {
-            std::fs::create_dir_all(root).map_err(|source| TrainError::Io {
-                path: root.display().to_string(),
-                source,
-            })?;
-        }
-        let version = match &opts.version {
-            Some(v) => v.clone(),
-            None => registry.next_version().await?,
-        };
-        crate::publish_als(
+        let version = crate::publish_als(
             &registry,
             &opts.registry,
-            &version,
+            opts.version.as_deref(),
             &artifacts,
             &data.rows,
             &opts.ratings,
