@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use recs_train::ratings::Format;
 use recs_train::spark::{self, ImportOptions};
+
+use crate::train_cmd::{GateArgs, InputArgs};
 
 /// `recs import`.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -29,33 +30,14 @@ pub struct SparkArgs {
     /// The model's itemFactors/ folder.
     #[arg(long)]
     pub item_factors: PathBuf,
-    /// The ratings the model was trained on: their positives are each user's seen items.
-    #[arg(long)]
-    pub ratings: PathBuf,
-    /// Format of the rating files (auto: detected from the first line).
-    #[arg(long, value_enum, default_value_t = Format::Auto)]
-    pub format: Format,
-    /// Drop malformed rows (and count them) instead of failing on the first one.
-    #[arg(long)]
-    pub skip_bad_rows: bool,
-    /// Ratings at or above this are positives (seen items, and test positives).
-    #[arg(long, default_value_t = 4.0)]
-    pub min_rating: f32,
-    /// Held-out positives to evaluate on and gate with.
-    #[arg(long)]
-    pub test: Option<PathBuf>,
+    // --ratings: the ratings the model was trained on (their positives are the seen items).
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub gate: GateArgs,
     /// Version name (default: vX.Y after the highest existing one).
     #[arg(long)]
     pub version: Option<String>,
-    /// Cut-off of the offline metrics.
-    #[arg(long, default_value_t = 10)]
-    pub k: usize,
-    /// Publish even if the quality gate would refuse.
-    #[arg(long)]
-    pub no_gate: bool,
-    /// How far below the latest version's NDCG@k the new one may be.
-    #[arg(long, default_value_t = 0.01)]
-    pub gate_margin: f64,
 }
 
 /// Runs `recs import <source>`.
@@ -69,16 +51,16 @@ async fn run_spark(args: SparkArgs) -> Result<()> {
     let opts = ImportOptions {
         user_factors: args.user_factors,
         item_factors: args.item_factors,
-        ratings: args.ratings,
-        format: args.format,
-        skip_bad_rows: args.skip_bad_rows,
-        min_rating: args.min_rating,
+        ratings: args.input.ratings,
+        format: args.input.format,
+        skip_bad_rows: args.input.skip_bad_rows,
+        min_rating: args.input.min_rating,
         registry: args.registry,
         version: args.version,
-        test: args.test,
-        k: args.k,
-        gate: !args.no_gate,
-        gate_margin: args.gate_margin,
+        test: args.gate.test,
+        k: args.gate.k,
+        gate: !args.gate.no_gate,
+        gate_margin: args.gate.gate_margin,
     };
     let (report, ids) = spark::import(&opts).await?;
     crate::train_cmd::print_json(&report.summary);

@@ -33,6 +33,24 @@ pub struct InputArgs {
     pub min_rating: f32,
 }
 
+/// How a new version is evaluated and gated before it is published (`recs train`,
+/// `recs import`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GateArgs {
+    /// Held-out positives to evaluate on (and to gate with).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Cut-off of the offline metrics.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Publish even if the quality gate would refuse.
+    #[arg(long)]
+    pub no_gate: bool,
+    /// How far below the latest version's NDCG@k the new one may be.
+    #[arg(long, default_value_t = 0.01)]
+    pub gate_margin: f64,
+}
+
 /// `recs split`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SplitArgs {
@@ -95,18 +113,8 @@ pub struct TrainArgs {
     /// How ids become matrix rows (dense: row = id - 1, the peer's matrix).
     #[arg(long, value_enum, default_value_t = IdRows::Sorted)]
     pub id_rows: IdRows,
-    /// Held-out positives to evaluate on (and to gate with).
-    #[arg(long)]
-    pub test: Option<PathBuf>,
-    /// Cut-off of the offline metrics.
-    #[arg(long, default_value_t = 10)]
-    pub k: usize,
-    /// Publish even if the quality gate would refuse.
-    #[arg(long)]
-    pub no_gate: bool,
-    /// How far below the latest version's NDCG@k the new one may be.
-    #[arg(long, default_value_t = 0.01)]
-    pub gate_margin: f64,
+    #[command(flatten)]
+    pub gate: GateArgs,
     /// Compute the training loss after every iteration (costs a pass per iteration).
     #[arg(long)]
     pub loss: bool,
@@ -254,10 +262,10 @@ pub async fn run_train(args: TrainArgs) -> Result<()> {
             calculate_loss: args.loss,
         },
         id_rows: args.id_rows,
-        test: args.test,
-        k: args.k,
-        gate: !args.no_gate,
-        gate_margin: args.gate_margin,
+        test: args.gate.test,
+        k: args.gate.k,
+        gate: !args.gate.no_gate,
+        gate_margin: args.gate.gate_margin,
         dry_run: args.dry_run,
         progress: true,
         popularity_version: (!args.no_popularity).then(|| args.popularity_version.clone()),
