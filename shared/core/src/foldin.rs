@@ -187,16 +187,22 @@ pub fn solve_user(
     Ok(b.into_iter().map(|x| x as f32).collect())
 }
 
+/// Whether the AVX2+FMA copies below may run: the CPU has both and `RECS_SIMD`
+/// does not cap the kernels at portable.
+#[cfg(target_arch = "x86_64")]
+fn fma_kernels() -> bool {
+    crate::score::Simd::detected() != crate::score::Simd::Portable
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+}
+
 /// The upper triangle of `Σ y yᵀ` over the rows of `chunk`, added into `block`
 /// (f32; the caller sums blocks in f64). Run once per model load, where an
 /// ml-25m-size catalogue makes it the largest step after the download.
 fn gram_block(block: &mut [f32], chunk: &[f32], f: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if crate::score::Simd::detected() != crate::score::Simd::Portable
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-        {
+        if fma_kernels() {
             // SAFETY: the features are present.
             unsafe { gram_block_avx2(block, chunk, f) };
             return;
@@ -231,10 +237,7 @@ fn gram_block_body(block: &mut [f32], chunk: &[f32], f: usize) {
 fn upper_rank1(a: &mut [f64], f: usize, from: usize, y: &[f64], w: f64) {
     #[cfg(target_arch = "x86_64")]
     {
-        if crate::score::Simd::detected() != crate::score::Simd::Portable
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-        {
+        if fma_kernels() {
             // SAFETY: the features are present.
             unsafe { upper_rank1_fma(a, f, from, y, w) };
             return;
