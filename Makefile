@@ -19,9 +19,7 @@ run: ## Serve model_registry/ on 127.0.0.1:$(PORT) (all routes, /metrics include
 	$(CARGO) build --release -p recs --bin recs
 	MODEL_REGISTRY=$(MODEL_REGISTRY) PORT=$(PORT) ./target/release/recs serve
 
-# test-arm64 is not in `test` yet: its cold cross build took 30 min and its qemu run
-# 11 min on this machine (README, "arm64"), more than the rest of CI together.
-test: test-cargo test-fuzz test-openapi test-drill docs-check ## Unit, property, handler, end-to-end and fault tests, every fuzz target for 5 s, the OpenAPI check, every alert drill, the docs' local commands (../shared required under CI=true)
+test: test-cargo test-fuzz test-openapi test-drill docs-check test-arm64 ## Unit, property, handler, end-to-end and fault tests, every fuzz target for 5 s, the OpenAPI check, every alert drill, the docs' local commands, and the serving, registry and training tests on aarch64 under qemu (../shared required under CI=true)
 
 test-cargo: ## cargo test: unit, property (proptest), handler and end-to-end tests
 	$(CARGO) test --workspace --no-fail-fast
@@ -41,7 +39,7 @@ test-openapi: ## schemathesis (installed from PyPI when absent) against a real `
 soak: ## One million requests (users, errors, switches) against the local server; RSS after warm-up must grow < 5 %
 	bash scripts/soak.sh
 
-test-arm64: ## Build for aarch64 (Debian cross gcc) and run the core/serve/train/drift tests under qemu-user
+test-arm64: ## Build for aarch64 (Debian cross gcc) and run the core/serve/train/drift/telemetry and end-to-end tests under qemu-user
 	bash scripts/test_arm64.sh
 
 lint: ## rustfmt, clippy (-D warnings), and the infra checks when infra/ exists
