@@ -39,6 +39,52 @@ impl CsrPattern {
             indices,
         }
     }
+
+    /// Builds a pattern from scipy's arrays without a per-row copy: each row is
+    /// sorted and de-duplicated in place, and only a row that needs it is touched
+    /// (scipy writes sorted rows). `indptr` must rise monotonically from 0 to
+    /// `indices.len()` (the caller has checked it).
+    pub(crate) fn from_indptr(cols: usize, mut indptr: Vec<usize>, mut indices: Vec<u32>) -> Self {
+        debug_assert_eq!(indptr.first(), Some(&0));
+        debug_assert_eq!(indptr.last(), Some(&indices.len()));
+        let (mut write, mut start) = (0, 0);
+        for r in 0..indptr.len() - 1 {
+            // indptr[r] already holds the compacted start; the original is `start`.
+            let end = indptr[r + 1];
+            let row = &mut indices[start..end];
+            let mut len = row.len();
+            if row.windows(2).any(|w| w[0] >= w[1]) {
+                row.sort_unstable();
+                len = dedup_sorted(row);
+            }
+            if write != start {
+                indices.copy_within(start..start + len, write);
+            }
+            write += len;
+            indptr[r + 1] = write;
+            start = end;
+        }
+        indices.truncate(write);
+        Csr {
+            rows: indptr.len() - 1,
+            cols,
+            data: vec![(); indices.len()],
+            indptr,
+            indices,
+        }
+    }
+}
+
+/// Moves the distinct values of a sorted slice to its front; returns how many.
+fn dedup_sorted(row: &mut [u32]) -> usize {
+    let mut len = 0;
+    for i in 0..row.len() {
+        if len == 0 || row[i] != row[len - 1] {
+            row[len] = row[i];
+            len += 1;
+        }
+    }
+    len
 }
 
 impl<V: Copy> Csr<V> {

@@ -183,6 +183,21 @@ fn check_finite(m: &Array2<f32>, file: &'static str) -> Result<(), ModelError> {
     }
 }
 
+/// Items by how many users have seen them, most first (ties by row).
+fn popularity_order(seen: &CsrPattern) -> Vec<Scored> {
+    let mut popularity: Vec<Scored> = seen
+        .column_counts()
+        .into_iter()
+        .enumerate()
+        .map(|(row, c)| Scored {
+            row: row as u32,
+            score: c as f32,
+        })
+        .collect();
+    popularity.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
+    popularity
+}
+
 impl AlsModel {
     /// Verifies and assembles a model. Refuses swapped factors, row counts that do
     /// not match the id lists, unequal widths, empty models, non-finite values,
@@ -246,20 +261,18 @@ impl AlsModel {
                 items: n_items,
             });
         }
-        let mut popularity: Vec<Scored> = seen
-            .column_counts()
-            .into_iter()
-            .enumerate()
-            .map(|(row, c)| Scored {
-                row: row as u32,
-                score: c as f32,
-            })
-            .collect();
-        popularity.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
-        let gram = foldin::gram(itf.as_slice().expect("C order"), itf.ncols());
-        let quantized = (n_items >= QUANTIZED_MIN_ITEMS
-            && itf.ncols() <= score::QuantizedUser::MAX_FACTORS)
-            .then(|| score::QuantizedItems::new(itf.as_slice().expect("C order"), itf.ncols()));
+        // What serving derives from the factors: the Gram matrix (fold-in) on one
+        // core, the int8 items (first pass) and the popularity order on the other.
+        let items_flat = itf.as_slice().expect("C order");
+        let (gram, (quantized, popularity)) = rayon::join(
+            || foldin::gram(items_flat, itf.ncols()),
+            || {
+                let quantized = (n_items >= QUANTIZED_MIN_ITEMS
+                    && itf.ncols() <= score::QuantizedUser::MAX_FACTORS)
+                    .then(|| score::QuantizedItems::new(items_flat, itf.ncols()));
+                (quantized, popularity_order(&seen))
+            },
+        );
         Ok(AlsModel {
             user_factors: uf,
             item_factors: itf,

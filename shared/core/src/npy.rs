@@ -143,6 +143,13 @@ impl Header {
 /// Parses the header of a `.npy` file and checks that the body has exactly the bytes
 /// the shape needs.
 pub fn parse_header(bytes: &[u8]) -> Result<Header, NpyError> {
+    parse_header_of(bytes, bytes.len())
+}
+
+/// [`parse_header`] from a file's first bytes (the whole header at least) when the
+/// whole file is `file_len` bytes: for a member whose values are never needed, only
+/// its length (scipy's `data.npy`), so they need not be held in memory.
+pub fn parse_header_of(bytes: &[u8], file_len: usize) -> Result<Header, NpyError> {
     if bytes.len() < 10 {
         return Err(if bytes.len() >= 6 && &bytes[..6] != MAGIC {
             NpyError::BadMagic
@@ -209,7 +216,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, NpyError> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(bad)?;
     let needed = elements.checked_mul(dtype.size()).ok_or_else(bad)?;
-    let found = bytes.len() - data_offset;
+    let found = file_len.saturating_sub(data_offset);
     if found < needed {
         return Err(NpyError::TruncatedData {
             shape,
@@ -272,6 +279,11 @@ fn decode<T, const N: usize>(
 /// Reads a float32 array (`<f4`), any rank.
 pub fn read_f32(bytes: &[u8]) -> Result<Array<f32>, NpyError> {
     decode(bytes, Dtype::F32, f32::from_le_bytes)
+}
+
+/// Reads an int32 array (`<i4`), any rank.
+pub fn read_i32(bytes: &[u8]) -> Result<Array<i32>, NpyError> {
+    decode(bytes, Dtype::I32, i32::from_le_bytes)
 }
 
 /// Reads an integer array of `<i4` or `<i8` as i64.

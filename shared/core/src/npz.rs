@@ -4,7 +4,7 @@
 use std::io::{Cursor, Read, Write};
 
 use crate::csr::CsrPattern;
-use crate::npy::{self, NpyError};
+use crate::npy::{self, Dtype, NpyError};
 
 /// Why a `.npz` CSR file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -83,10 +83,23 @@ pub fn read_csr(bytes: &[u8]) -> Result<CsrPattern, NpzError> {
         usize::try_from(cols).map_err(|_| NpzError::Inconsistent(format!("cols {cols}")))?,
     );
     let indptr = npy::read_int(&member(&mut zip, "indptr.npy")?).map_err(npy_err("indptr.npy"))?;
-    let indices =
-        npy::read_int(&member(&mut zip, "indices.npy")?).map_err(npy_err("indices.npy"))?;
-    // Values are not used, but their dtype and count are part of a well-formed file.
-    let data = npy::read_float(&member(&mut zip, "data.npy")?).map_err(npy_err("data.npy"))?;
+    // The two large members inflate on two cores. The values are never used (a seen
+    // pattern): only their count is checked, and they are streamed through the
+    // decompressor (CRC included) without being kept.
+    let (indices, data) = rayon::join(
+        || column_indices(&member(&mut zip.clone(), "indices.npy")?, cols),
+        || member_header(&mut zip.clone(), "data.npy"),
+    );
+    let (indices, data) = (indices?, data?);
+    if !matches!(data.dtype, Dtype::F32 | Dtype::F64) {
+        return Err(NpzError::Npy {
+            member: "data.npy",
+            source: NpyError::WrongDtype {
+                found: data.dtype.to_string(),
+                expected: "<f4 or <f8".into(),
+            },
+        });
+    }
 
     if indptr.data.len() != rows + 1 {
         return Err(NpzError::Inconsistent(format!(
@@ -94,11 +107,11 @@ pub fn read_csr(bytes: &[u8]) -> Result<CsrPattern, NpzError> {
             indptr.data.len()
         )));
     }
-    let nnz = indices.data.len();
-    if data.data.len() != nnz {
+    let nnz = indices.len();
+    if data.len() != nnz {
         return Err(NpzError::Inconsistent(format!(
             "{} values for {nnz} indices",
-            data.data.len()
+            data.len()
         )));
     }
     if indptr.data[0] != 0
@@ -109,45 +122,97 @@ pub fn read_csr(bytes: &[u8]) -> Result<CsrPattern, NpzError> {
             "indptr must rise monotonically from 0 to nnz".into(),
         ));
     }
-    if let Some(bad) = indices.data.iter().find(|&&c| c < 0 || c >= cols as i64) {
-        return Err(NpzError::Inconsistent(format!(
-            "column index {bad} outside 0..{cols}"
-        )));
-    }
-    let row_lists = indptr
-        .data
-        .windows(2)
-        .map(|w| {
-            indices.data[w[0] as usize..w[1] as usize]
-                .iter()
-                .map(|&c| c as u32)
-                .collect()
-        })
-        .collect();
-    let pattern = CsrPattern::from_rows(cols, row_lists);
-    debug_assert_eq!(pattern.rows, rows);
-    Ok(pattern)
+    // Monotonic from 0 to nnz: every entry is a valid usize.
+    let indptr = indptr.data.into_iter().map(|p| p as usize).collect();
+    Ok(CsrPattern::from_indptr(cols, indptr, indices))
 }
 
-/// Writes a CSR pattern the way `scipy.sparse.save_npz` does (deflated zip, int32
-/// indices, float32 ones as data), so scipy reads it back.
+/// `indices.npy` (`<i4`, as scipy writes it, or `<i8`) as column numbers, each
+/// checked against the column count. The `<i4` case reuses its allocation.
+fn column_indices(bytes: &[u8], cols: usize) -> Result<Vec<u32>, NpzError> {
+    let err = |source| NpzError::Npy {
+        member: "indices.npy",
+        source,
+    };
+    let outside = |c: i64| NpzError::Inconsistent(format!("column index {c} outside 0..{cols}"));
+    if npy::parse_header(bytes).map_err(err)?.dtype == Dtype::I32 {
+        let a = npy::read_i32(bytes).map_err(err)?;
+        if let Some(&bad) = a.data.iter().find(|&&c| c < 0 || c as usize >= cols) {
+            return Err(outside(bad.into()));
+        }
+        return Ok(a.data.into_iter().map(|c| c as u32).collect());
+    }
+    let a = npy::read_int(bytes).map_err(err)?;
+    if let Some(&bad) = a.data.iter().find(|&&c| c < 0 || c >= cols as i64) {
+        return Err(outside(bad));
+    }
+    Ok(a.data.into_iter().map(|c| c as u32).collect())
+}
+
+/// A member's `.npy` header and length, its body read through and dropped.
+fn member_header(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &'static str,
+) -> Result<npy::Header, NpzError> {
+    // Enough for any header numpy writes (format 1.0 headers are under 64 KiB).
+    const HEAD: u64 = 64 << 10;
+    let mut f = zip.by_name(name).map_err(|e| match e {
+        zip::result::ZipError::FileNotFound => NpzError::MissingMember(name),
+        other => NpzError::Zip(other),
+    })?;
+    let io = |source| NpzError::Io {
+        member: name,
+        source,
+    };
+    let mut head = Vec::new();
+    (&mut f).take(HEAD).read_to_end(&mut head).map_err(io)?;
+    let rest = std::io::copy(&mut f, &mut std::io::sink()).map_err(io)?;
+    let len = usize::try_from(rest)
+        .ok()
+        .and_then(|r| r.checked_add(head.len()))
+        .ok_or_else(|| NpzError::Inconsistent(format!("{name} is too large")))?;
+    npy::parse_header_of(&head, len).map_err(|source| NpzError::Npy {
+        member: name,
+        source,
+    })
+}
+
+/// Writes a CSR pattern as `scipy.sparse.save_npz` lays it out (int32 indices,
+/// float32 ones as data), so scipy reads it back. The index arrays are stored, not
+/// deflated (as `save_npz(compressed=False)` does): inflating 25 M indices took 350 ms
+/// of an ml-25m-size load on one core, longer than fetching the 40 MB deflate saves;
+/// the constant data member deflates to almost nothing and stays compressed.
 pub fn write_csr(m: &CsrPattern) -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
+    let deflated = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
+    let stored = deflated.compression_method(zip::CompressionMethod::Stored);
     let indices: Vec<i32> = m.indices.iter().map(|&c| c as i32).collect();
     let indptr: Vec<i32> = m.indptr.iter().map(|&p| p as i32).collect();
-    let members: [(&str, Vec<u8>); 5] = [
-        ("indices.npy", npy::write_i32(&[indices.len()], &indices)),
-        ("indptr.npy", npy::write_i32(&[indptr.len()], &indptr)),
-        ("format.npy", npy::write_bytes_scalar(b"csr")),
+    let members: [(&str, Vec<u8>, _); 5] = [
+        (
+            "indices.npy",
+            npy::write_i32(&[indices.len()], &indices),
+            stored,
+        ),
+        (
+            "indptr.npy",
+            npy::write_i32(&[indptr.len()], &indptr),
+            stored,
+        ),
+        ("format.npy", npy::write_bytes_scalar(b"csr"), deflated),
         (
             "shape.npy",
             npy::write_i64(&[2], &[m.rows as i64, m.cols as i64]),
+            deflated,
         ),
-        ("data.npy", npy::write_f32(&[m.nnz()], &vec![1.0; m.nnz()])),
+        (
+            "data.npy",
+            npy::write_f32(&[m.nnz()], &vec![1.0; m.nnz()]),
+            deflated,
+        ),
     ];
-    for (name, bytes) in members {
+    for (name, bytes, opts) in members {
         // Writing to an in-memory buffer cannot fail.
         zip.start_file(name, opts).expect("in-memory zip");
         zip.write_all(&bytes).expect("in-memory zip");
@@ -180,9 +245,137 @@ mod tests {
         assert!(err.to_string().contains("outside 0..2"), "{err}");
     }
 
+    /// A zip of the given members, every one compressed with `method`.
+    fn zip_of(members: &[(&str, Vec<u8>)], method: zip::CompressionMethod) -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+        for (name, bytes) in members {
+            zip.start_file(*name, opts).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    /// scipy's members for a 2 x 4 matrix with these rows (as written, unsorted and
+    /// with duplicates allowed), `data` as given.
+    fn scipy_members(
+        indptr: &[i32],
+        indices: &[i32],
+        data: Vec<u8>,
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("indices.npy", npy::write_i32(&[indices.len()], indices)),
+            ("indptr.npy", npy::write_i32(&[indptr.len()], indptr)),
+            ("format.npy", npy::write_bytes_scalar(b"csr")),
+            ("shape.npy", npy::write_i64(&[2], &[2, 4])),
+            ("data.npy", data),
+        ]
+    }
+
+    #[test]
+    fn reads_deflated_files_with_unsorted_and_repeated_columns() {
+        // What scipy's save_npz (compressed=True, the default) writes for a matrix
+        // whose rows were never sorted: row 0 = [3, 1, 3], row 1 = [2, 0].
+        let members = scipy_members(
+            &[0, 3, 5],
+            &[3, 1, 3, 2, 0],
+            npy::write_f32(&[5], &[1.0; 5]),
+        );
+        let m = read_csr(&zip_of(&members, zip::CompressionMethod::Deflated)).unwrap();
+        assert_eq!(m.indptr, vec![0, 2, 4]);
+        assert_eq!(m.indices, vec![1, 3, 0, 2]);
+        assert_eq!((m.rows, m.cols, m.data.len()), (2, 4, 4));
+        // The same arrays stored uncompressed read the same.
+        let stored = read_csr(&zip_of(&members, zip::CompressionMethod::Stored)).unwrap();
+        assert_eq!(stored, m);
+    }
+
+    #[test]
+    fn data_member_is_checked_though_not_kept() {
+        let file = |data| {
+            zip_of(
+                &scipy_members(&[0, 1, 2], &[1, 2], data),
+                zip::CompressionMethod::Deflated,
+            )
+        };
+        // f64 values are fine; only the count matters.
+        assert!(read_csr(&file(npy::write_f32(&[2], &[1.0, 1.0]))).is_ok());
+        let err = read_csr(&file(npy::write_f32(&[3], &[1.0; 3]))).unwrap_err();
+        assert!(err.to_string().contains("3 values for 2 indices"), "{err}");
+        let err = read_csr(&file(npy::write_i32(&[2], &[1, 1]))).unwrap_err();
+        assert!(err.to_string().contains("<i4"), "{err}");
+        let mut short = npy::write_f32(&[2], &[1.0, 1.0]);
+        short.pop();
+        assert!(matches!(
+            read_csr(&file(short)),
+            Err(NpzError::Npy {
+                member: "data.npy",
+                source: NpyError::TruncatedData { .. }
+            })
+        ));
+        let mut z = zip_of(
+            &scipy_members(&[0, 1, 2], &[1, 2], npy::write_f32(&[2], &[1.0, 1.0])),
+            zip::CompressionMethod::Deflated,
+        );
+        z.truncate(z.len() - 30);
+        assert!(read_csr(&z).is_err());
+    }
+
+    #[test]
+    fn int64_indices_are_read_and_checked() {
+        let mut members = scipy_members(&[0, 1, 2], &[1, 2], npy::write_f32(&[2], &[1.0, 1.0]));
+        members[0].1 = npy::write_i64(&[2], &[3, 0]);
+        let m = read_csr(&zip_of(&members, zip::CompressionMethod::Deflated)).unwrap();
+        assert_eq!(m.indices, vec![3, 0]);
+        members[0].1 = npy::write_i64(&[2], &[4, 0]);
+        let err = read_csr(&zip_of(&members, zip::CompressionMethod::Deflated)).unwrap_err();
+        assert!(
+            err.to_string().contains("column index 4 outside 0..4"),
+            "{err}"
+        );
+        members[0].1 = npy::write_i32(&[2], &[-1, 0]);
+        let err = read_csr(&zip_of(&members, zip::CompressionMethod::Stored)).unwrap_err();
+        assert!(
+            err.to_string().contains("column index -1 outside 0..4"),
+            "{err}"
+        );
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
+
+        proptest! {
+            /// Rows as scipy may hold them (any order, repeats), through a stored or a
+            /// deflated file: each row reads back as its sorted set of columns.
+            #[test]
+            fn unsorted_rows_read_as_sorted_sets(
+                rows in prop::collection::vec(prop::collection::vec(0u32..9, 0..7), 0..10),
+                deflate in any::<bool>(),
+            ) {
+                let mut indptr = vec![0i32];
+                let mut indices = Vec::new();
+                for r in &rows {
+                    indices.extend(r.iter().map(|&c| c as i32));
+                    indptr.push(indices.len() as i32);
+                }
+                let members = vec![
+                    ("indices.npy", npy::write_i32(&[indices.len()], &indices)),
+                    ("indptr.npy", npy::write_i32(&[indptr.len()], &indptr)),
+                    ("format.npy", npy::write_bytes_scalar(b"csr")),
+                    ("shape.npy", npy::write_i64(&[2], &[rows.len() as i64, 9])),
+                    ("data.npy", npy::write_f32(&[indices.len()], &vec![1.0; indices.len()])),
+                ];
+                let method = if deflate { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
+                let m = read_csr(&zip_of(&members, method)).unwrap();
+                prop_assert_eq!(m.rows, rows.len());
+                for (i, r) in rows.iter().enumerate() {
+                    let want: Vec<u32> = r.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+                    prop_assert_eq!(m.row(i), &want[..]);
+                }
+                prop_assert_eq!(m.data.len(), m.indices.len());
+            }
+        }
 
         fn pattern() -> impl Strategy<Value = CsrPattern> {
             (1usize..40).prop_flat_map(|cols| {

@@ -485,7 +485,17 @@ impl Registry {
             Err(StoreError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let mut loaded = parse_version(version, kind, &files, meta_raw.as_deref())?;
+        // Checking and parsing a large version is a few hundred ms of CPU (and
+        // rayon's threads): off the async workers, which keep serving meanwhile.
+        let name = version.to_string();
+        let parsed = tokio::task::spawn_blocking(move || {
+            parse_version(&name, kind, &files, meta_raw.as_deref())
+        })
+        .await;
+        let mut loaded = match parsed {
+            Ok(result) => result?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         loaded.load_seconds = started.elapsed().as_secs_f64();
         Ok(loaded)
     }
@@ -815,7 +825,12 @@ fn parse_version(
             VersionMeta::from_json(raw)
         }
     };
-    let actual = artifact_sha(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+    // The checksum and the parse read the same bytes independently: on two cores
+    // they overlap. A checksum mismatch is still reported before any parse error.
+    let (actual, model) = rayon::join(
+        || artifact_sha(files.iter().map(|(n, b)| (n.as_str(), b.as_slice()))),
+        || parse_model(kind, &get, &find, &path),
+    );
     if let Some(expected) = &meta.artifact_sha {
         if !expected.eq_ignore_ascii_case(&actual) {
             return Err(RegistryError::Checksum {
@@ -835,8 +850,28 @@ fn parse_version(
         })?,
         None => Value::Null,
     };
-    let model = match kind {
-        Kind::Als => ServedModel::Als(parse_als(&get, find(ann::INDEX_FILE))?),
+    let model = model?;
+    Ok(LoadedModel {
+        version: version.to_string(),
+        meta,
+        model_meta,
+        model,
+        artifact_sha: actual,
+        artifact_size: files.iter().map(|(_, b)| b.len() as u64).sum(),
+        load_seconds: 0.0,
+    })
+}
+
+/// A version's model from its files (`get`: a required file, `find`: an optional one,
+/// `path`: a file's name in messages).
+fn parse_model<'f>(
+    kind: Kind,
+    get: &(dyn Fn(&str) -> Result<&'f [u8], RegistryError> + Sync),
+    find: &(dyn Fn(&str) -> Option<&'f [u8]> + Sync),
+    path: &(dyn Fn(&str) -> String + Sync),
+) -> Result<ServedModel, RegistryError> {
+    Ok(match kind {
+        Kind::Als => ServedModel::Als(parse_als(get, find(ann::INDEX_FILE))?),
         Kind::Popularity => {
             let items = parse_ids(&path("items.json"), get("items.json")?)?;
             let counts = match find("counts.json") {
@@ -871,21 +906,12 @@ fn parse_version(
             })?;
             ServedModel::Popularity(PopularityModel::new(items, None, None)?)
         }
-    };
-    Ok(LoadedModel {
-        version: version.to_string(),
-        meta,
-        model_meta,
-        model,
-        artifact_sha: actual,
-        artifact_size: files.iter().map(|(_, b)| b.len() as u64).sum(),
-        load_seconds: 0.0,
     })
 }
 
 /// The ALS model of a version's `als/` files.
 fn parse_als<'f>(
-    get: &dyn Fn(&str) -> Result<&'f [u8], RegistryError>,
+    get: &(dyn Fn(&str) -> Result<&'f [u8], RegistryError> + Sync),
     index: Option<&[u8]>,
 ) -> Result<AlsModel, RegistryError> {
     let read_factors = |name: &str| {
@@ -899,14 +925,26 @@ fn parse_als<'f>(
                 source,
             })
     };
-    let user_factors = read_factors("user_factors.npy")?;
-    let item_factors = read_factors("item_factors.npy")?;
-    let users = parse_ids("users.json", get("users.json")?)?;
-    let items = parse_ids("items.json", get("items.json")?)?;
-    let seen = npz::read_csr(get("seen_csr.npz")?).map_err(|source| RegistryError::Npz {
-        file: format!("{MODEL_DIR}/seen_csr.npz"),
-        source,
-    })?;
+    // The factors and id lists on one core, the seen matrix (mostly inflating
+    // seen_csr.npz) on the other.
+    let (factors, seen) = rayon::join(
+        || -> Result<_, RegistryError> {
+            Ok((
+                read_factors("user_factors.npy")?,
+                read_factors("item_factors.npy")?,
+                parse_ids("users.json", get("users.json")?)?,
+                parse_ids("items.json", get("items.json")?)?,
+            ))
+        },
+        || {
+            npz::read_csr(get("seen_csr.npz")?).map_err(|source| RegistryError::Npz {
+                file: format!("{MODEL_DIR}/seen_csr.npz"),
+                source,
+            })
+        },
+    );
+    let (user_factors, item_factors, users, items) = factors?;
+    let seen = seen?;
     let model = AlsModel::new(user_factors, item_factors, users, items, seen)?;
     let Some(bytes) = index else {
         return Ok(model);
