@@ -751,7 +751,8 @@ fn an_ab_test_on_s3_is_logged_analyzed_and_promoted_by_the_cli() {
 }
 
 /// Objects over one range (8 MiB) come back byte for byte from parallel ranged GETs:
-/// an odd size (the last range short), one exactly two ranges, a small and an empty one.
+/// an odd size (the last range short), one exactly two ranges, one whose rest is
+/// split into the four largest ranges (not 8 MiB ones), a small and an empty one.
 #[test]
 fn large_objects_read_back_exactly_through_parallel_ranges() {
     let rt = rt();
@@ -762,6 +763,7 @@ fn large_objects_read_back_exactly_through_parallel_ranges() {
         for (name, len) in [
             ("odd", 8 * 1024 * 1024 * 3 + 12_345),
             ("even", 16 * 1024 * 1024),
+            ("four", 8 * 1024 * 1024 * 6 + 7),
             ("small", 1000),
             ("empty", 0),
         ] {
