@@ -493,17 +493,23 @@ impl AlsModel {
                 continue;
             }
             for j in 0..len {
+                // Most rows fall below the running threshold: their lower bound
+                // (below their upper) could not enter the list either.
+                let upper = approx[j] + err[j];
+                if upper < lower.threshold() {
+                    continue;
+                }
                 let row = (first + j) as u32;
-                if next_excluded.peek() == Some(&row) {
-                    next_excluded.next();
+                while next_excluded.next_if(|&r| r < row).is_some() {}
+                if next_excluded.next_if_eq(&row).is_some() {
                     continue;
                 }
                 lower.push(approx[j] - err[j], row);
-                let upper = approx[j] + err[j];
                 if upper >= lower.threshold() {
                     candidates.push((row, upper));
                 }
             }
+            while next_excluded.next_if(|&r| r < end).is_some() {}
             first += len;
         }
         let t = lower.threshold();
