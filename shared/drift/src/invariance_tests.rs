@@ -117,11 +117,19 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// `n` distinct training rows moved into `[end - len, end)` as the training process
-/// would have put them there: each keeps its time of day and moves by whole days; a
+/// [`same_distribution_up_to`], which must find all `n` rows.
+fn same_distribution(n: usize, len_ms: i64, end: i64, seed: u64) -> Vec<Event> {
+    let out = same_distribution_up_to(n, len_ms, end, seed);
+    assert_eq!(out.len(), n, "the history is large enough");
+    out
+}
+
+/// Up to `n` distinct training rows moved into `[end - len, end)` as the training process
+/// would have put them there (fewer when the window is short and its hours are quiet:
+/// an hour at 04:00 holds about 3,000 of the history's rows): each keeps its time of day and moves by whole days; a
 /// row is kept with probability proportional to how many days of the window hold its
 /// time of day (so a window shorter than a day keeps only the hours it covers).
-fn same_distribution(n: usize, len_ms: i64, end: i64, seed: u64) -> Vec<Event> {
+fn same_distribution_up_to(n: usize, len_ms: i64, end: i64, seed: u64) -> Vec<Event> {
     let f = fixture();
     let mut rng = StdRng::seed_from_u64(seed);
     let start = end - len_ms;
@@ -147,7 +155,6 @@ fn same_distribution(n: usize, len_ms: i64, end: i64, seed: u64) -> Vec<Event> {
             ..r
         });
     }
-    assert_eq!(out.len(), n, "the history is large enough");
     out
 }
 
@@ -181,7 +188,11 @@ proptest! {
     ) {
         let len = len_secs * 1000;
         let end = END + end_offset * 1000;
-        let events = same_distribution(n, len, end, seed);
+        // A short window at a quiet hour cannot hold every n drawn (seen under qemu:
+        // one hour at 04:34 holds 2,988 rows, n was 14,849): the property is about
+        // any same-distribution sample the window can hold, of at least the minimum.
+        let events = same_distribution_up_to(n, len, end, seed);
+        prop_assume!(events.len() >= DEFAULT_MIN_COUNT as usize);
         let s = run(&events, len, end);
         prop_assert_eq!(s.features.len(), FEATURES.len(), "{:?}", s.skipped);
         for f in FEATURES {
