@@ -45,6 +45,7 @@ fi
 start=$(date +%s)
 cargo test --target "$target" --no-run "$@"
 built=$(date +%s)
-cargo test --target "$target" "$@"
+# Every crate's tests run even when one fails, as in the x86 `make test-cargo`.
+cargo test --target "$target" --no-fail-fast "$@"
 end=$(date +%s)
 echo "test-arm64: build $((built - start)) s, tests under qemu $((end - built)) s"
