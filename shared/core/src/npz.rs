@@ -41,14 +41,22 @@ pub enum NpzError {
     Inconsistent(String),
 }
 
+/// A member for reading; absent is [`NpzError::MissingMember`].
+fn open_member<'z, 'b>(
+    zip: &'z mut zip::ZipArchive<Cursor<&'b [u8]>>,
+    name: &'static str,
+) -> Result<zip::read::ZipFile<'z, Cursor<&'b [u8]>>, NpzError> {
+    zip.by_name(name).map_err(|e| match e {
+        zip::result::ZipError::FileNotFound => NpzError::MissingMember(name),
+        other => NpzError::Zip(other),
+    })
+}
+
 fn member(
     zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
     name: &'static str,
 ) -> Result<Vec<u8>, NpzError> {
-    let mut f = zip.by_name(name).map_err(|e| match e {
-        zip::result::ZipError::FileNotFound => NpzError::MissingMember(name),
-        other => NpzError::Zip(other),
-    })?;
+    let mut f = open_member(zip, name)?;
     let mut buf = Vec::with_capacity(f.size() as usize);
     f.read_to_end(&mut buf).map_err(|source| NpzError::Io {
         member: name,
@@ -156,10 +164,7 @@ fn member_header(
 ) -> Result<npy::Header, NpzError> {
     // Enough for any header numpy writes (format 1.0 headers are under 64 KiB).
     const HEAD: u64 = 64 << 10;
-    let mut f = zip.by_name(name).map_err(|e| match e {
-        zip::result::ZipError::FileNotFound => NpzError::MissingMember(name),
-        other => NpzError::Zip(other),
-    })?;
+    let mut f = open_member(zip, name)?;
     let io = |source| NpzError::Io {
         member: name,
         source,
@@ -298,7 +303,7 @@ mod tests {
                 zip::CompressionMethod::Deflated,
             )
         };
-        // f64 values are fine; only the count matters.
+        // The values are not read; only their dtype and count matter.
         assert!(read_csr(&file(npy::write_f32(&[2], &[1.0, 1.0]))).is_ok());
         let err = read_csr(&file(npy::write_f32(&[3], &[1.0; 3]))).unwrap_err();
         assert!(err.to_string().contains("3 values for 2 indices"), "{err}");
