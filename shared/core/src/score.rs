@@ -110,6 +110,7 @@ pub struct QuantizedItems {
     scale: Vec<f32>,
     /// Σ_j q[i][j] per row: the AVX2 kernel multiplies by the user biased to be
     /// unsigned (p + 64) and takes 64 · Σq back off.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     sums: Vec<i32>,
     /// Σ_j |q[i][j]| per row, for the bound on the user's rounding.
     l1: Vec<f32>,
@@ -198,6 +199,8 @@ impl QuantizedItems {
 #[derive(Debug)]
 pub struct QuantizedUser {
     p: Vec<i8>,
+    /// p + 64, for the AVX2 kernel's unsigned operand.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     biased: Vec<u8>,
     scale: f32,
 }
