@@ -42,9 +42,10 @@ soak: ## One million requests (users, errors, switches) against the local server
 test-arm64: ## Build for aarch64 (Debian cross gcc) and run the core/serve/train/drift/telemetry and end-to-end tests under qemu-user
 	bash scripts/test_arm64.sh
 
-lint: ## rustfmt, clippy (-D warnings), and the infra checks when infra/ exists
+lint: ## rustfmt, clippy (-D warnings), what each function links (scripts/check_deps.sh), and the infra checks
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	bash scripts/check_deps.sh
 	bash infra/lint.sh
 
 bench: ## Recommend p50/p99 vs the bandwidth floor; S3 cold start and switch latency; drift events/s; HNSW recall@10 and speed-up (10^6 items: ANN_BENCH_1M=1)
@@ -58,10 +59,15 @@ watch: ## Run the Lambda functions under `cargo lambda watch` on 127.0.0.1:$(WAT
 	@command -v cargo-lambda >/dev/null || { echo "cargo-lambda is not on PATH after pip install; add pip's bin dir to PATH" >&2; exit 1; }
 	$(CARGO) lambda watch --invoke-address 127.0.0.1 --invoke-port $(WATCH_PORT)
 
-build: ## Lambda binaries for arm64 (target/lambda/<function>/bootstrap; sam deploy zips each folder)
+# Every function infra/template.yaml deploys (make lint checks the two lists agree).
+FUNCTIONS := recommend health switch drift retrain
+
+build: ## Lambda binaries for arm64, every function infra/template.yaml deploys (target/lambda/<function>/bootstrap; sam deploy zips each folder)
 	@command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda ziglang
 	rustup target add aarch64-unknown-linux-gnu
-	$(CARGO) lambda build --release --arm64 -p recommend -p health -p switch -p drift
+	# One build per function: cargo unifies features across the packages of one build,
+	# so building them together would link recommend's HNSW index into health and switch.
+	for f in $(FUNCTIONS); do $(CARGO) lambda build --release --arm64 -p $$f || exit 1; done
 
 deploy: build ## sam deploy --guided (needs AWS credentials and the SAM CLI; not run in CI)
 	@command -v sam >/dev/null || { echo "install the AWS SAM CLI: pip install aws-sam-cli" >&2; exit 1; }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Lints and tests everything under infra/. Run from anywhere:  bash infra/lint.sh
+#   0. the functions `make build` builds (FUNCTIONS) = the template's CodeUri folders = functions/*
 #   1. python3 infra/gen_alerts.py --check                   (alarms and rules match infra/slo.yaml)
 #   2. cfn-lint infra/template.yaml                         (SAM transform + resource schemas)
 #   3. promtool check rules / test rules / check config      (Prometheus alerts and their tests)
@@ -41,6 +42,19 @@ python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml \
 echo "cfn-lint $(cfn-lint --version 2>&1 | awk '{print $NF}'), $(promtool --version 2>&1 | head -n1)"
 
 # ---------------------------------------------------------------- checks
+step "Lambda functions: Makefile's FUNCTIONS = template's CodeUri folders = functions/*"
+python3 - <<'PY' || die "the Lambda function sets differ (above): make build must build every function the template deploys"
+import pathlib, re, sys
+line = re.search(r"^FUNCTIONS\s*:=(.*)$", pathlib.Path("Makefile").read_text(), re.M)
+sets = {"Makefile FUNCTIONS (make build)": set(line[1].split() if line else ()),
+        "infra/template.yaml CodeUri ../target/lambda/<name>/": set(re.findall(
+            r"^\s*CodeUri:\s*['\"]?\.\./target/lambda/([\w-]+)", pathlib.Path("infra/template.yaml").read_text(), re.M)),
+        "functions/*/Cargo.toml": {p.parent.name for p in pathlib.Path("functions").glob("*/Cargo.toml")}}
+for name, fns in sets.items():
+    print(f"  {name}: {' '.join(sorted(fns)) or '(none)'}")
+sys.exit(len({frozenset(f) for f in sets.values()}) != 1)
+PY
+
 step "python3 infra/gen_alerts.py --check"
 python3 infra/gen_alerts.py --check \
   || die "infra/template.yaml or infra/prometheus/alert_rules.yml differ from infra/slo.yaml: run python3 infra/gen_alerts.py"

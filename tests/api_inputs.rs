@@ -10,14 +10,19 @@ use recs_serve::api;
 use recs_serve::Service;
 use recs_train::gen_data::generate;
 
-fn svc() -> (tempfile::TempDir, Service) {
+fn svc() -> (tempfile::TempDir, std::sync::Arc<Service>) {
     let (dir, registry) = synthetic_registry();
     let loaded = block_on(registry.load("v0.1")).unwrap();
     let titles = Titles::from_pairs((1..=5).map(|i| (i, format!("Title {i}"))));
     (dir, service(loaded, titles))
 }
 
-fn assert_400(svc: &Service, uri: &str, headers: &[(&str, &str)], error_type: &str) {
+fn assert_400(
+    svc: &std::sync::Arc<Service>,
+    uri: &str,
+    headers: &[(&str, &str)],
+    error_type: &str,
+) {
     let resp = e2e_tests::route(svc, &get(uri, headers));
     assert_eq!(resp.status(), 400, "{uri}: {:?}", resp.body());
     assert_eq!(resp.headers()["content-type"], "application/json");
@@ -206,7 +211,7 @@ fn health_names_the_version_and_other_routes_are_404_405() {
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "GET");
     // A function only answers its own route.
-    let resp = block_on(api::handle(
+    let resp = block_on(e2e_tests::call(
         &svc,
         &[api::Endpoint::Health],
         &get("/recommend/1", &[]),
@@ -230,7 +235,7 @@ mod props {
             rid in prop::option::of("[ -~]{0,130}"),
         ) {
             use std::sync::OnceLock;
-            static SVC: OnceLock<(tempfile::TempDir, Service)> = OnceLock::new();
+            static SVC: OnceLock<(tempfile::TempDir, std::sync::Arc<Service>)> = OnceLock::new();
             let (_, svc) = SVC.get_or_init(svc);
             let uri = format!("/recommend/{user}?{query}");
             let Ok(uri) = uri.parse::<http::Uri>() else { return Ok(()); };

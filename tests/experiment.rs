@@ -18,7 +18,7 @@ struct Setup {
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     events: std::path::PathBuf,
     registry: String,
-    svc: Service,
+    svc: std::sync::Arc<Service>,
 }
 
 /// Two versions (v0.1 active, v0.2 other factors), an A/B test at `pct` % for
@@ -33,14 +33,16 @@ fn setup(pct: f64) -> Setup {
         let registry = Registry::open(&location).unwrap();
         let location = location.clone();
         e2e_tests::publish_two_versions(&registry).await;
-        let svc = Service::start(Config {
-            registry: location.clone(),
-            version: Some("v0.1".into()),
-            events: Some(events.to_str().unwrap().into()),
-            exposure_log: ExposureSink::Events(events.to_str().unwrap().into()),
-            ..Config::default()
-        })
-        .await;
+        let svc = std::sync::Arc::new(
+            Service::start(Config {
+                registry: location.clone(),
+                version: Some("v0.1".into()),
+                events: Some(events.to_str().unwrap().into()),
+                exposure_log: ExposureSink::Events(events.to_str().unwrap().into()),
+                ..Config::default()
+            })
+            .await,
+        );
         svc.switch("v0.1").await.unwrap();
         svc.update_rollout(RolloutPatch {
             strategy: Some(Strategy::AbTest),
@@ -63,7 +65,7 @@ fn setup(pct: f64) -> Setup {
 
 impl Setup {
     fn call(&self, req: http::Request<bytes::Bytes>) -> (u16, Value) {
-        let resp = self.rt.block_on(recs_serve::api::route(&self.svc, &req));
+        let resp = self.rt.block_on(e2e_tests::call_all(&self.svc, &req));
         (resp.status().as_u16(), json(&resp))
     }
 
@@ -261,11 +263,11 @@ fn analysis_needs_an_experiment_and_an_events_location() {
     let s = setup(50.0);
     // Another instance over the same registry (the A/B test is in active.json), but
     // with no EVENTS: a clear 503, not an empty analysis.
-    let other = s.rt.block_on(Service::start(Config {
+    let other = std::sync::Arc::new(s.rt.block_on(Service::start(Config {
         registry: s.registry.clone(),
         ..Config::default()
-    }));
-    let resp = s.rt.block_on(recs_serve::api::route(
+    })));
+    let resp = s.rt.block_on(e2e_tests::call_all(
         &other,
         &get("/experiment/analyze", &[]),
     ));
@@ -300,15 +302,13 @@ fn trace_finds_another_instances_answer_in_the_exposure_log() {
     assert_eq!(status, 200);
     s.rt.block_on(s.svc.exposures.flush());
     // A second instance never saw the request: it finds it in the shared log.
-    let other = s.rt.block_on(Service::start(Config {
+    let other = std::sync::Arc::new(s.rt.block_on(Service::start(Config {
         registry: s.registry.clone(),
         events: Some(s.events.to_str().unwrap().into()),
         ..Config::default()
-    }));
-    let resp = s.rt.block_on(recs_serve::api::route(
-        &other,
-        &get("/trace/elsewhere-1", &[]),
-    ));
+    })));
+    let resp =
+        s.rt.block_on(e2e_tests::call_all(&other, &get("/trace/elsewhere-1", &[])));
     assert_eq!(resp.status(), 200, "{:?}", resp.body());
     let body = json(&resp);
     assert_eq!(body["request_id"], "elsewhere-1");
@@ -319,12 +319,10 @@ fn trace_finds_another_instances_answer_in_the_exposure_log() {
     assert_eq!(t["movie_ids"], answered["items"]);
     assert_eq!(t["model_version"], answered["model"]);
     assert_eq!(t["latency_ms"], answered["provenance"]["latency_ms"]);
-    let missing = s.rt.block_on(recs_serve::api::route(
-        &other,
-        &get("/trace/never-seen", &[]),
-    ));
+    let missing =
+        s.rt.block_on(e2e_tests::call_all(&other, &get("/trace/never-seen", &[])));
     assert_eq!(missing.status(), 404);
-    let bad = s.rt.block_on(recs_serve::api::route(
+    let bad = s.rt.block_on(e2e_tests::call_all(
         &other,
         &get("/trace/elsewhere-1?lookback_minutes=0", &[]),
     ));

@@ -77,7 +77,7 @@ fn implicit_registry_with(
     shared: &Path,
     regularization: f64,
     alpha: f64,
-) -> (tempfile::TempDir, Service) {
+) -> (tempfile::TempDir, std::sync::Arc<Service>) {
     let src = shared.join("fixtures/implicit-ml100k");
     let dir = tempfile::tempdir().unwrap();
     let version = std::fs::read_to_string(src.join("latest.txt")).unwrap();
@@ -184,7 +184,7 @@ fn needs_shared_fold_in_equals_implicits_recalculate_user() {
 }
 
 /// A synthetic registry whose version records the training hyper-parameters.
-fn svc_with_params() -> (tempfile::TempDir, Service) {
+fn svc_with_params() -> (tempfile::TempDir, std::sync::Arc<Service>) {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path().to_str().unwrap()).unwrap();
     let mut artifacts = generate(&small_config()).planted_artifacts();

@@ -203,11 +203,11 @@ fn switch_to_a_popularity_version_serves_it_without_seen_items() {
             registry: dir.path().display().to_string(),
             ..Config::default()
         };
-        let svc = Service::start(config).await;
-        let sw = recs_serve::api::route(&svc, &get("/switch?model=v_popularity", &[])).await;
+        let svc = std::sync::Arc::new(Service::start(config).await);
+        let sw = e2e_tests::call_all(&svc, &get("/switch?model=v_popularity", &[])).await;
         assert_eq!(sw.status(), 200, "{:?}", sw.body());
         assert_eq!(json(&sw)["model_name"], "popularity");
-        let resp = recs_serve::api::route(&svc, &get(&format!("/recommend/{user}?k=5"), &[])).await;
+        let resp = e2e_tests::call_all(&svc, &get(&format!("/recommend/{user}?k=5"), &[])).await;
         assert_eq!(resp.status(), 200);
         let body = json(&resp);
         assert_eq!(body["model"], "v_popularity");
@@ -215,7 +215,7 @@ fn switch_to_a_popularity_version_serves_it_without_seen_items() {
         assert_eq!(body["fallback"], serde_json::Value::Null);
         assert_eq!(items(&body), want);
         // Rollback to the ALS version.
-        let back = recs_serve::api::route(&svc, &get("/switch?model=v0.1", &[])).await;
+        let back = e2e_tests::call_all(&svc, &get("/switch?model=v0.1", &[])).await;
         assert_eq!(json(&back)["previous_version"], "v_popularity");
     });
 }

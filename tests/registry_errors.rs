@@ -226,7 +226,7 @@ fn a_broken_latest_version_makes_health_503_with_the_reason() {
         registry: dir.path().display().to_string(),
         ..Config::default()
     };
-    let svc = block_on(Service::start(config));
+    let svc = std::sync::Arc::new(block_on(Service::start(config)));
     let resp = e2e_tests::route(&svc, &get("/healthz", &[]));
     assert_eq!(resp.status(), 503);
     let body = json(&resp);

@@ -29,12 +29,14 @@ fn shadow_serves_the_active_version_and_observes_the_overlap() {
     let svc = rt.block_on(async {
         let registry = Registry::open(&location).unwrap();
         e2e_tests::publish_two_versions(&registry).await;
-        let svc = Service::start(Config {
-            registry: location.clone(),
-            version: Some("v0.1".into()),
-            ..Config::default()
-        })
-        .await;
+        let svc = std::sync::Arc::new(
+            Service::start(Config {
+                registry: location.clone(),
+                version: Some("v0.1".into()),
+                ..Config::default()
+            })
+            .await,
+        );
         svc.switch("v0.1").await.unwrap();
         svc.update_rollout(RolloutPatch {
             strategy: Some(Strategy::Shadow),
@@ -46,7 +48,7 @@ fn shadow_serves_the_active_version_and_observes_the_overlap() {
         .unwrap();
         svc
     });
-    let route = |uri: &str| rt.block_on(recs_serve::api::route(&svc, &get(uri, &[])));
+    let route = |uri: &str| rt.block_on(e2e_tests::call_all(&svc, &get(uri, &[])));
     let before = route("/metrics");
     let text = String::from_utf8_lossy(before.body()).to_string();
     assert_eq!(metric(&text, "recommend_shadow_overlap_ratio_count"), 0.0);
@@ -92,7 +94,11 @@ fn shadow_serves_the_active_version_and_observes_the_overlap() {
 }
 
 /// A service on a folder registry holding v0.1 (served) and v0.2.
-fn two_versions() -> (tempfile::TempDir, tokio::runtime::Runtime, Service) {
+fn two_versions() -> (
+    tempfile::TempDir,
+    tokio::runtime::Runtime,
+    std::sync::Arc<Service>,
+) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let location = dir.path().to_str().unwrap().to_string();
@@ -101,11 +107,13 @@ fn two_versions() -> (tempfile::TempDir, tokio::runtime::Runtime, Service) {
         let artifacts = generate(&small_config()).planted_artifacts();
         registry.publish("v0.1", &artifacts).await.unwrap();
         registry.publish("v0.2", &artifacts).await.unwrap();
-        let svc = Service::start(Config {
-            registry: location.clone(),
-            ..Config::default()
-        })
-        .await;
+        let svc = std::sync::Arc::new(
+            Service::start(Config {
+                registry: location.clone(),
+                ..Config::default()
+            })
+            .await,
+        );
         svc.switch("v0.1").await.unwrap();
         svc
     });
@@ -132,10 +140,7 @@ fn switch_losing_every_conditional_write_is_a_409_and_writes_nothing() {
         std::fs::write(&rival_path, serde_json::to_vec(&s).unwrap()).unwrap();
         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     });
-    let resp = rt.block_on(recs_serve::api::route(
-        &svc,
-        &get("/switch?model=v0.2", &[]),
-    ));
+    let resp = rt.block_on(e2e_tests::call_all(&svc, &get("/switch?model=v0.2", &[])));
     recs_core::active::hooks::clear(&location);
     assert_eq!(resp.status(), 409, "{:?}", resp.body());
     assert_eq!(json(&resp)["error_type"], "conflict");
@@ -150,12 +155,9 @@ fn switch_losing_every_conditional_write_is_a_409_and_writes_nothing() {
         before["revision"].as_u64().unwrap() + 8
     );
     // And this instance still serves v0.1.
-    let resp = rt.block_on(recs_serve::api::route(&svc, &get("/recommend/1?k=3", &[])));
+    let resp = rt.block_on(e2e_tests::call_all(&svc, &get("/recommend/1?k=3", &[])));
     assert_eq!(json(&resp)["model"], "v0.1");
     // Without the rival the same switch goes through.
-    let resp = rt.block_on(recs_serve::api::route(
-        &svc,
-        &get("/switch?model=v0.2", &[]),
-    ));
+    let resp = rt.block_on(e2e_tests::call_all(&svc, &get("/switch?model=v0.2", &[])));
     assert_eq!(resp.status(), 200, "{:?}", resp.body());
 }

@@ -1,7 +1,6 @@
 //! The local server over real HTTP on a loopback port.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use e2e_tests::{block_on, http_get, service, synthetic_registry};
 use recs_core::Titles;
@@ -10,7 +9,7 @@ use recs_core::Titles;
 fn local_server_answers_over_http() {
     let (_dir, registry) = synthetic_registry();
     let loaded = block_on(registry.load("v0.1")).unwrap();
-    let svc = Arc::new(service(loaded, Titles::default()));
+    let svc = service(loaded, Titles::default());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (listener, addr) = rt
         .block_on(recs::server::bind(SocketAddr::from(([127, 0, 0, 1], 0))))

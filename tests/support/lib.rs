@@ -87,8 +87,8 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// A service over a loaded model with default configuration.
-pub fn service(model: LoadedModel, titles: Titles) -> Service {
-    Service::with_model(Config::default(), model, titles)
+pub fn service(model: LoadedModel, titles: Titles) -> std::sync::Arc<Service> {
+    std::sync::Arc::new(Service::with_model(Config::default(), model, titles))
 }
 
 /// A GET request for `uri` with optional headers.
@@ -152,9 +152,45 @@ pub fn http_get(
     (status, headers, body.to_string())
 }
 
-/// Routes one request through `recs_serve::api::route` (every endpoint), synchronously.
-pub fn route(svc: &Service, req: &http::Request<Bytes>) -> http::Response<Bytes> {
-    block_on(recs_serve::api::route(svc, req))
+/// The one way the tests ask the API: the app answering `routes`
+/// ([`recs_serve::api::app`]) called with `tower::ServiceExt::oneshot`, no server
+/// (as axum's `examples/testing` does); the body collected.
+pub async fn call(
+    svc: &std::sync::Arc<Service>,
+    routes: &[recs_serve::api::Endpoint],
+    req: &http::Request<Bytes>,
+) -> http::Response<Bytes> {
+    use tower::ServiceExt;
+    let mut copy = http::Request::builder()
+        .method(req.method().clone())
+        .uri(req.uri().clone());
+    for (k, v) in req.headers() {
+        copy = copy.header(k, v);
+    }
+    let copy = copy
+        .body(axum::body::Body::from(req.body().clone()))
+        .expect("request");
+    let app = recs_serve::api::app(svc.clone(), routes);
+    let resp = match app.oneshot(copy).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    let (parts, body) = resp.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+    http::Response::from_parts(parts, body)
+}
+
+/// [`call`] with every route `recs serve` answers.
+pub async fn call_all(
+    svc: &std::sync::Arc<Service>,
+    req: &http::Request<Bytes>,
+) -> http::Response<Bytes> {
+    call(svc, &recs_serve::api::Endpoint::ALL, req).await
+}
+
+/// [`call_all`], synchronously.
+pub fn route(svc: &std::sync::Arc<Service>, req: &http::Request<Bytes>) -> http::Response<Bytes> {
+    block_on(call_all(svc, req))
 }
 
 /// An API Gateway HTTP API (v2) event from `events/`, parsed by lambda_http.

@@ -2,7 +2,8 @@
 //! the served version's snapshot plus the rate events since, deduplicated, a new
 //! content-addressed snapshot, the version's hyper-parameters, a time-based holdout,
 //! the gate, publish), then a canary at `RETRAIN_CANARY_PERCENTAGE` through
-//! `recs_serve::control::update_rollout`. Runs on the template's schedule (twice a
+//! `recs_control::update_rollout`: both steps are `recs_train::retrain::retrain_then_canary`,
+//! which the CLI runs too. No HTTP stack is linked (no `recs-serve`). Runs on the template's schedule (twice a
 //! week) and when drift reaches the runbook's "retrain now" band (an alarm's state
 //! change, through EventBridge).
 //!
@@ -22,10 +23,8 @@ use anyhow::{bail, Context, Result};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::{json, Value};
 
-use recs_core::{active, Registry};
-use recs_serve::control::{self, RolloutPatch};
 use recs_telemetry::emf;
-use recs_train::retrain::{self, RetrainError, RetrainOptions};
+use recs_train::retrain::{self, Canary, RetrainCanary, RetrainError, RetrainOptions};
 
 /// Settings from the environment.
 #[derive(Debug, Clone)]
@@ -46,15 +45,14 @@ impl Config {
                 v.trim().parse().with_context(|| format!("{k}={v:?}"))
             })
         };
-        let Some(events) = get("EVENTS").or_else(|| get("DRIFT_EVENTS_URI")) else {
+        let Some(events) = recs_core::events_location(get) else {
             bail!(
                 "set EVENTS (or DRIFT_EVENTS_URI) to the rate events folder or s3://bucket/prefix"
             );
         };
-        let canary_percentage = num("RETRAIN_CANARY_PERCENTAGE", 10.0)?;
-        if !(0.0..=100.0).contains(&canary_percentage) {
-            bail!("RETRAIN_CANARY_PERCENTAGE must be within 0..=100");
-        }
+        let canary_percentage =
+            recs_control::check_canary_percentage(num("RETRAIN_CANARY_PERCENTAGE", 10.0)?)
+                .context("RETRAIN_CANARY_PERCENTAGE")?;
         Ok(Config {
             registry: get("MODEL_REGISTRY").unwrap_or_else(|| "model_registry".into()),
             events,
@@ -93,7 +91,11 @@ async fn invoke(payload: &Value, cfg: &Config) -> (Result<Value>, String) {
         work_dir: Some(std::env::temp_dir().join("recs-retrain")),
         ..RetrainOptions::new(&cfg.registry, &cfg.events)
     };
-    let report = match retrain::retrain(&opts).await {
+    let RetrainCanary {
+        report,
+        canary_percentage,
+        canary,
+    } = match retrain::retrain_then_canary(&opts, cfg.canary_percentage).await {
         Ok(r) => r,
         Err(e) => {
             let gate = match e {
@@ -113,40 +115,27 @@ async fn invoke(payload: &Value, cfg: &Config) -> (Result<Value>, String) {
             report.train.published.as_deref(),
         )
     };
-    let Some(version) = report
-        .train
-        .published
-        .clone()
-        .filter(|_| !report.train.refused())
-    else {
-        return (
+    match canary {
+        Canary::Refused => (
             Err(anyhow::anyhow!(
                 "the gate refused the retrained model (nothing published, nothing switched): {}",
                 report.train.gate.reasons()
             )),
             line("refused"),
-        );
-    };
-    let rollout = async {
-        let registry = Registry::open(&cfg.registry)?;
-        let patch = RolloutPatch {
-            strategy: Some(active::Strategy::Canary),
-            canary_version: Some(Some(version.clone())),
-            canary_percentage: Some(cfg.canary_percentage),
-            salt: None,
-        };
-        control::update_rollout(&registry, &patch, Some(&report.base_version), &[])
-            .await
-            .with_context(|| format!("{version} was published, but starting its canary failed"))?;
-        anyhow::Ok(())
-    };
-    if let Err(e) = rollout.await {
-        return (Err(e), line("failed"));
+        ),
+        Canary::Failed { version, error } => (
+            Err(anyhow::Error::new(error).context(format!(
+                "{version} was published, but starting its canary failed"
+            ))),
+            line("failed"),
+        ),
+        Canary::Started { version, .. } => {
+            let mut out = report.to_json();
+            out["rollout"] = json!({"strategy": "canary", "canary_version": version,
+                                    "canary_percentage": canary_percentage});
+            (Ok(out), line("passed"))
+        }
     }
-    let mut out = report.to_json();
-    out["rollout"] = json!({"strategy": "canary", "canary_version": version,
-                            "canary_percentage": cfg.canary_percentage});
-    (Ok(out), line("passed"))
 }
 
 #[tokio::main]

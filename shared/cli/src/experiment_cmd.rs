@@ -4,9 +4,9 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
+use recs_control as control;
 use recs_core::{active, Registry, Store};
 use recs_experiment::{Experiment, PromoteRule, Report, RunParams};
-use recs_serve::control;
 
 /// What to do.
 #[derive(Subcommand, Debug)]

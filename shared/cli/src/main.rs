@@ -14,11 +14,12 @@ mod import_cmd;
 mod retrain_cmd;
 mod train_cmd;
 
+use recs_control::{self as control, RolloutPatch};
 use recs_core::active;
 use recs_core::Registry;
-use recs_serve::control::{self, RolloutPatch};
 use recs_serve::{Config, Service};
 use recs_train::gen_data::{self, GenConfig};
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(name = "recs", version, about = "movie-recs operator CLI")]
@@ -132,7 +133,7 @@ enum RolloutAction {
         canary_version: Option<String>,
         /// Share of users on the canary, 0-100.
         #[arg(long)]
-        canary_percentage: Option<f64>,
+        canary_percentage: Option<String>,
         /// A new salt reassigns users to variants.
         #[arg(long)]
         salt: Option<String>,
@@ -305,20 +306,15 @@ async fn rollout(location: &str, action: RolloutAction) -> Result<()> {
             canary_percentage,
             salt,
         } => {
-            let strategy = strategy
-                .map(|s| {
-                    active::Strategy::parse(&s).with_context(|| {
-                        format!("unknown strategy {s:?} (fixed, canary, ab_test, shadow)")
-                    })
-                })
-                .transpose()?;
-            let canary_version = canary_version.map(|v| (v != "none").then_some(v));
-            let patch = RolloutPatch {
-                strategy,
-                canary_version,
-                canary_percentage,
-                salt,
-            };
+            // The flags given, parsed as POST /rollout/update parses its fields.
+            let fields = [
+                ("strategy", strategy.map(Value::from)),
+                ("canary_version", canary_version.map(Value::from)),
+                ("canary_percentage", canary_percentage.map(Value::from)),
+                ("salt", salt.map(Value::from)),
+            ];
+            let patch =
+                RolloutPatch::from_fields(fields.into_iter().filter_map(|(k, v)| Some((k, v?))))?;
             let current = serving(&registry).await?;
             let (state, _) =
                 control::update_rollout(&registry, &patch, current.as_deref(), &[]).await?;

@@ -1,15 +1,15 @@
 //! `recs retrain`: the runbook's "trigger manual retrain". The job is
 //! `recs_train::retrain` (snapshot + events -> new snapshot -> gated version); this
-//! module adds the progress lines, the summary table and the canary rollout, which
-//! goes through `recs_serve::control::update_rollout` like `recs rollout update`.
+//! module adds the progress lines and the summary table. The loop itself (retrain,
+//! then the published version as a canary through `recs_control::update_rollout`,
+//! like `recs rollout update`) is `recs_train::retrain::retrain_then_canary`, which
+//! the `retrain` Lambda function runs too.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use recs_core::{active, Registry};
-use recs_serve::control::{self, RolloutPatch};
-use recs_train::retrain::{self, RetrainOptions};
+use recs_train::retrain::{self, Canary, RetrainOptions};
 
 /// `recs retrain`.
 #[derive(Debug, Clone, clap::Args)]
@@ -58,9 +58,7 @@ pub struct RetrainArgs {
 /// Runs the retrain; fails (non-zero exit, nothing published, nothing switched) when
 /// the data is empty or the gate refuses.
 pub async fn run(a: RetrainArgs) -> Result<()> {
-    if !(0.0..=100.0).contains(&a.canary_percentage) {
-        bail!("--canary-percentage must be within 0..=100");
-    }
+    recs_control::check_canary_percentage(a.canary_percentage).context("--canary-percentage")?;
     let until_ms = crate::drift_cmd::parse_until(a.until.as_deref())?;
     let opts = RetrainOptions {
         snapshots: a.snapshots.clone(),
@@ -81,9 +79,10 @@ pub async fn run(a: RetrainArgs) -> Result<()> {
         a.events,
         recs_core::time::rfc3339((until_ms / 1000).max(0) as u64)
     );
-    let report = retrain::retrain(&opts)
+    let done = retrain::retrain_then_canary(&opts, a.canary_percentage)
         .await
         .context("retrain refused or failed; nothing published, nothing switched")?;
+    let report = &done.report;
     eprintln!(
         "retrain: {} new rate events, snapshot {} ({} rows), trained and gated: {}",
         report.new_events,
@@ -91,25 +90,18 @@ pub async fn run(a: RetrainArgs) -> Result<()> {
         report.rows,
         report.decision()
     );
-    let mut rollout = None;
-    let published = report.train.published.clone();
-    if let (false, Some(v)) = (report.train.refused(), &published) {
-        let registry = Registry::open(&a.registry)?;
-        let patch = RolloutPatch {
-            strategy: Some(active::Strategy::Canary),
-            canary_version: Some(Some(v.clone())),
-            canary_percentage: Some(a.canary_percentage),
-            salt: None,
-        };
-        let (state, _) =
-            control::update_rollout(&registry, &patch, Some(report.base_version.as_str()), &[])
-                .await
-                .with_context(|| format!("{v} was published, but starting its canary failed"))?;
-        rollout = Some(format!(
-            "canary {v} at {}% (active {})",
+    let rollout = match done.canary {
+        Canary::Refused => None,
+        Canary::Started { version, state } => Some(format!(
+            "canary {version} at {}% (active {})",
             a.canary_percentage, state.active_version
-        ));
-    }
+        )),
+        Canary::Failed { version, error } => {
+            return Err(anyhow::Error::new(error).context(format!(
+                "{version} was published, but starting its canary failed"
+            )))
+        }
+    };
     if a.json {
         let mut j = report.to_json();
         j["rollout"] = serde_json::json!(rollout);
@@ -117,7 +109,7 @@ pub async fn run(a: RetrainArgs) -> Result<()> {
     } else {
         print!("{}", report.table(rollout.as_deref().unwrap_or("none")));
     }
-    if let (false, Some(v)) = (report.train.refused(), &published) {
+    if let (false, Some(v)) = (report.train.refused(), &report.train.published) {
         // Publishing is not switching: say what is served and how to go further.
         eprintln!(
             "served: {} to {}% of users, {v} to {}% (canary); to switch everyone: recs switch --registry {} {v}",

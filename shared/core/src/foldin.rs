@@ -187,13 +187,11 @@ pub fn solve_user(
     Ok(b.into_iter().map(|x| x as f32).collect())
 }
 
-/// Whether the AVX2+FMA copies below may run: the CPU has both and `RECS_SIMD`
-/// does not cap the kernels at portable.
+/// The token for the AVX2+FMA copies below, if they may run: the CPU has both and
+/// `RECS_SIMD` does not cap the kernels at portable ([`Simd::detected`](crate::Simd::detected)).
 #[cfg(target_arch = "x86_64")]
-fn fma_kernels() -> bool {
-    crate::score::Simd::detected() != crate::score::Simd::Portable
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
+fn fma_kernels() -> Option<crate::Avx2Fma> {
+    crate::Simd::detected().avx2_fma()
 }
 
 /// The upper triangle of `Σ y yᵀ` over the rows of `chunk`, added into `block`
@@ -202,19 +200,47 @@ fn fma_kernels() -> bool {
 fn gram_block(block: &mut [f32], chunk: &[f32], f: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if fma_kernels() {
-            // SAFETY: the features are present.
-            unsafe { gram_block_avx2(block, chunk, f) };
+        if let Some(t) = fma_kernels() {
+            fma::gram_block(t, block, chunk, f);
             return;
         }
     }
     gram_block_body(block, chunk, f);
 }
 
+/// The bodies below compiled for AVX2+FMA, reachable only with the token. They are
+/// safe Rust (bounds-checked slices): the features are the only requirement.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gram_block_avx2(block: &mut [f32], chunk: &[f32], f: usize) {
-    gram_block_body(block, chunk, f);
+mod fma {
+    use crate::Avx2Fma;
+
+    /// [`gram_block_body`](super::gram_block_body) compiled for AVX2+FMA.
+    pub(super) fn gram_block(_: Avx2Fma, block: &mut [f32], chunk: &[f32], f: usize) {
+        // SAFETY: the token proves AVX2 and FMA, the only requirement.
+        unsafe { gram_block_avx2(block, chunk, f) }
+    }
+
+    /// # Safety
+    ///
+    /// The CPU supports AVX2 and FMA. Nothing else: the body is safe Rust.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn gram_block_avx2(block: &mut [f32], chunk: &[f32], f: usize) {
+        super::gram_block_body(block, chunk, f);
+    }
+
+    /// [`upper_rank1_body`](super::upper_rank1_body) with fused multiply-adds.
+    pub(super) fn upper_rank1(_: Avx2Fma, a: &mut [f64], f: usize, from: usize, y: &[f64], w: f64) {
+        // SAFETY: the token proves AVX2 and FMA, the only requirement.
+        unsafe { upper_rank1_fma(a, f, from, y, w) }
+    }
+
+    /// # Safety
+    ///
+    /// The CPU supports AVX2 and FMA. Nothing else: the body is safe Rust.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn upper_rank1_fma(a: &mut [f64], f: usize, from: usize, y: &[f64], w: f64) {
+        super::upper_rank1_body(a, f, from, y, w, |acc, x, y| x.mul_add(y, acc));
+    }
 }
 
 #[inline(always)]
@@ -237,19 +263,12 @@ fn gram_block_body(block: &mut [f32], chunk: &[f32], f: usize) {
 fn upper_rank1(a: &mut [f64], f: usize, from: usize, y: &[f64], w: f64) {
     #[cfg(target_arch = "x86_64")]
     {
-        if fma_kernels() {
-            // SAFETY: the features are present.
-            unsafe { upper_rank1_fma(a, f, from, y, w) };
+        if let Some(t) = fma_kernels() {
+            fma::upper_rank1(t, a, f, from, y, w);
             return;
         }
     }
     upper_rank1_body(a, f, from, y, w, |acc, x, y| acc + x * y);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn upper_rank1_fma(a: &mut [f64], f: usize, from: usize, y: &[f64], w: f64) {
-    upper_rank1_body(a, f, from, y, w, |acc, x, y| x.mul_add(y, acc));
 }
 
 #[inline(always)]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use ndarray::Array2;
 
+#[cfg(feature = "ann")]
 use crate::ann::{AnnError, AnnIndex};
 use crate::csr::CsrPattern;
 use crate::foldin::{self, FoldInError, FoldInParams};
@@ -125,6 +126,7 @@ pub struct AlsModel {
     /// of at least [`QUANTIZED_MIN_ITEMS`] items.
     quantized: Option<score::QuantizedItems>,
     /// The version's HNSW index (`als/hnsw.idx`), when it has one.
+    #[cfg(feature = "ann")]
     ann: Option<AnnIndex>,
 }
 
@@ -284,10 +286,12 @@ impl AlsModel {
             popularity,
             gram,
             quantized,
+            #[cfg(feature = "ann")]
             ann: None,
         })
     }
 
+    #[cfg(feature = "ann")]
     /// Attaches an HNSW index built over this model's item factors; refused when it
     /// indexes another number of items or factors.
     pub fn with_ann(mut self, index: AnnIndex) -> Result<Self, AnnError> {
@@ -297,6 +301,7 @@ impl AlsModel {
     }
 
     /// The attached HNSW index, if any.
+    #[cfg(feature = "ann")]
     pub fn ann(&self) -> Option<&AnnIndex> {
         self.ann.as_ref()
     }
@@ -304,7 +309,10 @@ impl AlsModel {
     /// True when [`recommend_vector`](Self::recommend_vector) answers from the HNSW
     /// index (the version has one and `RECS_SEARCH` is not `exact`).
     pub fn uses_ann(&self) -> bool {
-        self.ann.is_some() && crate::ann::index_enabled()
+        #[cfg(feature = "ann")]
+        return self.ann.is_some() && crate::ann::index_enabled();
+        #[cfg(not(feature = "ann"))]
+        false
     }
 
     /// Number of users (rows of the user factors).
@@ -386,6 +394,7 @@ impl AlsModel {
     /// [`uses_ann`](Self::uses_ann)) the top k is approximate, the scores exact.
     pub fn recommend_vector(&self, user: &[f32], excluded: &[u32], k: usize) -> Vec<Scored> {
         assert_eq!(user.len(), self.factors(), "user vector width");
+        #[cfg(feature = "ann")]
         if let Some(ann) = self.ann.as_ref().filter(|_| crate::ann::index_enabled()) {
             let items = self.item_factors.as_slice().expect("C order");
             if let Some(top) = ann.top_k(items, user, excluded, k) {
@@ -550,7 +559,7 @@ impl AlsModel {
 }
 
 /// The sorted union of two sorted, repeat-free lists.
-fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+pub(crate) fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {

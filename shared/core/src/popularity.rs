@@ -226,18 +226,6 @@ impl ServedModel {
             ServedModel::Popularity(m) => m.items[row as usize],
         }
     }
-
-    /// The user's top-`k` (seen items excluded), and `Some("popularity")` when an
-    /// ALS model fell back to popularity for a user it does not know.
-    pub fn recommend(&self, user_id: i64, k: usize) -> (Vec<Scored>, Option<&'static str>) {
-        match self {
-            ServedModel::Als(m) => match m.user_row(user_id) {
-                Some(row) => (m.recommend_row(row, k), None),
-                None => (m.popular(k).to_vec(), Some("popularity")),
-            },
-            ServedModel::Popularity(m) => (m.recommend(user_id, k), None),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -273,9 +261,8 @@ mod tests {
         let m = PopularityModel::new(vec![5, 6, 7], None, None).unwrap();
         let s: Vec<f32> = m.popular(3).iter().map(|s| s.score).collect();
         assert_eq!(s, vec![3.0, 2.0, 1.0]);
+        let top = m.recommend(1, 2);
         let served = ServedModel::Popularity(m);
-        let (top, fallback) = served.recommend(1, 2);
-        assert_eq!(fallback, None);
         assert_eq!(served.item_id(top[1].row), 6);
         assert_eq!(
             (served.n_items(), served.factors(), served.kind()),

@@ -22,7 +22,9 @@ use std::time::Instant;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::ann::{self, AnnBuild, AnnError, AnnIndex, AnnParams};
+use crate::ann::{self, AnnBuild, AnnError};
+#[cfg(feature = "ann")]
+use crate::ann::{AnnIndex, AnnParams};
 use crate::csr::CsrPattern;
 use crate::hash::hex;
 use crate::model::{AlsModel, Factors, ModelError};
@@ -659,19 +661,28 @@ impl Registry {
         struct Latest {
             features: std::collections::BTreeMap<String, f64>,
         }
-        match self.store.get(DRIFT_LATEST_KEY).await {
-            Ok(bytes) => match serde_json::from_slice::<Latest>(&bytes) {
-                Ok(l) => Some(l.features),
-                Err(e) => {
-                    tracing::warn!(error = %e, "{DRIFT_LATEST_KEY} is not a drift summary; ignored");
-                    None
-                }
-            },
-            Err(StoreError::NotFound(_)) => None,
+        read_drift_latest::<Latest>(&self.store)
+            .await
+            .map(|l| l.features)
+    }
+}
+
+/// `drift/latest.json` (what `recs drift` and the drift function last wrote) read as
+/// `T`: `None` when there is none, or, with a warning, when it cannot be read or is
+/// not a drift summary. The one reader (`/metrics` and `recs-drift` use it).
+pub async fn read_drift_latest<T: serde::de::DeserializeOwned>(store: &Store) -> Option<T> {
+    match store.get(DRIFT_LATEST_KEY).await {
+        Ok(bytes) => match serde_json::from_slice::<T>(&bytes) {
+            Ok(l) => Some(l),
             Err(e) => {
-                tracing::warn!(error = %e, "{DRIFT_LATEST_KEY} could not be read");
+                tracing::warn!(error = %e, "{DRIFT_LATEST_KEY} is not a drift summary; ignored");
                 None
             }
+        },
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "{DRIFT_LATEST_KEY} could not be read");
+            None
         }
     }
 }
@@ -709,6 +720,31 @@ fn encode_with_index(a: &Artifacts) -> Result<(Files, Value), RegistryError> {
     if !a.ann.wanted(n_items) {
         return Ok((files, a.model_meta.clone()));
     }
+    let (bytes, ann_meta) = build_index(a)?;
+    let mut meta = match &a.model_meta {
+        Value::Object(m) => m.clone(),
+        Value::Null => serde_json::Map::new(),
+        other => {
+            let mut m = serde_json::Map::new();
+            m.insert("model_meta".into(), other.clone());
+            m
+        }
+    };
+    meta.insert("ann".into(), ann_meta);
+    let meta = Value::Object(meta);
+    for (name, b) in files.iter_mut() {
+        if name == "meta.json" {
+            *b = serde_json::to_vec_pretty(&meta).expect("JSON");
+        }
+    }
+    files.push((ann::INDEX_FILE.to_string(), bytes));
+    Ok((files, meta))
+}
+
+/// The index file's bytes and its `"ann"` meta.
+#[cfg(feature = "ann")]
+fn build_index(a: &Artifacts) -> Result<(Vec<u8>, Value), RegistryError> {
+    let n_items = a.items.len();
     let dims = a.item_factors.shape.get(1).copied().unwrap_or(0);
     let params = AnnParams::default();
     let started = Instant::now();
@@ -725,37 +761,29 @@ fn encode_with_index(a: &Artifacts) -> Result<(Files, Value), RegistryError> {
         bytes = bytes.len(),
         "built HNSW index"
     );
-    let mut meta = match &a.model_meta {
-        Value::Object(m) => m.clone(),
-        Value::Null => serde_json::Map::new(),
-        other => {
-            let mut m = serde_json::Map::new();
-            m.insert("model_meta".into(), other.clone());
-            m
-        }
-    };
-    meta.insert(
-        "ann".into(),
-        serde_json::json!({
-            "index": ann::INDEX_FILE,
-            "library": "usearch",
-            "metric": "inner_product",
-            "connectivity": params.connectivity,
-            "ef_construction": params.ef_construction,
-            "ef_search": params.ef_search,
-            "items": n_items,
-            "bytes": bytes.len(),
-            "build_seconds": seconds,
-        }),
-    );
-    let meta = Value::Object(meta);
-    for (name, b) in files.iter_mut() {
-        if name == "meta.json" {
-            *b = serde_json::to_vec_pretty(&meta).expect("JSON");
-        }
-    }
-    files.push((ann::INDEX_FILE.to_string(), bytes));
-    Ok((files, meta))
+    let meta = serde_json::json!({
+        "index": ann::INDEX_FILE,
+        "library": "usearch",
+        "metric": "inner_product",
+        "connectivity": params.connectivity,
+        "ef_construction": params.ef_construction,
+        "ef_search": params.ef_search,
+        "items": n_items,
+        "bytes": bytes.len(),
+        "build_seconds": seconds,
+    });
+    Ok((bytes, meta))
+}
+
+/// Without recs-core's `ann` feature there is no index to build: a clear refusal.
+#[cfg(not(feature = "ann"))]
+fn build_index(_: &Artifacts) -> Result<(Vec<u8>, Value), RegistryError> {
+    Err(RegistryError::Ann {
+        file: format!("{MODEL_DIR}/{}", ann::INDEX_FILE),
+        source: AnnError::Library(
+            "this build has no HNSW index (recs-core's `ann` feature is off)".into(),
+        ),
+    })
 }
 
 fn parse_ids(file: &str, bytes: &[u8]) -> Result<Vec<i64>, RegistryError> {
@@ -949,12 +977,23 @@ fn parse_als<'f>(
     let Some(bytes) = index else {
         return Ok(model);
     };
+    // A build without the index (health, switch) serves nothing from it: the bytes
+    // are covered by artifact_sha, and the recommend function parses them.
+    #[cfg(not(feature = "ann"))]
+    {
+        let _ = bytes;
+        Ok(model)
+    }
+    #[cfg(feature = "ann")]
     let ann_err = |source| RegistryError::Ann {
         file: format!("{MODEL_DIR}/{}", ann::INDEX_FILE),
         source,
     };
-    let index = AnnIndex::from_bytes(bytes).map_err(ann_err)?;
-    model.with_ann(index).map_err(ann_err)
+    #[cfg(feature = "ann")]
+    {
+        let index = AnnIndex::from_bytes(bytes).map_err(ann_err)?;
+        model.with_ann(index).map_err(ann_err)
+    }
 }
 
 #[cfg(test)]

@@ -4,62 +4,16 @@
 //! FMA latency is hidden. AVX-512 (16 lanes) and AVX2+FMA (8 lanes) are compiled
 //! behind `#[target_feature]` and chosen at run time, as in recs-train's kernels;
 //! everything else (other CPUs, factor counts that are not a multiple of the lane
-//! width) uses the portable [`dot`](crate::topk::dot). `RECS_SIMD=portable|avx2`
-//! caps the choice (read once).
+//! width) uses the portable [`dot`](crate::topk::dot). The choice is [`Simd`], the
+//! crate's one CPU-feature detection: `RECS_SIMD=portable|avx2` caps it (read once;
+//! the rule is on [`Simd::detected`]).
 //!
 //! The arithmetic is exact f32 multiply-adds; only the summation order differs
 //! between flavours, so scores agree to a few ulps.
 
-use std::sync::OnceLock;
-
 use crate::topk::dot;
 
-/// The kernel flavour in use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Simd {
-    /// AVX-512F, 16 lanes.
-    Avx512,
-    /// AVX2 with FMA, 8 lanes.
-    Avx2,
-    /// Plain Rust (the compiler's vectorisation for the baseline target).
-    Portable,
-}
-
-impl Simd {
-    /// The best the CPU supports, capped by `RECS_SIMD`; detected once.
-    pub fn detected() -> Simd {
-        static CHOICE: OnceLock<Simd> = OnceLock::new();
-        *CHOICE.get_or_init(|| {
-            let cap = std::env::var("RECS_SIMD").unwrap_or_default();
-            #[cfg(target_arch = "x86_64")]
-            {
-                let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-                let avx512 = is_x86_feature_detected!("avx512f");
-                match cap.as_str() {
-                    "portable" => Simd::Portable,
-                    "avx2" if avx2 => Simd::Avx2,
-                    _ if avx512 && cap != "avx2" => Simd::Avx512,
-                    _ if avx2 => Simd::Avx2,
-                    _ => Simd::Portable,
-                }
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            {
-                let _ = cap;
-                Simd::Portable
-            }
-        })
-    }
-
-    /// The name shown by the bench.
-    pub fn name(self) -> &'static str {
-        match self {
-            Simd::Avx512 => "avx512",
-            Simd::Avx2 => "avx2+fma",
-            Simd::Portable => "portable",
-        }
-    }
-}
+pub use crate::cpu::Simd;
 
 /// `out[i] = user · items[i]` for the `out.len()` consecutive rows (of `user.len()`
 /// values each) at the start of `items`, with the detected kernel.
@@ -69,28 +23,21 @@ pub fn scores(user: &[f32], items: &[f32], out: &mut [f32]) {
 
 /// [`scores`] with a given flavour; one the CPU lacks, or that does not divide the
 /// factor count, falls back to the portable kernel.
+///
+/// # Panics
+///
+/// If `items` holds fewer than `out.len()` rows of `user.len()` values.
 pub fn scores_with(simd: Simd, user: &[f32], items: &[f32], out: &mut [f32]) {
     let f = user.len();
     assert!(items.len() >= out.len() * f, "items hold out.len() rows");
     #[cfg(target_arch = "x86_64")]
     {
-        if simd == Simd::Avx512
-            && f.is_multiple_of(16)
-            && f > 0
-            && is_x86_feature_detected!("avx512f")
-        {
-            // SAFETY: the feature is present; the bounds were checked above.
-            unsafe { x86::scores_avx512(user, items, out) };
+        if let Some(t) = simd.avx512().filter(|_| f.is_multiple_of(16) && f > 0) {
+            x86::scores_avx512(t, user, items, out);
             return;
         }
-        if simd != Simd::Portable
-            && f.is_multiple_of(8)
-            && f > 0
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features are present; the bounds were checked above.
-            unsafe { x86::scores_avx2(user, items, out) };
+        if let Some(t) = simd.avx2_fma().filter(|_| f.is_multiple_of(8) && f > 0) {
+            x86::scores_avx2(t, user, items, out);
             return;
         }
     }
@@ -171,9 +118,8 @@ impl QuantizedItems {
         let q = &self.q[first * f..(first + out.len()) * f];
         #[cfg(target_arch = "x86_64")]
         {
-            if simd != Simd::Portable && f.is_multiple_of(32) && is_x86_feature_detected!("avx2") {
-                // SAFETY: the feature is present; `q` holds out.len() rows.
-                unsafe { x86::raw_u8_i8_avx2(&user.biased, q, out) };
+            if let Some(t) = simd.avx2_fma().filter(|_| f.is_multiple_of(32)) {
+                x86::raw_u8_i8_avx2(t, &user.biased, q, out);
                 for (o, &sum) in out.iter_mut().zip(&self.sums[first..]) {
                     *o -= QuantizedUser::BIAS * sum;
                 }
@@ -239,219 +185,307 @@ impl QuantizedUser {
     }
 }
 
+/// The `#[target_feature]` kernels, reachable only through the safe functions that
+/// take the token of their features and check the bounds once per call.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// f.is_multiple_of(32), q.len() >= out.len() * f, f <= 2,096. `user` holds
-    /// 1..=127 (the biased user), so each `vpmaddubsw` pair sum stays below 2¹⁵;
-    /// `vpmaddwd` by ones widens to int32. Four rows at a time share the user loads.
-    /// Writes Σ_j user[j] · q[i][j]; the caller takes the bias back off.
+    use crate::cpu::{Avx2Fma, Avx512};
+
+    /// `out[i] = Σ_j user[j] · q[i][j]` for the `out.len()` rows of `user.len()`
+    /// values at the start of `q`. `user` holds 1..=127 (the biased user), so each
+    /// `vpmaddubsw` pair sum stays below 2¹⁵; `vpmaddwd` by ones widens to int32.
+    /// Four rows at a time share the user loads. The caller takes the bias back off
+    /// (and keeps f <= [`QuantizedUser::MAX_FACTORS`](super::QuantizedUser::MAX_FACTORS)
+    /// so the int32 sums are exact; that is arithmetic, not memory safety).
+    ///
+    /// # Panics
+    ///
+    /// If `user.len()` is not a multiple of 32 or `q` holds fewer than `out.len()` rows.
+    pub(super) fn raw_u8_i8_avx2(_: Avx2Fma, user: &[u8], q: &[i8], out: &mut [i32]) {
+        let f = user.len();
+        assert!(f.is_multiple_of(32), "the user width is a multiple of 32");
+        assert!(q.len() >= out.len() * f, "q holds out.len() rows");
+        // SAFETY: the token proves AVX2; the bounds were checked just above.
+        unsafe { raw_u8_i8_avx2_unchecked(user, q, out) }
+    }
+
+    /// The body of [`raw_u8_i8_avx2`].
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports AVX2, and `q.len() >= out.len() * user.len()` (row `i` is
+    /// read from `q[i * f..(i + 1) * f]`, in whole 32-byte chunks: a width that is
+    /// not a multiple of 32 leaves its tail unread, which is wrong but not unsound).
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn raw_u8_i8_avx2(user: &[u8], q: &[i8], out: &mut [i32]) {
+    unsafe fn raw_u8_i8_avx2_unchecked(user: &[u8], q: &[i8], out: &mut [i32]) {
         let f = user.len();
         let chunks = f / 32;
         let u = user.as_ptr();
         let n = out.len();
         let ones = _mm256_set1_epi16(1);
-        let step = |acc: __m256i, x: __m256i, p: *const i8| {
-            let y = _mm256_loadu_si256(p as *const __m256i);
+        let step = |acc: __m256i, x: __m256i, y: __m256i| {
             _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones))
         };
-        let mut i = 0;
-        while i + 4 <= n {
-            let p = q.as_ptr().add(i * f);
-            let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm256_setzero_si256(),
-                _mm256_setzero_si256(),
-                _mm256_setzero_si256(),
-                _mm256_setzero_si256(),
-            );
-            for c in 0..chunks {
-                let x = _mm256_loadu_si256(u.add(c * 32) as *const __m256i);
-                a0 = step(a0, x, p.add(c * 32));
-                a1 = step(a1, x, p.add(f + c * 32));
-                a2 = step(a2, x, p.add(2 * f + c * 32));
-                a3 = step(a3, x, p.add(3 * f + c * 32));
+        // SAFETY: (the caller's contract) every load is of 32 bytes at user[c * 32..]
+        // or q[i * f + c * 32..] with c < f / 32 and i < n, so inside `user` and
+        // inside q[..n * f]; every write is to out[i] with i < n.
+        unsafe {
+            let mut i = 0;
+            while i + 4 <= n {
+                let p = q.as_ptr().add(i * f);
+                let (mut a0, mut a1, mut a2, mut a3) = (
+                    _mm256_setzero_si256(),
+                    _mm256_setzero_si256(),
+                    _mm256_setzero_si256(),
+                    _mm256_setzero_si256(),
+                );
+                for c in 0..chunks {
+                    let x = _mm256_loadu_si256(u.add(c * 32) as *const __m256i);
+                    a0 = step(a0, x, _mm256_loadu_si256(p.add(c * 32).cast()));
+                    a1 = step(a1, x, _mm256_loadu_si256(p.add(f + c * 32).cast()));
+                    a2 = step(a2, x, _mm256_loadu_si256(p.add(2 * f + c * 32).cast()));
+                    a3 = step(a3, x, _mm256_loadu_si256(p.add(3 * f + c * 32).cast()));
+                }
+                *out.get_unchecked_mut(i) = hsum256_epi32(a0);
+                *out.get_unchecked_mut(i + 1) = hsum256_epi32(a1);
+                *out.get_unchecked_mut(i + 2) = hsum256_epi32(a2);
+                *out.get_unchecked_mut(i + 3) = hsum256_epi32(a3);
+                i += 4;
             }
-            *out.get_unchecked_mut(i) = hsum256_epi32(a0);
-            *out.get_unchecked_mut(i + 1) = hsum256_epi32(a1);
-            *out.get_unchecked_mut(i + 2) = hsum256_epi32(a2);
-            *out.get_unchecked_mut(i + 3) = hsum256_epi32(a3);
-            i += 4;
-        }
-        while i < n {
-            let p = q.as_ptr().add(i * f);
-            let mut a = _mm256_setzero_si256();
-            for c in 0..chunks {
-                let x = _mm256_loadu_si256(u.add(c * 32) as *const __m256i);
-                a = step(a, x, p.add(c * 32));
+            while i < n {
+                let p = q.as_ptr().add(i * f);
+                let mut a = _mm256_setzero_si256();
+                for c in 0..chunks {
+                    let x = _mm256_loadu_si256(u.add(c * 32) as *const __m256i);
+                    a = step(a, x, _mm256_loadu_si256(p.add(c * 32).cast()));
+                }
+                *out.get_unchecked_mut(i) = hsum256_epi32(a);
+                i += 1;
             }
-            *out.get_unchecked_mut(i) = hsum256_epi32(a);
-            i += 1;
         }
     }
 
-    #[inline(always)]
-    unsafe fn hsum256_epi32(v: __m256i) -> i32 {
+    /// The sum of the eight lanes. A safe `#[target_feature]` function: the AVX2
+    /// kernels above call it without `unsafe` and it is inlined into them.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn hsum256_epi32(v: __m256i) -> i32 {
         let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
         _mm_cvtsi128_si32(s)
     }
 
+    /// `out[i] = user · items[i]` with AVX-512, for the `out.len()` rows of
+    /// `user.len()` values at the start of `items`.
+    ///
+    /// # Panics
+    ///
+    /// If `user.len()` is not a multiple of 16 or `items` holds fewer than
+    /// `out.len()` rows.
+    pub(super) fn scores_avx512(_: Avx512, user: &[f32], items: &[f32], out: &mut [f32]) {
+        let f = user.len();
+        assert!(f.is_multiple_of(16), "the user width is a multiple of 16");
+        assert!(items.len() >= out.len() * f, "items hold out.len() rows");
+        // SAFETY: the token proves AVX-512F; the bounds were checked just above.
+        unsafe { scores_avx512_unchecked(user, items, out) }
+    }
+
+    /// The body of [`scores_avx512`].
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports AVX-512F, and `items.len() >= out.len() * user.len()` (row
+    /// `i` is read from `items[i * f..(i + 1) * f]` in whole 16-lane chunks).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn scores_avx512(user: &[f32], items: &[f32], out: &mut [f32]) {
+    unsafe fn scores_avx512_unchecked(user: &[f32], items: &[f32], out: &mut [f32]) {
         let f = user.len();
         let chunks = f / 16;
         let u = user.as_ptr();
         let n = out.len();
-        let mut i = 0;
-        while i + 4 <= n {
-            let p = items.as_ptr().add(i * f);
-            let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
-            );
-            let (mut b0, mut b1, mut b2, mut b3) = (a0, a1, a2, a3);
-            let mut c = 0;
-            while c + 2 <= chunks {
-                let x = _mm512_loadu_ps(u.add(c * 16));
-                let y = _mm512_loadu_ps(u.add(c * 16 + 16));
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(c * 16)), x, a0);
-                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(f + c * 16)), x, a1);
-                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(2 * f + c * 16)), x, a2);
-                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * f + c * 16)), x, a3);
-                b0 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(c * 16 + 16)), y, b0);
-                b1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(f + c * 16 + 16)), y, b1);
-                b2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(2 * f + c * 16 + 16)), y, b2);
-                b3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * f + c * 16 + 16)), y, b3);
-                c += 2;
-            }
-            if c < chunks {
-                let x = _mm512_loadu_ps(u.add(c * 16));
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(c * 16)), x, a0);
-                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(f + c * 16)), x, a1);
-                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(2 * f + c * 16)), x, a2);
-                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * f + c * 16)), x, a3);
-            }
-            *out.get_unchecked_mut(i) = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
-            *out.get_unchecked_mut(i + 1) = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
-            *out.get_unchecked_mut(i + 2) = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
-            *out.get_unchecked_mut(i + 3) = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
-            i += 4;
-        }
-        // The same two-accumulator order as above: a row's score does not depend
-        // on whether it was scored in a group of four.
-        while i < n {
-            let p = items.as_ptr().add(i * f);
-            let (mut a, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-            let mut c = 0;
-            while c + 2 <= chunks {
-                a = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(p.add(c * 16)),
-                    _mm512_loadu_ps(u.add(c * 16)),
-                    a,
+        // SAFETY: (the caller's contract) every load is of 16 lanes at user[c * 16..]
+        // or items[i * f + c * 16..] (+ 16 for the second accumulator) with the
+        // chunk inside f / 16 and i < n, so inside `user` and items[..n * f]; every
+        // write is to out[i] with i < n.
+        unsafe {
+            let mut i = 0;
+            while i + 4 <= n {
+                let p = items.as_ptr().add(i * f);
+                let (mut a0, mut a1, mut a2, mut a3) = (
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
                 );
-                b = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(p.add(c * 16 + 16)),
-                    _mm512_loadu_ps(u.add(c * 16 + 16)),
-                    b,
-                );
-                c += 2;
+                let (mut b0, mut b1, mut b2, mut b3) = (a0, a1, a2, a3);
+                let mut c = 0;
+                while c + 2 <= chunks {
+                    let x = _mm512_loadu_ps(u.add(c * 16));
+                    let y = _mm512_loadu_ps(u.add(c * 16 + 16));
+                    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(c * 16)), x, a0);
+                    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(f + c * 16)), x, a1);
+                    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(2 * f + c * 16)), x, a2);
+                    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * f + c * 16)), x, a3);
+                    b0 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(c * 16 + 16)), y, b0);
+                    b1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(f + c * 16 + 16)), y, b1);
+                    b2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(2 * f + c * 16 + 16)), y, b2);
+                    b3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * f + c * 16 + 16)), y, b3);
+                    c += 2;
+                }
+                if c < chunks {
+                    let x = _mm512_loadu_ps(u.add(c * 16));
+                    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(c * 16)), x, a0);
+                    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(f + c * 16)), x, a1);
+                    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(2 * f + c * 16)), x, a2);
+                    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * f + c * 16)), x, a3);
+                }
+                *out.get_unchecked_mut(i) = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+                *out.get_unchecked_mut(i + 1) = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+                *out.get_unchecked_mut(i + 2) = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
+                *out.get_unchecked_mut(i + 3) = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
+                i += 4;
             }
-            if c < chunks {
-                a = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(p.add(c * 16)),
-                    _mm512_loadu_ps(u.add(c * 16)),
-                    a,
-                );
+            // The same two-accumulator order as above: a row's score does not depend
+            // on whether it was scored in a group of four.
+            while i < n {
+                let p = items.as_ptr().add(i * f);
+                let (mut a, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut c = 0;
+                while c + 2 <= chunks {
+                    a = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(p.add(c * 16)),
+                        _mm512_loadu_ps(u.add(c * 16)),
+                        a,
+                    );
+                    b = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(p.add(c * 16 + 16)),
+                        _mm512_loadu_ps(u.add(c * 16 + 16)),
+                        b,
+                    );
+                    c += 2;
+                }
+                if c < chunks {
+                    a = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(p.add(c * 16)),
+                        _mm512_loadu_ps(u.add(c * 16)),
+                        a,
+                    );
+                }
+                *out.get_unchecked_mut(i) = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+                i += 1;
             }
-            *out.get_unchecked_mut(i) = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
-            i += 1;
         }
     }
 
-    #[inline(always)]
-    unsafe fn hsum256(v: __m256) -> f32 {
+    /// The sum of the eight lanes (as [`hsum256_epi32`], a safe `#[target_feature]`
+    /// function inlined into the AVX2 kernel).
+    #[target_feature(enable = "avx")]
+    #[inline]
+    fn hsum256(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
         _mm_cvtss_f32(s)
     }
 
-    /// f.is_multiple_of(8), items.len() >= out.len() * f.
+    /// `out[i] = user · items[i]` with AVX2 and FMA, for the `out.len()` rows of
+    /// `user.len()` values at the start of `items`.
+    ///
+    /// # Panics
+    ///
+    /// If `user.len()` is not a multiple of 8 or `items` holds fewer than
+    /// `out.len()` rows.
+    pub(super) fn scores_avx2(_: Avx2Fma, user: &[f32], items: &[f32], out: &mut [f32]) {
+        let f = user.len();
+        assert!(f.is_multiple_of(8), "the user width is a multiple of 8");
+        assert!(items.len() >= out.len() * f, "items hold out.len() rows");
+        // SAFETY: the token proves AVX2 and FMA; the bounds were checked just above.
+        unsafe { scores_avx2_unchecked(user, items, out) }
+    }
+
+    /// The body of [`scores_avx2`].
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports AVX2 and FMA, and `items.len() >= out.len() * user.len()`
+    /// (row `i` is read from `items[i * f..(i + 1) * f]` in whole 8-lane chunks).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn scores_avx2(user: &[f32], items: &[f32], out: &mut [f32]) {
+    unsafe fn scores_avx2_unchecked(user: &[f32], items: &[f32], out: &mut [f32]) {
         let f = user.len();
         let chunks = f / 8;
         let u = user.as_ptr();
         let n = out.len();
-        let mut i = 0;
-        while i + 4 <= n {
-            let p = items.as_ptr().add(i * f);
-            let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-            );
-            let (mut b0, mut b1, mut b2, mut b3) = (a0, a1, a2, a3);
-            let mut c = 0;
-            while c + 2 <= chunks {
-                let x = _mm256_loadu_ps(u.add(c * 8));
-                let y = _mm256_loadu_ps(u.add(c * 8 + 8));
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c * 8)), x, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(f + c * 8)), x, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(2 * f + c * 8)), x, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(3 * f + c * 8)), x, a3);
-                b0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c * 8 + 8)), y, b0);
-                b1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(f + c * 8 + 8)), y, b1);
-                b2 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(2 * f + c * 8 + 8)), y, b2);
-                b3 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(3 * f + c * 8 + 8)), y, b3);
-                c += 2;
-            }
-            if c < chunks {
-                let x = _mm256_loadu_ps(u.add(c * 8));
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c * 8)), x, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(f + c * 8)), x, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(2 * f + c * 8)), x, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(3 * f + c * 8)), x, a3);
-            }
-            *out.get_unchecked_mut(i) = hsum256(_mm256_add_ps(a0, b0));
-            *out.get_unchecked_mut(i + 1) = hsum256(_mm256_add_ps(a1, b1));
-            *out.get_unchecked_mut(i + 2) = hsum256(_mm256_add_ps(a2, b2));
-            *out.get_unchecked_mut(i + 3) = hsum256(_mm256_add_ps(a3, b3));
-            i += 4;
-        }
-        while i < n {
-            let p = items.as_ptr().add(i * f);
-            let (mut a, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut c = 0;
-            while c + 2 <= chunks {
-                a = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(p.add(c * 8)),
-                    _mm256_loadu_ps(u.add(c * 8)),
-                    a,
+        // SAFETY: (the caller's contract) every load is of 8 lanes at user[c * 8..]
+        // or items[i * f + c * 8..] (+ 8 for the second accumulator) with the
+        // chunk inside f / 8 and i < n, so inside `user` and items[..n * f]; every
+        // write is to out[i] with i < n.
+        unsafe {
+            let mut i = 0;
+            while i + 4 <= n {
+                let p = items.as_ptr().add(i * f);
+                let (mut a0, mut a1, mut a2, mut a3) = (
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
                 );
-                b = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(p.add(c * 8 + 8)),
-                    _mm256_loadu_ps(u.add(c * 8 + 8)),
-                    b,
-                );
-                c += 2;
+                let (mut b0, mut b1, mut b2, mut b3) = (a0, a1, a2, a3);
+                let mut c = 0;
+                while c + 2 <= chunks {
+                    let x = _mm256_loadu_ps(u.add(c * 8));
+                    let y = _mm256_loadu_ps(u.add(c * 8 + 8));
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c * 8)), x, a0);
+                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(f + c * 8)), x, a1);
+                    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(2 * f + c * 8)), x, a2);
+                    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(3 * f + c * 8)), x, a3);
+                    b0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c * 8 + 8)), y, b0);
+                    b1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(f + c * 8 + 8)), y, b1);
+                    b2 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(2 * f + c * 8 + 8)), y, b2);
+                    b3 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(3 * f + c * 8 + 8)), y, b3);
+                    c += 2;
+                }
+                if c < chunks {
+                    let x = _mm256_loadu_ps(u.add(c * 8));
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c * 8)), x, a0);
+                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(f + c * 8)), x, a1);
+                    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(2 * f + c * 8)), x, a2);
+                    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(3 * f + c * 8)), x, a3);
+                }
+                *out.get_unchecked_mut(i) = hsum256(_mm256_add_ps(a0, b0));
+                *out.get_unchecked_mut(i + 1) = hsum256(_mm256_add_ps(a1, b1));
+                *out.get_unchecked_mut(i + 2) = hsum256(_mm256_add_ps(a2, b2));
+                *out.get_unchecked_mut(i + 3) = hsum256(_mm256_add_ps(a3, b3));
+                i += 4;
             }
-            if c < chunks {
-                a = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(p.add(c * 8)),
-                    _mm256_loadu_ps(u.add(c * 8)),
-                    a,
-                );
+            while i < n {
+                let p = items.as_ptr().add(i * f);
+                let (mut a, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let mut c = 0;
+                while c + 2 <= chunks {
+                    a = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(p.add(c * 8)),
+                        _mm256_loadu_ps(u.add(c * 8)),
+                        a,
+                    );
+                    b = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(p.add(c * 8 + 8)),
+                        _mm256_loadu_ps(u.add(c * 8 + 8)),
+                        b,
+                    );
+                    c += 2;
+                }
+                if c < chunks {
+                    a = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(p.add(c * 8)),
+                        _mm256_loadu_ps(u.add(c * 8)),
+                        a,
+                    );
+                }
+                *out.get_unchecked_mut(i) = hsum256(_mm256_add_ps(a, b));
+                i += 1;
             }
-            *out.get_unchecked_mut(i) = hsum256(_mm256_add_ps(a, b));
-            i += 1;
         }
     }
 }

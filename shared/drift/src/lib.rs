@@ -9,7 +9,8 @@
 //! - `psi`: bins ([`Binned`]), the Population Stability Index, the runbook's action bands.
 //! - [`compute`]: PSI per feature of one window against a baseline -> [`Summary`];
 //!   [`run`] does the whole job (served version, baseline, model, events).
-//! - [`synth`]: synthetic events for tests, the benchmark and demos.
+//! - `synth` (cargo feature `synth`, off by default): synthetic events for tests, the
+//!   benchmark and demos.
 //! - The `recs` CLI (shared/cli) runs `recs drift`, `recs drift baseline` and
 //!   `recs drift gen-events`.
 //!
@@ -23,6 +24,7 @@ mod events;
 #[cfg(test)]
 mod invariance_tests;
 mod psi;
+#[cfg(feature = "synth")]
 pub mod synth;
 
 use std::collections::{BTreeMap, HashMap};
@@ -440,13 +442,12 @@ pub struct Options {
     pub ratings_only: bool,
 }
 
-/// The events location: `--events`/`EVENTS`, else `DRIFT_EVENTS_URI`.
+/// The events location: `given` (`--events`), else [`recs_core::events_location`]
+/// (`EVENTS`, else `DRIFT_EVENTS_URI`).
 pub fn events_location(given: Option<String>) -> Option<String> {
-    given.filter(|s| !s.is_empty()).or_else(|| {
-        std::env::var("DRIFT_EVENTS_URI")
-            .ok()
-            .filter(|s| !s.is_empty())
-    })
+    given
+        .filter(|s| !s.is_empty())
+        .or_else(recs_core::events_location_from_env)
 }
 
 /// Why the drift job could not produce a summary.
@@ -555,20 +556,7 @@ pub async fn write_latest(store: &Store, summary: &Summary) -> Result<(), StoreE
 
 /// The last stored summary, if there is a readable one (for `/metrics`).
 pub async fn read_latest(store: &Store) -> Option<Summary> {
-    match store.get(LATEST_KEY).await {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "drift/latest.json is not a drift summary; ignored");
-                None
-            }
-        },
-        Err(StoreError::NotFound(_)) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "drift/latest.json could not be read");
-            None
-        }
-    }
+    recs_core::read_drift_latest(store).await
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,6 +18,25 @@ use recs_core::{AlsModel, Factors};
 use recs_core::{LoadedModel, Registry, VersionMeta};
 use recs_serve::api;
 use recs_serve::{Config, Service};
+use tower::ServiceExt;
+
+/// One request through the app, as the Lambda runtime and `axum::serve` call it
+/// (`oneshot` on a clone of the router), the body collected.
+async fn call(app: &axum::Router, req: &http::Request<Bytes>) -> http::Response<Bytes> {
+    let req = http::Request::builder()
+        .method(req.method().clone())
+        .uri(req.uri().clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(req.body().clone()))
+        .expect("request");
+    let resp = match app.clone().oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    let (parts, body) = resp.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+    http::Response::from_parts(parts, body)
+}
 
 /// A small, fast, deterministic generator (splitmix64) for synthetic factors.
 struct SplitMix(u64);
@@ -262,7 +282,14 @@ fn measure(name: &str, loaded: LoadedModel, calls: usize, bandwidth: f64) -> Row
     }
 
     // The whole request path: parsing, validation, titles, JSON, metrics.
-    let svc = Service::with_model(Config::default(), loaded, Titles::default());
+    let app = api::app(
+        Arc::new(Service::with_model(
+            Config::default(),
+            loaded,
+            Titles::default(),
+        )),
+        &api::Endpoint::ALL,
+    );
     let requests: Vec<http::Request<Bytes>> = picks
         .iter()
         .map(|&u| {
@@ -281,7 +308,7 @@ fn measure(name: &str, loaded: LoadedModel, calls: usize, bandwidth: f64) -> Row
         .iter()
         .map(|req| {
             let t = Instant::now();
-            let resp = rt.block_on(api::route(&svc, req));
+            let resp = rt.block_on(call(&app, req));
             assert_eq!(resp.status(), 200);
             black_box(resp);
             t.elapsed().as_secs_f64()
@@ -338,7 +365,14 @@ fn measure_fold_in(loaded: LoadedModel, calls: usize) -> (f64, f64, f64, f64, f6
                 .expect("request")
         })
         .collect();
-    let svc = Service::with_model(Config::default(), loaded, Titles::default());
+    let app = api::app(
+        Arc::new(Service::with_model(
+            Config::default(),
+            loaded,
+            Titles::default(),
+        )),
+        &api::Endpoint::ALL,
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
@@ -346,7 +380,7 @@ fn measure_fold_in(loaded: LoadedModel, calls: usize) -> (f64, f64, f64, f64, f6
         .iter()
         .map(|req| {
             let t = Instant::now();
-            let resp = rt.block_on(api::route(&svc, req));
+            let resp = rt.block_on(call(&app, req));
             assert_eq!(resp.status(), 200);
             black_box(resp);
             t.elapsed().as_secs_f64()
@@ -423,7 +457,7 @@ fn main() {
     println!();
     println!("core = AlsModel::recommend_row (score all items, skip seen, top-10);");
     println!(
-        "API = recs_serve::api::route for GET /recommend/{{user}}?k=10 (validation, JSON, metrics)."
+        "API = recs_serve::api::app (oneshot) for GET /recommend/{{user}}?k=10 (validation, JSON, metrics)."
     );
     println!("floor = bytes of item factors / measured bandwidth; compute floor = 2 x items x factors / the kernel's peak FLOP/s;");
     println!("targets: API p99 < 200 us at ml-1m size, < 400 us at ml-25m size.");

@@ -43,8 +43,9 @@ pub struct Config {
     /// `RECS_ADMIN_TOKEN`: bearer token for /switch and /rollout/update; when unset
     /// they are open (API Gateway's AWS_IAM protects them on AWS).
     pub admin_token: Option<String>,
-    /// `EVENTS`: the events location (folder or `s3://bucket/prefix`) that holds
-    /// watch/rate events and the exposure log; the experiment routes read it.
+    /// `EVENTS` (else `DRIFT_EVENTS_URI`, [`recs_core::events_location`]): the events
+    /// location (folder or `s3://bucket/prefix`) that holds watch/rate events and the
+    /// exposure log; the experiment and trace routes read it.
     pub events: Option<String>,
     /// `EXPOSURE_LOG`: `events` (the default when `EVENTS` is set), `stdout` (Lambda:
     /// one log line per response, shipped by Firehose), or `off` (default otherwise).
@@ -105,7 +106,7 @@ impl Config {
             10,
             "must be an integer in 0..=3600",
         )?;
-        let events = get("EVENTS");
+        let events = recs_core::events_location(&get);
         let exposure_log = match (get("EXPOSURE_LOG").as_deref(), &events) {
             (None | Some("events"), Some(e)) => ExposureSink::Events(e.clone()),
             (None | Some("off"), _) => ExposureSink::Off,

@@ -22,10 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
-use http::StatusCode;
 use serde::Deserialize;
-
-use crate::api::ApiError;
 
 /// The variable that enables fault injection (`1`); anything else leaves it off.
 pub const ENABLE_VAR: &str = "RECS_FAULT_INJECTION";
@@ -122,33 +119,26 @@ fn current() -> Option<(Arc<Faults>, Arc<AtomicU64>)> {
     Some((s.faults.clone(), s.seen.clone()))
 }
 
-/// The request hook (`api::handle_with_outcome`): for a recommend request answered
-/// by `version`, waits the injected delay and returns the injected 500, if any.
-pub async fn on_request(endpoint: &str, version: Option<&str>) -> Option<ApiError> {
-    if endpoint != "recommend" {
-        return None;
-    }
-    let (faults, seen) = current()?;
+/// The request hook (the API's contract layer, for recommend requests): for a
+/// request answered by `version`, waits the injected delay and says whether to
+/// answer it with an injected 500.
+pub async fn on_request(version: Option<&str>) -> bool {
+    let Some((faults, seen)) = current() else {
+        return false;
+    };
     if faults
         .version
         .as_deref()
         .is_some_and(|v| Some(v) != version)
     {
-        return None;
+        return false;
     }
     if faults.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.delay_ms)).await;
     }
     let n = seen.fetch_add(1, Ordering::Relaxed);
     let ratio = faults.error_ratio.clamp(0.0, 1.0);
-    let fail = ((n + 1) as f64 * ratio).floor() > (n as f64 * ratio).floor();
-    fail.then(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            format!("injected fault ({ENABLE_VAR})"),
-        )
-    })
+    ((n + 1) as f64 * ratio).floor() > (n as f64 * ratio).floor()
 }
 
 /// The model-load hook (`Service` before a registry load): waits the injected delay.
@@ -183,6 +173,6 @@ mod tests {
             error_ratio: 1.0,
             ..Faults::default()
         }));
-        assert!(on_request("recommend", None).await.is_none());
+        assert!(!on_request(None).await);
     }
 }

@@ -1,16 +1,21 @@
-//! The adapter between lambda_http's events and [`crate::api`]: the only Lambda-specific
-//! code, shared by every HTTP function so each `main` stays a few lines. It also keeps
-//! the served model current (active.json polling) and writes the EMF lines CloudWatch
-//! turns into the alarms' metrics.
+//! The Lambda side of the one app: lambda_http's events become plain requests for
+//! [`crate::api::app`] (stage prefix stripped, query kept as the client sent it), and
+//! one layer keeps the served model current (active.json polling) and turns each
+//! invocation's outcome into the EMF lines CloudWatch makes the alarms' metrics of.
+//! Each HTTP function's `main` is one call to [`run_http`] with its routes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use axum::extract::State;
+use axum::middleware::{self, Next};
+use axum::Router;
 use bytes::Bytes;
 use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, RequestExt};
+use tower::ServiceExt;
 
-use crate::api::{self, ApiError, Endpoint, Outcome, Route};
+use crate::api::{self, Endpoint, Outcome};
 use crate::state::Service;
 use recs_telemetry::emf;
 
@@ -20,7 +25,7 @@ use recs_telemetry::emf;
 /// percent-encoded) in the URI. An event without one still carries the parameters
 /// in `queryStringParameters`, already percent-decoded by API Gateway: they are
 /// re-encoded here, so `/switch?model=../x` is refused the same way either way.
-fn to_http(event: Request) -> http::Request<Bytes> {
+fn to_http(event: Request) -> http::Request<axum::body::Body> {
     let stage = match event.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.clone(),
         _ => None,
@@ -50,7 +55,7 @@ fn to_http(event: Request) -> http::Request<Bytes> {
         Body::Binary(b) => Bytes::from(b),
         _ => Bytes::new(),
     };
-    http::Request::from_parts(parts, body)
+    http::Request::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// The route path without a named stage's prefix: an HTTP API's `rawPath` carries it
@@ -66,15 +71,15 @@ fn strip_stage<'p>(path: &'p str, stage: Option<&str>) -> &'p str {
     }
 }
 
-/// Converts a response back; JSON and text bodies stay text so API Gateway does not
-/// base64-encode them.
-fn from_http(resp: http::Response<Bytes>) -> Response<Body> {
+/// Converts a response for tests and the drills: the body collected, JSON and text
+/// bodies as text (as API Gateway receives them).
+fn from_http(resp: http::Response<Bytes>) -> lambda_http::Response<Body> {
     let (parts, body) = resp.into_parts();
     let body = match String::from_utf8(body.to_vec()) {
         Ok(text) => Body::Text(text),
         Err(e) => Body::Binary(e.into_bytes()),
     };
-    Response::from_parts(parts, body)
+    lambda_http::Response::from_parts(parts, body)
 }
 
 /// Keeps the served model current. With no model, the retry happens in the request
@@ -92,96 +97,109 @@ async fn keep_current(svc: &Arc<Service>) {
     }
 }
 
-/// Answers one invocation if its route is one of `allowed`, and returns the response
-/// plus the EMF lines to write for it. A panic becomes a counted 500, never a silent
-/// crash.
-pub async fn respond_with_metrics(
-    svc: &Arc<Service>,
-    allowed: &'static [Endpoint],
-    event: Request,
-    cold_start: bool,
-) -> (http::Response<Bytes>, Vec<String>) {
-    respond_via(
-        svc,
-        allowed,
-        event,
-        cold_start,
-        |svc, allowed, req| async move { api::handle_with_outcome(&svc, allowed, &req).await },
-    )
-    .await
-}
+/// Whether an invocation is the execution environment's first (a test sets it).
+#[derive(Debug, Clone, Copy)]
+struct ColdStart(bool);
 
-/// [`respond_with_metrics`] with the handler passed in, so a test can make it panic.
-async fn respond_via<F, Fut>(
-    svc: &Arc<Service>,
-    allowed: &'static [Endpoint],
-    event: Request,
-    cold_start: bool,
-    handler: F,
-) -> (http::Response<Bytes>, Vec<String>)
-where
-    F: FnOnce(Arc<Service>, &'static [Endpoint], http::Request<Bytes>) -> Fut,
-    Fut: std::future::Future<Output = (http::Response<Bytes>, Outcome)> + Send + 'static,
-{
-    keep_current(svc).await;
-    let req = to_http(event);
-    // The endpoint named if the handler panics (the handler routes the request itself).
-    let endpoint = Route::of(req.uri().path()).endpoint;
-    let (resp, outcome) = tokio::spawn(handler(svc.clone(), allowed, req))
-        .await
-        .unwrap_or_else(|_| {
-            // Counted like every other answer (the handler never got to count it).
-            svc.metrics
-                .observe_request(endpoint.name(), 500, 0.0, Some("internal_error"));
-            internal_error(endpoint)
-        });
-    // Loads, failures, switches and shadow comparisons since the last invocation
-    // (start-up included), then this request.
-    let mut lines = svc.metrics.take_emf();
-    lines.extend(emf::request_lines(&outcome, cold_start));
-    (resp, lines)
-}
-
-fn internal_error(endpoint: Endpoint) -> (http::Response<Bytes>, Outcome) {
-    tracing::error!(endpoint = endpoint.name(), "handler panicked");
-    let error = ApiError {
-        status: http::StatusCode::INTERNAL_SERVER_ERROR,
-        error_type: "internal_error",
-        detail: "internal error".into(),
-    };
-    let outcome = Outcome {
-        endpoint: endpoint.name(),
-        status: 500,
-        latency_seconds: 0.0,
-        error_type: Some(error.error_type),
-        request_id: String::new(),
-        model_version: None,
-    };
-    (error.into_response(), outcome)
-}
+/// The EMF lines of one invocation, on the response until they are written.
+#[derive(Debug, Clone)]
+struct EmfLines(Vec<String>);
 
 static COLD: AtomicBool = AtomicBool::new(true);
 
+/// The invocation layer: the model kept current first; after the answer, the EMF
+/// lines of what happened since the last invocation (loads, failures, switches,
+/// shadow comparisons, start-up included), then this request's.
+async fn invocation(
+    State(svc): State<Arc<Service>>,
+    req: axum::extract::Request,
+    next: Next,
+) -> axum::response::Response {
+    keep_current(&svc).await;
+    let cold = match req.extensions().get::<ColdStart>() {
+        Some(c) => c.0,
+        None => COLD.swap(false, Ordering::Relaxed),
+    };
+    let mut resp = next.run(req).await;
+    let mut lines = svc.metrics.take_emf();
+    if let Some(outcome) = resp.extensions().get::<Outcome>() {
+        lines.extend(emf::request_lines(outcome, cold));
+    }
+    resp.extensions_mut().insert(EmfLines(lines));
+    resp
+}
+
+/// The app of an HTTP function answering `routes`: [`api::app`] with the
+/// invocation layer.
+pub fn app(svc: Arc<Service>, routes: &[Endpoint]) -> Router {
+    with_invocation_layer(api::app(svc.clone(), routes), svc)
+}
+
+fn with_invocation_layer(router: Router, svc: Arc<Service>) -> Router {
+    router.layer(middleware::from_fn_with_state(svc, invocation))
+}
+
 /// Runs an HTTP Lambda function answering `routes`: logging set up and the model
-/// loaded once per execution environment (INIT), then one [`respond`] per event.
+/// loaded once per execution environment (INIT), then the app per event.
 pub async fn run_http(routes: &'static [Endpoint]) -> Result<(), lambda_http::Error> {
     crate::alloc::tune();
     recs_telemetry::init_logging();
     let config = crate::Config::from_env()?;
     let svc = Arc::new(Service::start_with(config, crate::Metrics::with_emf_outbox()).await);
-    let svc = &svc;
-    lambda_http::run(lambda_http::service_fn(move |event| async move {
-        Ok::<_, std::convert::Infallible>(respond(svc, routes, event).await)
-    }))
-    .await
+    let app =
+        app(svc, routes)
+            .map_request(to_http)
+            .map_response(|mut resp: axum::response::Response| {
+                if let Some(EmfLines(lines)) = resp.extensions_mut().remove() {
+                    emf::emit(&lines);
+                }
+                resp
+            });
+    lambda_http::run(app).await
 }
 
-/// Answers one Lambda invocation and writes its EMF lines to stdout.
+/// One invocation through `app`: the response (body collected) and its EMF lines.
+async fn invoke(
+    app: Router,
+    event: Request,
+    cold_start: bool,
+) -> (http::Response<Bytes>, Vec<String>) {
+    let mut req = to_http(event);
+    req.extensions_mut().insert(ColdStart(cold_start));
+    let resp = match app.oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    let (mut parts, body) = resp.into_parts();
+    let lines = parts
+        .extensions
+        .remove::<EmfLines>()
+        .map(|l| l.0)
+        .unwrap_or_default();
+    // The bodies are built in memory (at most a few hundred KB): reading cannot fail.
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    (http::Response::from_parts(parts, body), lines)
+}
+
+/// Answers one invocation as the function answering `allowed` would, and returns
+/// the response plus the EMF lines it writes (the drills and tests read them).
+pub async fn respond_with_metrics(
+    svc: &Arc<Service>,
+    allowed: &[Endpoint],
+    event: Request,
+    cold_start: bool,
+) -> (http::Response<Bytes>, Vec<String>) {
+    invoke(app(svc.clone(), allowed), event, cold_start).await
+}
+
+/// Answers one invocation and writes its EMF lines to stdout, as `bootstrap` does.
 pub async fn respond(
     svc: &Arc<Service>,
-    allowed: &'static [Endpoint],
+    allowed: &[Endpoint],
     event: Request,
-) -> Response<Body> {
+) -> lambda_http::Response<Body> {
     let cold_start = COLD.swap(false, Ordering::Relaxed);
     let (resp, lines) = respond_with_metrics(svc, allowed, event, cold_start).await;
     emf::emit(&lines);
@@ -366,14 +384,12 @@ mod tests {
         let location = dir.path().to_str().unwrap();
         publish(location, "v0.1", 1).await;
         let svc = service(location).await;
-        let (resp, lines) = respond_via(
-            &svc,
-            RECOMMEND,
-            event(&event_json("recommend.json")),
-            false,
-            |_, _, _| async { panic!("injected") },
-        )
-        .await;
+        let panicking = axum::Router::new().route(
+            "/recommend/{*user_id}",
+            axum::routing::get(|| async { panic!("injected") as &'static str }),
+        );
+        let app = with_invocation_layer(api::with_contract(panicking, svc.clone()), svc.clone());
+        let (resp, lines) = invoke(app, event(&event_json("recommend.json")), false).await;
         assert_eq!(resp.status(), 500);
         let body: Value = serde_json::from_slice(resp.body()).unwrap();
         assert_eq!(body["error_type"], "internal_error");

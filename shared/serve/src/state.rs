@@ -345,7 +345,8 @@ impl Service {
         let serving = self.serving_version();
         let done = control::switch(self.registry()?, version, serving.as_deref(), &loaded).await?;
         self.metrics.count_switch("switch", version);
-        self.install(&done.state, done.model.clone()).await;
+        tracing::info!(version, previous = ?done.previous_version, revision = done.state.revision, "switched");
+        self.install(&done.state, done.model.clone(), None).await;
         Ok(done)
     }
 
@@ -357,7 +358,8 @@ impl Service {
         let serving = self.serving_version();
         let done = control::promote(self.registry()?, version, serving.as_deref(), &loaded).await?;
         self.metrics.count_switch("promote", version);
-        self.install(&done.state, done.model.clone()).await;
+        tracing::info!(version, previous = ?done.previous_version, revision = done.state.revision, "promoted");
+        self.install(&done.state, done.model.clone(), None).await;
         Ok(done)
     }
 
@@ -367,7 +369,8 @@ impl Service {
         let current = self.served();
         let loaded = current.loaded();
         let serving = self.serving_version();
-        let (state, _) =
+        // The canary comes back verified (or reused): it is installed as it is.
+        let (state, canary) =
             control::update_rollout(self.registry()?, &patch, serving.as_deref(), &loaded).await?;
         self.metrics.count_switch(
             "rollout",
@@ -377,22 +380,31 @@ impl Service {
                 .as_deref()
                 .unwrap_or(&state.active_version),
         );
+        tracing::info!(strategy = ?state.rollout.strategy, canary = ?state.rollout.canary_version,
+            percentage = state.rollout.canary_percentage, revision = state.revision, "rollout changed");
         if let Ok(p) = self.served().primary.clone() {
-            self.install(&state, p).await;
+            self.install(&state, p, canary).await;
         }
         Ok(state)
     }
 
-    /// Serves `state` here at once (the other instances follow on their next poll).
-    async fn install(&self, state: &ActiveState, primary: Arc<LoadedModel>) {
+    /// Serves `state` here at once (the other instances follow on their next poll),
+    /// with the canary already verified when the caller has it.
+    async fn install(
+        &self,
+        state: &ActiveState,
+        primary: Arc<LoadedModel>,
+        canary: Option<Arc<LoadedModel>>,
+    ) {
         let current = self.served();
         let (_, canary_version) = state.versions();
-        let canary = match canary_version {
-            Some(v) => match self.registry() {
+        let canary = match (canary_version, canary) {
+            (Some(v), Some(c)) if c.version == v => Some(c),
+            (Some(v), _) => match self.registry() {
                 Ok(r) => self.load_reusing(r, &current, &v).await.ok(),
                 Err(_) => None,
             },
-            None => None,
+            (None, _) => None,
         };
         self.metrics
             .model_loaded(VersionInfo::of(&primary), primary.load_seconds);

@@ -17,8 +17,11 @@ pub const NAMESPACE: &str = "MovieRecs";
 /// The value of the `service` dimension.
 pub const SERVICE: &str = "movie-recs";
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
 fn now_ms() -> u64 {
-    recs_core::time::now_ms().max(0) as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What happened to one HTTP request: the facts both metrics sinks record.

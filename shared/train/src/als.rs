@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{Problem, Simd};
+use super::kernels::{Kernel, Problem, Simd};
 use super::rng::NumpyRng;
 
 /// The rating matrix: one CSR type for the whole system, with f32 values here.
@@ -157,7 +157,7 @@ pub fn fit(
         .num_threads(config.threads)
         .build()
         .map_err(|e| format!("starting {} threads: {e}", config.threads))?;
-    let simd = Simd::detect();
+    let simd = Simd::detected();
     let mut loss = None;
     for iteration in 0..config.iterations {
         let started = std::time::Instant::now();
@@ -223,14 +223,13 @@ const ROWS_PER_TASK: usize = 16;
 /// Y'Y (f x f, both triangles): f32 sums over fixed blocks of rows, added in f64 in
 /// block order.
 fn gram(simd: Simd, y: &[f32], f: usize) -> Vec<f64> {
-    let kernel = super::kernels::gram_kernel_for(simd, f);
+    let kernel = Kernel::new(simd, f);
     let partials: Vec<Vec<f32>> = y
         .par_chunks(GRAM_BLOCK * f)
         .map(|block| {
             let mut g = vec![0f32; f * f];
             match kernel {
-                // SAFETY: gram_kernel_for only returns kernels whose features were detected.
-                Some(k) => unsafe { k(block, &mut g) },
+                Some(k) => k.gram(block, &mut g),
                 None => {
                     for row in block.chunks_exact(f) {
                         for (k, &s) in row.iter().enumerate() {
@@ -285,9 +284,8 @@ fn least_squares_cg(simd: Simd, step: &HalfStep, x: &mut [f32], y: &[f32]) {
 }
 
 fn solve_rows(simd: Simd, p: &Problem, row0: usize, xs: &mut [f32]) {
-    match super::kernels::kernel_for(simd, p.f) {
-        // SAFETY: kernel_for only returns kernels whose features Simd::detect() saw.
-        Some(kernel) => unsafe { kernel(p, row0, xs) },
+    match Kernel::new(simd, p.f) {
+        Some(kernel) => kernel.solve_rows(p, row0, xs),
         None => {
             let f = p.f;
             let mut bufs = vec![0f32; 4 * f];
@@ -405,7 +403,7 @@ fn solve_one(
 /// implicit's `calculate_loss`: the weighted squared error plus the L2 terms, over
 /// every cell, divided by (sum of confidences + number of unobserved cells).
 fn calculate_loss(cui: &Csr, x: &[f32], y: &[f32], f: usize, regularization: f32) -> f64 {
-    let g: Vec<f32> = gram(Simd::detect(), y, f)
+    let g: Vec<f32> = gram(Simd::detected(), y, f)
         .iter()
         .map(|&v| v as f32)
         .collect();
@@ -525,17 +523,8 @@ mod tests {
         for v in m.data.iter_mut() {
             *v = 5.0; // alpha 5: the (c - 1) terms matter
         }
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut simds = vec![Simd::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                simds.push(Simd::Avx2);
-            }
-            if Simd::detect() == Simd::Avx512 {
-                simds.push(Simd::Avx512);
-            }
-        }
+        // A flavour the CPU lacks falls back to the next one down (Kernel::new).
+        let simds = [Simd::Portable, Simd::Avx2, Simd::Avx512];
         // 4: the slice fallback; 8 and 16: the register kernels.
         for f in [4, 8, 16] {
             let mut rng = NumpyRng::new(1);

@@ -11,6 +11,7 @@
 //! publish through [`Registry::publish`].
 
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod als;
 pub mod eval;
@@ -514,7 +515,7 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
         "items": n_items,
         "interactions": artifacts.seen.nnz(),
         "threads": opts.als.threads,
-        "simd": kernels::Simd::detect().name(),
+        "simd": kernels::Simd::detected().name(),
         "fit_seconds": fit_seconds,
         "fit_cpu_seconds": fit_cpu,
         "training_loss": fit.loss,

@@ -3,8 +3,10 @@
 //! latest rating of a pair wins), written as a new content-addressed snapshot (its id
 //! is the new version's `data_snapshot_id`), trained with the current version's
 //! hyper-parameters, evaluated on a time-based holdout, gated against popularity and
-//! the current version, and published. Starting the canary is the caller's step
-//! (it goes through `recs_serve::control`, which this crate must not depend on).
+//! the current version, and published ([`retrain`]). [`retrain_then_canary`] is the
+//! whole loop both callers run: that, then the published version started as a canary
+//! through [`recs_control::update_rollout`] (the same verified, conditional write as
+//! `recs rollout update` and `POST /rollout/update`).
 //!
 //! It never publishes an empty or worse model: no rows, no holdout, or a refusing
 //! gate end in a [`RetrainError`] or a refused [`RetrainReport`], and nothing is written
@@ -19,6 +21,8 @@ use sha2::{Digest, Sha256};
 use crate::als::{AlsConfig, Confidence};
 use crate::ratings::{self, Format, Rating};
 use crate::{train, IdRows, TrainOptions, TrainReport};
+use recs_control::{RolloutPatch, SwitchError};
+use recs_core::active::ActiveState;
 use recs_core::{Registry, Store, StoreError};
 
 /// What to retrain and where.
@@ -111,6 +115,10 @@ pub enum RetrainError {
     /// Training, evaluation or publishing failed.
     #[error(transparent)]
     Train(#[from] crate::TrainError),
+    /// The canary share asked of [`retrain_then_canary`] is outside 0..=100 (checked
+    /// before anything is read or written).
+    #[error(transparent)]
+    CanaryPercentage(SwitchError),
 }
 
 /// What a retrain did (also when the gate refused: then `published` is `None`).
@@ -530,9 +538,107 @@ pub async fn retrain(opts: &RetrainOptions) -> Result<RetrainReport, RetrainErro
     })
 }
 
+/// What [`retrain_then_canary`] did after the retrain itself.
+#[derive(Debug)]
+pub enum Canary {
+    /// The gate refused: nothing published, the rollout untouched.
+    Refused,
+    /// The new version was published and recorded as the canary.
+    Started {
+        /// The published version, now the canary.
+        version: String,
+        /// active.json as written (its `rollout` names the version and the share).
+        state: ActiveState,
+    },
+    /// The new version was published, but recording it as the canary failed: it is
+    /// in the registry and served to no one.
+    Failed {
+        /// The published version.
+        version: String,
+        /// Why the rollout change was refused.
+        error: SwitchError,
+    },
+}
+
+/// A retrain ([`retrain`]) and the canary it started.
+#[derive(Debug)]
+pub struct RetrainCanary {
+    /// The retrain (also when the gate refused).
+    pub report: RetrainReport,
+    /// The canary's share of users, 0..=100.
+    pub canary_percentage: f64,
+    /// What happened to the rollout.
+    pub canary: Canary,
+}
+
+/// The retrain loop of `recs retrain` and the `retrain` Lambda function, written
+/// once: checks `canary_percentage` ([`recs_control::check_canary_percentage`])
+/// before anything is read, runs [`retrain`], and when the gate passed starts the
+/// published version as a canary for `canary_percentage` % of users through
+/// [`recs_control::update_rollout`] (verified, then a conditional write of
+/// active.json; the retrained-from version stands in for the active one when there
+/// is no active.json yet).
+///
+/// `Err` when the retrain stopped before publishing; otherwise the report and what
+/// happened to the rollout ([`Canary`]): a refused gate or a failed canary are the
+/// caller's to report as failures.
+pub async fn retrain_then_canary(
+    opts: &RetrainOptions,
+    canary_percentage: f64,
+) -> Result<RetrainCanary, RetrainError> {
+    recs_control::check_canary_percentage(canary_percentage)
+        .map_err(RetrainError::CanaryPercentage)?;
+    let report = retrain(opts).await?;
+    let published = report
+        .train
+        .published
+        .clone()
+        .filter(|_| !report.train.refused());
+    let canary = match published {
+        None => Canary::Refused,
+        Some(version) => {
+            let patch = RolloutPatch::canary(version.clone(), canary_percentage);
+            let started = match Registry::open(&opts.registry) {
+                Ok(registry) => recs_control::update_rollout(
+                    &registry,
+                    &patch,
+                    Some(report.base_version.as_str()),
+                    &[],
+                )
+                .await
+                .map(|(state, _)| state),
+                Err(e) => Err(SwitchError::Unavailable(e.to_string())),
+            };
+            match started {
+                Ok(state) => Canary::Started { version, state },
+                Err(error) => Canary::Failed { version, error },
+            }
+        }
+    };
+    Ok(RetrainCanary {
+        report,
+        canary_percentage,
+        canary,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_bad_canary_share_stops_before_anything_is_read() {
+        // Neither the registry nor the events exist: the share is refused first.
+        for bad in [-1.0, 100.5, f64::NAN] {
+            let opts = RetrainOptions::new("/nonexistent/registry", "/nonexistent/events");
+            let e = retrain_then_canary(&opts, bad).await.unwrap_err();
+            assert!(
+                matches!(e, RetrainError::CanaryPercentage(_)),
+                "{bad}: {e:?}"
+            );
+            assert!(e.to_string().contains("0..=100"), "{e}");
+        }
+    }
 
     fn r(user: i64, item: i64, rating: Option<f32>, ts: Option<i64>) -> Rating {
         Rating {

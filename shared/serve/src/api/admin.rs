@@ -1,27 +1,25 @@
 //! The model-management routes: `/switch`, `/rollout/status`, `/rollout/update`,
 //! and `/healthz`'s view of the rollout.
 
+use std::sync::Arc;
+
+use axum::extract::State;
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{Method, Uri};
 use serde_json::{json, Value};
 
-use super::error::ApiError;
-use super::{ok_json, query, Reply, MAX_BODY};
+use super::{ok_json, query, ApiError, ErrorKind, Reply};
 use crate::control::RolloutPatch;
 use crate::state::Service;
-use recs_core::active::Strategy;
 
 /// Parameters from the query string and, for POST, a JSON object body (body wins).
-fn inputs(req: &Request<Bytes>) -> Result<Vec<(String, Value)>, ApiError> {
-    let mut out: Vec<(String, Value)> = query(req)
+fn inputs(method: &Method, uri: &Uri, body: &[u8]) -> Result<Vec<(String, Value)>, ApiError> {
+    let mut out: Vec<(String, Value)> = query(uri)
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
-    if req.method() == Method::POST && !req.body().is_empty() {
-        if req.body().len() > MAX_BODY {
-            return Err(ApiError::invalid(format!("body over {MAX_BODY} bytes")));
-        }
-        let body: Value = serde_json::from_slice(req.body())
+    if method == Method::POST && !body.is_empty() {
+        let body: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::invalid(format!("body is not JSON: {e}")))?;
         let Value::Object(map) = body else {
             return Err(ApiError::invalid("body must be a JSON object"));
@@ -42,14 +40,18 @@ fn text_input<'a>(inputs: &'a [(String, Value)], name: &str) -> Result<Option<&'
     }
 }
 
-pub(super) async fn switch(svc: &Service, req: &Request<Bytes>) -> Result<Reply, ApiError> {
-    let inputs = inputs(req)?;
+pub(super) async fn switch(
+    State(svc): State<Arc<Service>>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let inputs = inputs(&method, &uri, &body)?;
     let version = text_input(&inputs, "model")?
         .filter(|v| !v.is_empty())
         .ok_or_else(|| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_model",
+                ErrorKind::InvalidModel,
                 "model is required, e.g. ?model=v0.2",
             )
         })?;
@@ -65,74 +67,28 @@ pub(super) async fn switch(svc: &Service, req: &Request<Bytes>) -> Result<Reply,
     })))
 }
 
-pub(super) fn rollout_status(svc: &Service) -> Reply {
+pub(super) async fn rollout_status(State(svc): State<Arc<Service>>) -> Reply {
     let served = svc.served();
     ok_json(json!({
-        "rollout": super::rollout_json(svc),
+        "rollout": super::rollout_json(&svc),
         "active_version": served.primary.as_ref().ok().map(|m| m.version.clone()),
         "previous_version": served.previous_version,
         "canary_loaded": served.canary.as_ref().map(|m| m.version.clone()),
     }))
 }
 
-pub(super) async fn rollout_update(svc: &Service, req: &Request<Bytes>) -> Result<Reply, ApiError> {
-    let inputs = inputs(req)?;
-    for (k, _) in &inputs {
-        if !["strategy", "canary_version", "canary_percentage", "salt"].contains(&k.as_str()) {
-            return Err(ApiError::invalid(format!("unknown field {k}")));
-        }
-    }
-    let strategy = text_input(&inputs, "strategy")?
-        .map(|s| {
-            Strategy::parse(s).ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "strategy must be fixed, canary, ab_test or shadow, got {s:?}"
-                ))
-            })
-        })
-        .transpose()?;
-    let canary_version = match inputs
-        .iter()
-        .find(|(k, _)| k == "canary_version")
-        .map(|(_, v)| v)
-    {
-        None => None,
-        Some(Value::Null) => Some(None),
-        Some(Value::String(s)) if s.is_empty() || s == "none" => Some(None),
-        Some(Value::String(s)) => Some(Some(s.clone())),
-        Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "canary_version must be a string, got {other}"
-            )))
-        }
-    };
-    let canary_percentage = match inputs
-        .iter()
-        .find(|(k, _)| k == "canary_percentage")
-        .map(|(_, v)| v)
-    {
-        None => None,
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) => Some(s.parse::<f64>().map_err(|_| {
-            ApiError::invalid(format!("canary_percentage must be a number, got {s:?}"))
-        })?),
-        Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "canary_percentage must be a number, got {other}"
-            )))
-        }
-    };
-    let salt = text_input(&inputs, "salt")?.map(str::to_string);
-    let patch = RolloutPatch {
-        strategy,
-        canary_version,
-        canary_percentage,
-        salt,
-    };
+pub(super) async fn rollout_update(
+    State(svc): State<Arc<Service>>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let inputs = inputs(&method, &uri, &body)?;
+    let patch = RolloutPatch::from_fields(inputs).map_err(|e| ApiError::invalid(e.to_string()))?;
     let state = svc.update_rollout(patch).await?;
     Ok(ok_json(json!({
         "status": "ok",
-        "rollout": super::rollout_json(svc),
+        "rollout": super::rollout_json(&svc),
         "revision": state.revision,
     })))
 }

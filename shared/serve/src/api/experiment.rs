@@ -3,12 +3,13 @@
 //! variant, and a promotion that is a verified switch. Also `GET /trace/{request_id}`,
 //! which falls back to the same exposure log.
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
+use std::sync::Arc;
+
+use axum::extract::State;
+use http::Uri;
 use serde_json::json;
 
-use super::error::ApiError;
-use super::{ok_json, param, query, Reply};
+use super::{ok_json, param, query, ApiError, ErrorKind, Reply};
 use crate::state::Service;
 use recs_core::Store;
 use recs_experiment::{Experiment, ExperimentError, PromoteRule, Report, RunParams};
@@ -65,21 +66,14 @@ async fn report(svc: &Service, params: &[(String, String)]) -> Result<Report, Ap
         Ok(m) => m.version.clone(),
         Err(reason) => {
             return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "model_unavailable",
+                ErrorKind::ModelUnavailable,
                 format!("no model is being served: {reason}"),
             ))
         }
     };
     let experiment = Experiment::of(&active, &served.rollout)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "not_in_experiment", e.to_string()))?;
-    let unavailable = |detail: String| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "events_unavailable",
-            detail,
-        )
-    };
+        .map_err(|e| ApiError::new(ErrorKind::NotInExperiment, e.to_string()))?;
+    let unavailable = |detail: String| ApiError::new(ErrorKind::EventsUnavailable, detail);
     let location = svc.config.events.as_deref().ok_or_else(|| {
         unavailable("no events location: set EVENTS to the folder or s3:// prefix holding the exposure log and watch/rate events".into())
     })?;
@@ -95,26 +89,22 @@ async fn report(svc: &Service, params: &[(String, String)]) -> Result<Report, Ap
         .await
         .map_err(|e| match e {
             ExperimentError::NotAnExperiment(e) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "not_in_experiment", e.to_string())
+                ApiError::new(ErrorKind::NotInExperiment, e.to_string())
             }
             ExperimentError::Events(e) => unavailable(e.to_string()),
         })
 }
 
-pub(super) async fn analyze(svc: &Service, req: &Request<Bytes>) -> Result<Reply, ApiError> {
-    let params = query(req);
-    let r = report(svc, &params).await?;
+pub(super) async fn analyze(State(svc): State<Arc<Service>>, uri: Uri) -> Result<Reply, ApiError> {
+    let params = query(&uri);
+    let r = report(&svc, &params).await?;
     Ok(ok_json(serde_json::to_value(&r).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            e.to_string(),
-        )
+        ApiError::new(ErrorKind::Internal, e.to_string())
     })?))
 }
 
-pub(super) async fn promote(svc: &Service, req: &Request<Bytes>) -> Result<Reply, ApiError> {
-    let params = query(req);
+pub(super) async fn promote(State(svc): State<Arc<Service>>, uri: Uri) -> Result<Reply, ApiError> {
+    let params = query(&uri);
     let dry_run = match param(&params, "dry_run")? {
         None | Some("true" | "1") => true,
         Some("false" | "0") => false,
@@ -124,7 +114,7 @@ pub(super) async fn promote(svc: &Service, req: &Request<Bytes>) -> Result<Reply
             )))
         }
     };
-    let r = report(svc, &params).await?;
+    let r = report(&svc, &params).await?;
     let target = r.experiment.variant_b.clone();
     let decision = r.decision.clone();
     let switch_result = if decision.promote && !dry_run {
@@ -155,12 +145,9 @@ const TRACE_LOOKBACK_MINUTES: u64 = 60;
 /// the exposure log of the last `lookback_minutes` (default 60) under `EVENTS`, which
 /// holds every instance's answers (on Lambda, what Firehose delivered: about a
 /// minute behind). The Python service's shape; 404 `not found` otherwise.
-pub(super) async fn trace(
-    svc: &Service,
-    req: &Request<Bytes>,
-    request_id: &str,
-) -> Result<Reply, ApiError> {
-    let params = query(req);
+pub(super) async fn trace(State(svc): State<Arc<Service>>, uri: Uri) -> Result<Reply, ApiError> {
+    let request_id = uri.path().strip_prefix("/trace/").unwrap_or("");
+    let params = query(&uri);
     let lookback = whole(
         params.as_slice(),
         "lookback_minutes",
@@ -168,31 +155,22 @@ pub(super) async fn trace(
         24 * 60,
     )?;
     if let Some(trace) = svc.traces.get(request_id) {
-        return Ok(ok_json(json!({"request_id": request_id, "trace": trace})));
+        return Ok(ok_json(
+            json!({"request_id": request_id, "trace": trace.to_json()}),
+        ));
     }
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found");
+    let not_found = || ApiError::new(ErrorKind::NotFound, "not found");
     let Some(location) = svc.config.events.as_deref() else {
         return Err(not_found());
     };
-    let store = Store::open(location).map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "events_unavailable",
-            e.to_string(),
-        )
-    })?;
+    let store = Store::open(location)
+        .map_err(|e| ApiError::new(ErrorKind::EventsUnavailable, e.to_string()))?;
     svc.exposures.flush().await;
     let now = recs_core::time::now_ms();
     let start = now.saturating_sub((lookback * 60_000) as i64);
     let (exposures, _) = recs_experiment::read_exposures(&store, start, now.saturating_add(1))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "events_unavailable",
-                e.to_string(),
-            )
-        })?;
+        .map_err(|e| ApiError::new(ErrorKind::EventsUnavailable, e.to_string()))?;
     let Some(x) = exposures
         .into_iter()
         .rev()
