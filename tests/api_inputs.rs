@@ -348,3 +348,33 @@ fn trace_returns_the_python_shape_or_404() {
     assert_eq!(missing.status(), 404);
     assert_eq!(json(&missing)["detail"], "not found");
 }
+
+#[test]
+fn refused_requests_are_traced_with_the_status_they_got() {
+    let (_d, svc) = svc();
+    // A bad k (400) for a valid user, and a malformed user id (400, no user).
+    let resp = e2e_tests::route(&svc, &get("/recommend/1?k=0", &[("X-Request-ID", "bad-k")]));
+    assert_eq!(resp.status(), 400);
+    let resp = e2e_tests::route(
+        &svc,
+        &get("/recommend/abc", &[("X-Request-ID", "bad-user")]),
+    );
+    assert_eq!(resp.status(), 400);
+    let trace = |id: &str| {
+        let t = e2e_tests::route(&svc, &get(&format!("/trace/{id}"), &[]));
+        assert_eq!(t.status(), 200, "{id}: {:?}", t.body());
+        json(&t)["trace"].clone()
+    };
+    let t = trace("bad-k");
+    assert_eq!(t["status"], 400);
+    assert_eq!(t["user_id"], 1);
+    assert_eq!(t["movie_ids"], serde_json::json!([]));
+    assert_eq!(t["model_version"], "");
+    let t = trace("bad-user");
+    assert_eq!(t["status"], 400);
+    assert!(t["user_id"].is_null());
+    // One record per request: a repeated id replaces, it does not add.
+    let again = e2e_tests::route(&svc, &get("/recommend/1?k=2", &[("X-Request-ID", "bad-k")]));
+    assert_eq!(again.status(), 200);
+    assert_eq!(trace("bad-k")["status"], 200);
+}

@@ -251,3 +251,43 @@ fn a_broken_latest_version_makes_health_503_with_the_reason() {
         .contains("recommend_errors_total{error_type=\"model_load\",endpoint=\"startup\"} 1"));
     assert!(metrics.contains("service_health_status 0"));
 }
+
+/// A crafted file in a version named by /switch: refused with a 4xx, nothing
+/// switched, and the server keeps serving the version it had.
+#[test]
+fn crafted_files_are_refused_by_switch_and_serving_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path().to_str().unwrap()).unwrap();
+    block_on(e2e_tests::publish_two_versions(&registry));
+    // v0.2's seen matrix claims 64 GiB members (zip64 sizes patched).
+    std::fs::write(
+        dir.path().join("v0.2/als/seen_csr.npz"),
+        recs_core::npz::hooks::lying_npz(64 << 30),
+    )
+    .unwrap();
+    // v_deep: a popularity version whose model.pkl nests 200,000 lists.
+    let deep = dir.path().join("v_deep");
+    std::fs::create_dir_all(&deep).unwrap();
+    let mut pkl = b"\x80\x04".to_vec();
+    pkl.extend(std::iter::repeat_n(b']', 200_000));
+    pkl.extend(std::iter::repeat_n(b'a', 199_999));
+    pkl.push(b'.');
+    std::fs::write(deep.join("model.pkl"), pkl).unwrap();
+    std::fs::write(deep.join("meta.json"), br#"{"model":"popularity"}"#).unwrap();
+
+    let svc = std::sync::Arc::new(block_on(Service::start(Config {
+        registry: dir.path().display().to_string(),
+        version: Some("v0.1".into()),
+        ..Config::default()
+    })));
+    for version in ["v0.2", "v_deep"] {
+        let resp = e2e_tests::route(&svc, &get(&format!("/switch?model={version}"), &[]));
+        let status = resp.status().as_u16();
+        assert!((400..500).contains(&status), "{version}: {status}");
+        let body = json(&resp);
+        assert_eq!(body["error_type"], "switch_refused", "{version}: {body}");
+        let ok = e2e_tests::route(&svc, &get("/recommend/1?k=3", &[]));
+        assert_eq!(ok.status(), 200);
+        assert_eq!(json(&ok)["model"], "v0.1");
+    }
+}

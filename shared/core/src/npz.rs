@@ -36,6 +36,15 @@ pub enum NpzError {
     /// `format.npy` names a sparse format other than `csr` (the format found).
     #[error("format is {0:?}, expected \"csr\"")]
     NotCsr(String),
+    /// A member inflates to more than the archive can honestly hold (its size times
+    /// [`MAX_INFLATION`]): a crafted header or a deflate bomb.
+    #[error("member {member} inflates past {limit} bytes ({MAX_INFLATION}x the archive): refused")]
+    TooLarge {
+        /// The member's name.
+        member: &'static str,
+        /// The bytes it may inflate to.
+        limit: u64,
+    },
     /// The arrays do not form a valid CSR matrix (what is wrong).
     #[error("inconsistent CSR structure: {0}")]
     Inconsistent(String),
@@ -52,16 +61,43 @@ fn open_member<'z, 'b>(
     })
 }
 
+/// Deflate's best ratio is about 1032:1; no honest member inflates to more than this
+/// many times the whole archive's size.
+pub const MAX_INFLATION: u64 = 1032;
+
+/// The most bytes a member of an archive of `archive_len` bytes may inflate to.
+fn member_limit(archive_len: usize) -> u64 {
+    (archive_len as u64).saturating_mul(MAX_INFLATION)
+}
+
+/// A member's bytes, read through [`member_limit`]: the size its header claims is
+/// only a hint (capped by the limit), never trusted for an allocation.
 fn member(
     zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
     name: &'static str,
+    limit: u64,
 ) -> Result<Vec<u8>, NpzError> {
     let mut f = open_member(zip, name)?;
-    let mut buf = Vec::with_capacity(f.size() as usize);
-    f.read_to_end(&mut buf).map_err(|source| NpzError::Io {
-        member: name,
-        source,
-    })?;
+    let hint = f.size().min(limit).min(usize::MAX as u64) as usize;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(hint)
+        .map_err(|_| NpzError::TooLarge {
+            member: name,
+            limit,
+        })?;
+    (&mut f)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|source| NpzError::Io {
+            member: name,
+            source,
+        })?;
+    if buf.len() as u64 > limit {
+        return Err(NpzError::TooLarge {
+            member: name,
+            limit,
+        });
+    }
     Ok(buf)
 }
 
@@ -69,17 +105,19 @@ fn member(
 /// checks its structure: indptr monotone from 0 to nnz, indices within the columns.
 pub fn read_csr(bytes: &[u8]) -> Result<CsrPattern, NpzError> {
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes))?;
+    let limit = member_limit(bytes.len());
     let npy_err = |member| move |source| NpzError::Npy { member, source };
 
     let format =
-        npy::read_bytes(&member(&mut zip, "format.npy")?).map_err(npy_err("format.npy"))?;
+        npy::read_bytes(&member(&mut zip, "format.npy", limit)?).map_err(npy_err("format.npy"))?;
     let format = String::from_utf8_lossy(&format)
         .trim_end_matches('\0')
         .to_string();
     if format != "csr" {
         return Err(NpzError::NotCsr(format));
     }
-    let shape = npy::read_int(&member(&mut zip, "shape.npy")?).map_err(npy_err("shape.npy"))?;
+    let shape =
+        npy::read_int(&member(&mut zip, "shape.npy", limit)?).map_err(npy_err("shape.npy"))?;
     let [rows, cols] = shape.data[..] else {
         return Err(NpzError::Inconsistent(format!(
             "shape has {} entries",
@@ -90,13 +128,14 @@ pub fn read_csr(bytes: &[u8]) -> Result<CsrPattern, NpzError> {
         usize::try_from(rows).map_err(|_| NpzError::Inconsistent(format!("rows {rows}")))?,
         usize::try_from(cols).map_err(|_| NpzError::Inconsistent(format!("cols {cols}")))?,
     );
-    let indptr = npy::read_int(&member(&mut zip, "indptr.npy")?).map_err(npy_err("indptr.npy"))?;
+    let indptr =
+        npy::read_int(&member(&mut zip, "indptr.npy", limit)?).map_err(npy_err("indptr.npy"))?;
     // The two large members inflate on two cores. The values are never used (a seen
     // pattern): only their count is checked, and they are streamed through the
     // decompressor (CRC included) without being kept.
     let (indices, data) = rayon::join(
-        || column_indices(&member(&mut zip.clone(), "indices.npy")?, cols),
-        || member_header(&mut zip.clone(), "data.npy"),
+        || column_indices(&member(&mut zip.clone(), "indices.npy", limit)?, cols),
+        || member_header(&mut zip.clone(), "data.npy", limit),
     );
     let (indices, data) = (indices?, data?);
     if !matches!(data.dtype, Dtype::F32 | Dtype::F64) {
@@ -161,6 +200,7 @@ fn column_indices(bytes: &[u8], cols: usize) -> Result<Vec<u32>, NpzError> {
 fn member_header(
     zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
     name: &'static str,
+    limit: u64,
 ) -> Result<npy::Header, NpzError> {
     // Enough for any header numpy writes (format 1.0 headers are under 64 KiB).
     const HEAD: u64 = 64 << 10;
@@ -171,7 +211,17 @@ fn member_header(
     };
     let mut head = Vec::new();
     (&mut f).take(HEAD).read_to_end(&mut head).map_err(io)?;
-    let rest = std::io::copy(&mut f, &mut std::io::sink()).map_err(io)?;
+    let rest = std::io::copy(
+        &mut (&mut f).take(limit.saturating_add(1)),
+        &mut std::io::sink(),
+    )
+    .map_err(io)?;
+    if rest.saturating_add(head.len() as u64) > limit {
+        return Err(NpzError::TooLarge {
+            member: name,
+            limit,
+        });
+    }
     let len = usize::try_from(rest)
         .ok()
         .and_then(|r| r.checked_add(head.len()))
@@ -225,9 +275,98 @@ pub fn write_csr(m: &CsrPattern) -> Vec<u8> {
     zip.finish().expect("in-memory zip").into_inner()
 }
 
+/// Crafted files for tests (this crate's, or other crates' with the `test-hooks`
+/// feature).
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod hooks {
+    use super::*;
+
+    /// A valid CSR npz whose members carry zip64 size fields, with every member's
+    /// claimed uncompressed size patched to `claim` (the bytes stay as they are).
+    pub fn lying_npz(claim: u64) -> Vec<u8> {
+        let m = CsrPattern::from_rows(5, vec![vec![3, 1], vec![], vec![4, 0, 4]]);
+        let honest = write_csr(&m);
+        // Rewrite the members with zip64 extra fields (large_file), stored.
+        let mut src = zip::ZipArchive::new(Cursor::new(&honest[..])).unwrap();
+        let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(true);
+        let mut sizes = Vec::new();
+        for i in 0..src.len() {
+            let mut f = src.by_index(i).unwrap();
+            let name = f.name().to_string();
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).unwrap();
+            sizes.push(bytes.len() as u64);
+            out.start_file(name, opts).unwrap();
+            out.write_all(&bytes).unwrap();
+        }
+        let mut z = out.finish().unwrap().into_inner();
+        // Patch each zip64 extra (id 0x0001) whose first field is a member's size.
+        let mut i = 0;
+        while i + 12 <= z.len() {
+            if z[i..i + 2] == [1, 0] {
+                let v = u64::from_le_bytes(z[i + 4..i + 12].try_into().unwrap());
+                if sizes.contains(&v) && v > 0 {
+                    z[i + 4..i + 12].copy_from_slice(&claim.to_le_bytes());
+                    i += 12;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        z
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_claiming_64_gib_allocates_nothing_of_it() {
+        let z = hooks::lying_npz(64 << 30);
+        // The archive opens and its members claim 64 GiB (what used to be allocated).
+        let mut zip = zip::ZipArchive::new(Cursor::new(&z[..])).unwrap();
+        assert_eq!(zip.by_name("indices.npy").unwrap().size(), 64 << 30);
+        // The claim reached the reader (or the zip crate refused the archive itself);
+        // either way no 64 GiB allocation is attempted and the answer is an error or
+        // the honest matrix, never an abort.
+        match read_csr(&z) {
+            Ok(m) => assert_eq!(m.rows, 3),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn inflation_is_capped_at_the_archive_size_times_the_ratio() {
+        assert_eq!(member_limit(1000), 1000 * MAX_INFLATION);
+        // A member that inflates past the limit: 4 MiB of zeros deflate to ~4 KiB,
+        // over 1032x the archive once the archive is that small.
+        let zeros = vec![0u8; 4 << 20];
+        let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let deflated = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(9));
+        out.start_file("format.npy", deflated).unwrap();
+        out.write_all(&zeros).unwrap();
+        let z = out.finish().unwrap().into_inner();
+        let mut zip = zip::ZipArchive::new(Cursor::new(&z[..])).unwrap();
+        let limit = (z.len() as u64) * 100; // a tighter ratio shows the check works
+        assert!(matches!(
+            member(&mut zip, "format.npy", limit),
+            Err(NpzError::TooLarge {
+                member: "format.npy",
+                ..
+            })
+        ));
+        let limit = zeros.len() as u64;
+        assert_eq!(
+            member(&mut zip, "format.npy", limit).unwrap().len(),
+            zeros.len()
+        );
+    }
 
     #[test]
     fn round_trips_and_sorts_rows() {

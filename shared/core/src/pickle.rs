@@ -63,8 +63,14 @@ pub enum PickleValue {
     List(Vec<PickleValue>),
 }
 
+/// The deepest list nesting read. The Python team's files are flat lists; a bound
+/// keeps every later walk of the value (drop, clone, compare) shallow, so a crafted
+/// file of ~80 KB nesting 40,000 lists cannot overflow the stack.
+pub const MAX_DEPTH: u32 = 64;
+
 enum Slot {
-    Value(PickleValue),
+    /// A value and its list depth (0 for a scalar, 1 for a flat list).
+    Value(PickleValue, u32),
     Mark,
 }
 
@@ -126,16 +132,17 @@ pub fn read(data: &[u8]) -> Result<PickleValue, PickleError> {
                 // FRAME: a length hint only.
                 r.u64()?;
             }
-            b']' => stack.push(Slot::Value(PickleValue::List(Vec::new()))),
+            b']' => stack.push(Slot::Value(PickleValue::List(Vec::new()), 1)),
             b'(' => stack.push(Slot::Mark),
-            b'K' => stack.push(Slot::Value(PickleValue::Int(r.u8()? as i64))),
+            b'K' => stack.push(Slot::Value(PickleValue::Int(r.u8()? as i64), 0)),
             b'M' => {
                 let b = r.take(2)?;
-                stack.push(Slot::Value(PickleValue::Int(
-                    u16::from_le_bytes([b[0], b[1]]) as i64,
-                )));
+                stack.push(Slot::Value(
+                    PickleValue::Int(u16::from_le_bytes([b[0], b[1]]) as i64),
+                    0,
+                ));
             }
-            b'J' => stack.push(Slot::Value(PickleValue::Int(r.u32()? as i32 as i64))),
+            b'J' => stack.push(Slot::Value(PickleValue::Int(r.u32()? as i32 as i64), 0)),
             0x8a | 0x8b => {
                 // LONG1 / LONG4: little-endian two's complement of n bytes.
                 let n = if op == 0x8a {
@@ -144,9 +151,12 @@ pub fn read(data: &[u8]) -> Result<PickleValue, PickleError> {
                     r.u32()? as usize
                 };
                 let bytes = r.take(n)?;
-                stack.push(Slot::Value(PickleValue::Int(
-                    long(bytes).ok_or_else(|| malformed("integer does not fit in 64 bits"))?,
-                )));
+                stack.push(Slot::Value(
+                    PickleValue::Int(
+                        long(bytes).ok_or_else(|| malformed("integer does not fit in 64 bits"))?,
+                    ),
+                    0,
+                ));
             }
             0x8c | b'X' | 0x8d => {
                 // SHORT_BINUNICODE / BINUNICODE / BINUNICODE8
@@ -158,7 +168,7 @@ pub fn read(data: &[u8]) -> Result<PickleValue, PickleError> {
                 let n = usize::try_from(n).map_err(|_| PickleError::Truncated(data.len()))?;
                 let s = std::str::from_utf8(r.take(n)?)
                     .map_err(|_| malformed("string is not UTF-8"))?;
-                stack.push(Slot::Value(PickleValue::Str(s.to_string())));
+                stack.push(Slot::Value(PickleValue::Str(s.to_string()), 0));
             }
             0x94 | b'q' | b'r' => {
                 // MEMOIZE / BINPUT / LONG_BINPUT
@@ -169,8 +179,8 @@ pub fn read(data: &[u8]) -> Result<PickleValue, PickleError> {
                 };
                 let entry = match stack.last() {
                     // Never read back (BINGET of a list is refused): no copy kept.
-                    Some(Slot::Value(PickleValue::List(_))) => Memo::List,
-                    Some(Slot::Value(v)) => Memo::Value(v.clone()),
+                    Some(Slot::Value(PickleValue::List(_), _)) => Memo::List,
+                    Some(Slot::Value(v, _)) => Memo::Value(v.clone()),
                     _ => return Err(malformed("memoize with no value on the stack")),
                 };
                 if let Memo::Value(PickleValue::Str(s)) = &entry {
@@ -195,15 +205,19 @@ pub fn read(data: &[u8]) -> Result<PickleValue, PickleError> {
                         if let PickleValue::Str(s) = v {
                             copy_budget(&mut copied, s.len()).map_err(|e| malformed(&e))?;
                         }
-                        stack.push(Slot::Value(v.clone()))
+                        stack.push(Slot::Value(v.clone(), 0))
                     }
                     None => return Err(malformed(&format!("memo {key} is not defined"))),
                 }
             }
             b'a' => {
-                let v = pop_value(&mut stack).ok_or_else(|| malformed("APPEND without a value"))?;
+                let (v, d) =
+                    pop_value(&mut stack).ok_or_else(|| malformed("APPEND without a value"))?;
                 match stack.last_mut() {
-                    Some(Slot::Value(PickleValue::List(l))) => l.push(v),
+                    Some(Slot::Value(PickleValue::List(l), depth)) => {
+                        *depth = nest(*depth, d).ok_or_else(|| malformed(&too_deep()))?;
+                        l.push(v)
+                    }
                     _ => return Err(malformed("APPEND to something that is not a list")),
                 }
             }
@@ -212,21 +226,30 @@ pub fn read(data: &[u8]) -> Result<PickleValue, PickleError> {
                     .iter()
                     .rposition(|s| matches!(s, Slot::Mark))
                     .ok_or_else(|| malformed("APPENDS without a MARK"))?;
+                let mut deepest = 0;
                 let items: Vec<PickleValue> = stack
                     .drain(mark..)
                     .skip(1)
-                    .map(|s| match s {
-                        Slot::Value(v) => v,
-                        Slot::Mark => unreachable!("rposition found the last mark"),
+                    .filter_map(|s| match s {
+                        Slot::Value(v, d) => {
+                            deepest = deepest.max(d);
+                            Some(v)
+                        }
+                        // rposition found the last mark: no other follows it.
+                        Slot::Mark => None,
                     })
                     .collect();
                 match stack.last_mut() {
-                    Some(Slot::Value(PickleValue::List(l))) => l.extend(items),
+                    Some(Slot::Value(PickleValue::List(l), depth)) => {
+                        *depth = nest(*depth, deepest).ok_or_else(|| malformed(&too_deep()))?;
+                        l.extend(items)
+                    }
                     _ => return Err(malformed("APPENDS to something that is not a list")),
                 }
             }
             b'.' => {
-                let v = pop_value(&mut stack).ok_or_else(|| malformed("STOP with no value"))?;
+                let (v, _) =
+                    pop_value(&mut stack).ok_or_else(|| malformed("STOP with no value"))?;
                 if !stack.is_empty() {
                     return Err(malformed("values left on the stack at STOP"));
                 }
@@ -292,11 +315,22 @@ fn copy_budget(copied: &mut usize, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn pop_value(stack: &mut Vec<Slot>) -> Option<PickleValue> {
+fn pop_value(stack: &mut Vec<Slot>) -> Option<(PickleValue, u32)> {
     match stack.pop()? {
-        Slot::Value(v) => Some(v),
+        Slot::Value(v, d) => Some((v, d)),
         Slot::Mark => None,
     }
+}
+
+/// A list of depth `outer` after a value of depth `inner` is appended to it, unless
+/// that is deeper than [`MAX_DEPTH`].
+fn nest(outer: u32, inner: u32) -> Option<u32> {
+    let d = outer.max(inner.saturating_add(1));
+    (d <= MAX_DEPTH).then_some(d)
+}
+
+fn too_deep() -> String {
+    format!("lists nested deeper than {MAX_DEPTH} levels")
 }
 
 /// Little-endian two's complement, as `pickle.encode_long` writes it.
@@ -365,6 +399,49 @@ mod tests {
         }
         out.push(b'.');
         out
+    }
+
+    /// `depth` nested lists: `[[[...]]]`, as `pickle.dumps` would write it
+    /// without memo opcodes (EMPTY_LIST depth times, then APPEND depth - 1 times).
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut p = b"\x80\x04".to_vec();
+        p.extend(std::iter::repeat_n(b']', depth));
+        p.extend(std::iter::repeat_n(b'a', depth - 1));
+        p.push(b'.');
+        p
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_deep_input_is_refused_without_recursion() {
+        // At the limit: read (and dropped) fine; one more level: refused.
+        let v = read(&nested(MAX_DEPTH as usize)).unwrap();
+        let mut d = 0;
+        let mut cur = &v;
+        while let PickleValue::List(items) = cur {
+            d += 1;
+            match items.first() {
+                Some(next) => cur = next,
+                None => break,
+            }
+        }
+        assert_eq!(d, MAX_DEPTH);
+        assert!(matches!(
+            read(&nested(MAX_DEPTH as usize + 1)),
+            Err(PickleError::Malformed { ref reason, .. }) if reason.contains("nested deeper")
+        ));
+        // 200,000 levels (about 400 KB): refused at the 65th APPEND, no overflow.
+        assert!(matches!(
+            read_id_list(&nested(200_000)),
+            Err(PickleError::Malformed { .. })
+        ));
+        // APPENDS (MARK ... e) counts its deepest item too.
+        let mut p = b"\x80\x04".to_vec();
+        p.extend(std::iter::repeat_n(b']', MAX_DEPTH as usize));
+        p.extend(std::iter::repeat_n(b'a', MAX_DEPTH as usize - 1));
+        let mut outer = b"\x80\x04](".to_vec();
+        outer.extend_from_slice(&p[2..]);
+        outer.extend_from_slice(b"e.");
+        assert!(read(&outer).is_err());
     }
 
     #[test]

@@ -40,14 +40,15 @@ pub(crate) struct Trace {
 impl Trace {
     /// The `trace` object of `GET /trace/{request_id}`.
     pub(crate) fn to_json(&self) -> Value {
-        let tag = self.model.as_deref();
+        // No model answered: empty strings, as the exposure log records it.
+        let tag = |f: fn(&ModelTag) -> &str| self.model.as_deref().map_or("", f);
         json!({
             "user_id": self.user_id,
             "k": self.k,
-            "model_version": tag.map(|t| t.version.as_str()),
-            "model_name": tag.map(|t| t.model_name.as_str()),
-            "git_sha": tag.map(|t| t.git_sha.as_str()),
-            "data_snapshot_id": tag.map(|t| t.data_snapshot_id.as_str()),
+            "model_version": tag(|t| &t.version),
+            "model_name": tag(|t| &t.model_name),
+            "git_sha": tag(|t| &t.git_sha),
+            "data_snapshot_id": tag(|t| &t.data_snapshot_id),
             "latency_ms": self.latency_ms,
             "latency_ms_precise": self.latency_ms_precise,
             "status": self.status,
