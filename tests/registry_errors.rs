@@ -231,6 +231,10 @@ fn a_broken_latest_version_makes_health_503_with_the_reason() {
     assert_eq!(resp.status(), 503);
     let body = json(&resp);
     assert_eq!(body["status"], "unavailable");
+    // The reason is for admins: /rollout/status.
+    let resp = e2e_tests::route(&svc, &get("/rollout/status", &[]));
+    let body = json(&resp)["served"].clone();
+    assert_eq!(body["status"], "unavailable");
     assert!(
         body["detail"]
             .as_str()

@@ -30,8 +30,18 @@ mod tests {
         let (_dir, svc) = service_over(&[]).await;
         let (status, body) = invoke(&svc, ROUTES, "healthz.json").await;
         assert_eq!(status, 503);
+        assert_eq!(body["error_type"], "model_unavailable");
+        // The public answer names no registry; the reason is the switch function's
+        // (admin, IAM) /rollout/status.
+        assert!(!body.to_string().contains("latest.txt"), "{body}");
+        let admin = &recs_serve::api::Endpoint::ADMIN;
+        let (status, body) = invoke(&svc, admin, "rollout-status.json").await;
+        assert_eq!(status, 200, "{body}");
         assert!(
-            body["detail"].as_str().unwrap().contains("latest.txt"),
+            body["served"]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("latest.txt"),
             "{body}"
         );
     }

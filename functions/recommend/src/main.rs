@@ -55,6 +55,55 @@ mod tests {
         assert_eq!(status, 404);
     }
 
+    /// RECOMMEND_AUTH=jwt: API Gateway's JWT authorizer verified the token; the
+    /// function compares its `sub` claim with the user asked for.
+    #[tokio::test]
+    async fn a_jwt_for_another_user_is_403() {
+        let (dir, svc) = service_over(&[("v0.1", 42)]).await;
+        let jwt = std::sync::Arc::new(
+            recs_serve::Service::start(recs_serve::Config {
+                registry: dir.path().display().to_string(),
+                recommend_auth: recs_serve::RecommendAuth::Jwt {
+                    claim: "sub".into(),
+                },
+                ..recs_serve::Config::default()
+            })
+            .await,
+        );
+        // The token is user 2's; the path asks for user 1.
+        let (status, body) = invoke(&jwt, ROUTES, "recommend-jwt-user-2.json").await;
+        assert_eq!(
+            (status, body["error_type"].as_str()),
+            (403, Some("forbidden")),
+            "{body}"
+        );
+        // The same token for its own user is answered.
+        let mut e: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../events/recommend-jwt-user-2.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        e["rawPath"] = "/recommend/2".into();
+        e["requestContext"]["http"]["path"] = "/recommend/2".into();
+        e["pathParameters"]["user_id"] = "2".into();
+        let event = lambda_http::request::from_str(&e.to_string()).unwrap();
+        let resp = recs_serve::lambda::respond(&jwt, ROUTES, event).await;
+        assert_eq!(resp.status(), 200);
+        // No token at all (no authorizer in the event): 401.
+        let (status, body) = invoke(&jwt, ROUTES, "recommend.json").await;
+        assert_eq!(
+            (status, body["error_type"].as_str()),
+            (401, Some("unauthorized")),
+            "{body}"
+        );
+        // The default mode (iam) leaves it to API Gateway: the same event is answered.
+        let (status, _) = invoke(&svc, ROUTES, "recommend-jwt-user-2.json").await;
+        assert_eq!(status, 200);
+    }
+
     #[tokio::test]
     async fn every_invocation_writes_contract_emf_lines() {
         let (_dir, svc) = service_over(&[("v0.1", 42)]).await;

@@ -493,7 +493,15 @@ fn s3_outages_at_cold_start_and_later() {
     let server = Server::start("s3://no-such-server/registry", &env_for(dead, "1"));
     let (status, body) = curl("GET", &format!("{}/healthz", server.base), &[], None);
     assert_eq!(status, 503, "{body}");
-    let detail = json(&body)["detail"].as_str().unwrap().to_string();
+    assert!(
+        !body.contains("no-such-server"),
+        "public /healthz names the registry: {body}"
+    );
+    let (_, body) = curl("GET", &format!("{}/rollout/status", server.base), &[], None);
+    let detail = json(&body)["served"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         detail.contains("unavailable") && detail.contains("s3://no-such-server/registry"),
         "{detail}"
@@ -779,5 +787,89 @@ fn large_objects_read_back_exactly_through_parallel_ranges() {
             assert_eq!(got.len(), bytes.len(), "{name}");
             assert!(got == bytes, "{name}: bytes differ");
         }
+    });
+}
+
+/// Four `recs train` processes publish into one S3 registry at once, none naming a
+/// version: each gets its own, every one verifies, nothing is overwritten.
+#[test]
+fn concurrent_publishers_get_distinct_verifiable_versions() {
+    let rt = rt();
+    let endpoint = shared_moto();
+    rt.block_on(bucket("publish-race"));
+    let location = "s3://publish-race/registry".to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(common::RECS)
+        .args([
+            "gen-data",
+            "--out",
+            data.to_str().unwrap(),
+            "--users",
+            "80",
+            "--items",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ratings = data.join("ratings.csv");
+    let children: Vec<_> = (0..4)
+        .map(|seed| {
+            std::process::Command::new(common::RECS)
+                .args([
+                    "train",
+                    "--ratings",
+                    ratings.to_str().unwrap(),
+                    "--registry",
+                    &location,
+                    "--no-gate",
+                    "--factors",
+                    "8",
+                    "--iterations",
+                    "3",
+                    "--seed",
+                    &seed.to_string(),
+                ])
+                .envs(aws_env(endpoint))
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    rt.block_on(async {
+        let registry = Registry::open(&location).unwrap();
+        let all = registry.versions().await.unwrap();
+        // recs train also publishes the popularity baseline once, when absent.
+        assert!(all.iter().any(|v| v == "v_popularity"), "{all:?}");
+        let versions: Vec<&String> = all.iter().filter(|v| *v != "v_popularity").collect();
+        assert_eq!(versions, ["v0.1", "v0.2", "v0.3", "v0.4"], "{all:?}");
+        let mut shas = HashSet::new();
+        for v in &versions {
+            // Each verifies (shapes, finiteness, checksum) and was written by one
+            // publisher: its four seeds give four different artifact checksums.
+            let loaded = registry.load(v).await.unwrap();
+            shas.insert(loaded.artifact_sha.clone());
+        }
+        assert_eq!(
+            shas.len(),
+            4,
+            "a version was overwritten by another publisher"
+        );
     });
 }

@@ -37,6 +37,10 @@ use crate::store::{Store, StoreError};
 /// Top-level folders that are not versions (the drift job's results).
 const RESERVED: [&str; 1] = ["drift"];
 
+/// Where publishers claim version names (`.claims/<version>`, written with
+/// If-None-Match: *), so two concurrent publishers never write one version.
+pub const CLAIMS_DIR: &str = ".claims";
+
 /// Where the drift job stores its last summary (`{"features": {name: psi}, ...}`),
 /// relative to the registry root; `recs serve` shows it in `/metrics`.
 pub const DRIFT_LATEST_KEY: &str = "drift/latest.json";
@@ -430,13 +434,11 @@ impl Registry {
 
     /// `vX.Y` after the highest existing one (minor + 1), or `v0.1` for an empty
     /// registry; other names (`v_ncf`) do not count.
+    /// Names claimed by a publish still in flight count too.
     pub async fn next_version(&self) -> Result<String, RegistryError> {
-        let highest = self
-            .versions()
-            .await?
-            .iter()
-            .filter_map(|v| parse_semver(v))
-            .max();
+        let mut names = self.versions().await?;
+        names.extend(self.store.list(CLAIMS_DIR).await?);
+        let highest = names.iter().filter_map(|v| parse_semver(v)).max();
         Ok(match highest {
             Some((major, minor)) => format!("v{major}.{}", minor + 1),
             None => "v0.1".into(),
@@ -600,6 +602,7 @@ impl Registry {
         let meta_bytes = serde_json::to_vec_pretty(&Value::Object(meta)).expect("JSON map");
         // Check what would be served before anything is written.
         parse_version(version, kind, &files, Some(&meta_bytes))?;
+        self.claim(version).await?;
 
         let staging = match self.store.local_root() {
             Some(_) => format!(".tmp-{version}-{}", std::process::id()),
@@ -640,6 +643,40 @@ impl Registry {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Claims `version` for this publisher with a conditional write: of publishers
+    /// racing for one name exactly one wins; the others get
+    /// [`RegistryError::VersionExists`] and write nothing. A claim is never released
+    /// (a failed publish burns its name; the next one takes the next name).
+    async fn claim(&self, version: &str) -> Result<(), RegistryError> {
+        if let Some(root) = self.store.local_root() {
+            let dir = root.join(CLAIMS_DIR);
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| RegistryError::Io {
+                    path: dir.display().to_string(),
+                    source: e,
+                })?;
+        }
+        let body = serde_json::json!({
+            "version": version,
+            "claimed_at": crate::time::now_rfc3339(),
+            "pid": std::process::id(),
+        });
+        match self
+            .store
+            .put_if(
+                &format!("{CLAIMS_DIR}/{version}"),
+                body.to_string().into_bytes(),
+                crate::Precondition::Absent,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict(_)) => Err(RegistryError::VersionExists(version.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -23,6 +23,23 @@ pub enum ConfigError {
     },
 }
 
+/// `RECOMMEND_AUTH`: who may ask for whose recommendations (docs/SECURITY.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RecommendAuth {
+    /// The default: API Gateway admits only SigV4-signed calls (the app's backend);
+    /// the function trusts the caller to ask for the right user.
+    #[default]
+    Iam,
+    /// A JWT authorizer admits the caller, and the token's claim (`AUTH_USER_CLAIM`,
+    /// default `sub`) must equal the `{user_id}` asked for, else 403 `forbidden`.
+    Jwt {
+        /// The claim that names the user.
+        claim: String,
+    },
+    /// No authorizer: anyone may ask for anyone's recommendations (an explicit opt-in).
+    Public,
+}
+
 /// Settings read from the environment (README, "Configuration").
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -40,9 +57,14 @@ pub struct Config {
     pub environment: String,
     /// `ACTIVE_POLL_SECONDS`: how often to check active.json (default 10).
     pub poll: Duration,
-    /// `RECS_ADMIN_TOKEN`: bearer token for /switch and /rollout/update; when unset
-    /// they are open (API Gateway's AWS_IAM protects them on AWS).
+    /// `RECS_ADMIN_TOKEN` (`recs serve` only): the bearer token every admin route
+    /// (switch, rollout, experiment, trace) requires when set. On Lambda the admin
+    /// routes are IAM-authorised and the variable is ignored (the `Authorization`
+    /// header carries the SigV4 signature there).
     pub admin_token: Option<String>,
+    /// `RECOMMEND_AUTH` (`iam`, `jwt` or `public`; default `iam`) and
+    /// `AUTH_USER_CLAIM` (default `sub`).
+    pub recommend_auth: RecommendAuth,
     /// `EVENTS` (else `DRIFT_EVENTS_URI`, [`recs_core::events_location`]): the events
     /// location (folder or `s3://bucket/prefix`) that holds watch/rate events and the
     /// exposure log; the experiment and trace routes read it.
@@ -63,6 +85,7 @@ impl Default for Config {
             environment: "production".into(),
             poll: Duration::from_secs(10),
             admin_token: None,
+            recommend_auth: RecommendAuth::Iam,
             events: None,
             exposure_log: ExposureSink::Off,
         }
@@ -119,6 +142,20 @@ impl Config {
                 })
             }
         };
+        let recommend_auth = match get("RECOMMEND_AUTH").as_deref() {
+            None | Some("iam") => RecommendAuth::Iam,
+            Some("jwt") => RecommendAuth::Jwt {
+                claim: get("AUTH_USER_CLAIM").unwrap_or_else(|| "sub".into()),
+            },
+            Some("public") => RecommendAuth::Public,
+            Some(v) => {
+                return Err(ConfigError::Invalid {
+                    name: "RECOMMEND_AUTH",
+                    value: v.to_string(),
+                    reason: "must be iam, jwt or public",
+                })
+            }
+        };
         Ok(Config {
             registry: get("MODEL_REGISTRY").unwrap_or(d.registry),
             version: get("MODEL_VERSION"),
@@ -128,6 +165,7 @@ impl Config {
             environment: get("ENVIRONMENT").unwrap_or(d.environment),
             poll: Duration::from_secs(poll),
             admin_token: get("RECS_ADMIN_TOKEN"),
+            recommend_auth,
             events,
             exposure_log,
         })
@@ -176,6 +214,31 @@ mod tests {
         // `events` without EVENTS, or a typo, is refused rather than silently off.
         assert!(ev(Some("events"), None).is_err());
         assert!(ev(Some("Stdout"), None).is_err());
+        let auth = |mode: &str, claim: Option<&str>| {
+            Config::from_lookup(|k| match k {
+                "RECOMMEND_AUTH" => Some(mode.to_string()),
+                "AUTH_USER_CLAIM" => claim.map(String::from),
+                _ => None,
+            })
+        };
+        assert_eq!(c.recommend_auth, RecommendAuth::Iam);
+        assert_eq!(
+            auth("jwt", None).unwrap().recommend_auth,
+            RecommendAuth::Jwt {
+                claim: "sub".into()
+            }
+        );
+        assert_eq!(
+            auth("jwt", Some("user_id")).unwrap().recommend_auth,
+            RecommendAuth::Jwt {
+                claim: "user_id".into()
+            }
+        );
+        assert_eq!(
+            auth("public", None).unwrap().recommend_auth,
+            RecommendAuth::Public
+        );
+        assert!(auth("JWT", None).is_err());
         for bad in ["0", "-1", "abc", "100000"] {
             let err = Config::from_lookup(|k| (k == "MAX_K").then(|| bad.to_string()));
             assert!(err.is_err(), "{bad}");

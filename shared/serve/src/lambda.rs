@@ -26,9 +26,15 @@ use recs_telemetry::emf;
 /// in `queryStringParameters`, already percent-decoded by API Gateway: they are
 /// re-encoded here, so `/switch?model=../x` is refused the same way either way.
 fn to_http(event: Request) -> http::Request<axum::body::Body> {
-    let stage = match event.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.clone(),
-        _ => None,
+    let (stage, claims) = match event.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => (
+            ctx.stage.clone(),
+            ctx.authorizer
+                .as_ref()
+                .and_then(|a| a.jwt.as_ref())
+                .map(|jwt| api::Claims(jwt.claims.clone())),
+        ),
+        _ => (None, None),
     };
     let path = strip_stage(event.raw_http_path(), stage.as_deref()).to_string();
     let decoded = event.query_string_parameters();
@@ -48,6 +54,9 @@ fn to_http(event: Request) -> http::Request<axum::body::Body> {
     };
     if let Ok(uri) = path_and_query.parse() {
         parts.uri = uri;
+    }
+    if let Some(claims) = claims {
+        parts.extensions.insert(claims);
     }
     let body = match body {
         Body::Empty => Bytes::new(),
@@ -144,7 +153,13 @@ fn with_invocation_layer(router: Router, svc: Arc<Service>) -> Router {
 pub async fn run_http(routes: &'static [Endpoint]) -> Result<(), lambda_http::Error> {
     crate::alloc::tune();
     recs_telemetry::init_logging();
-    let config = crate::Config::from_env()?;
+    let mut config = crate::Config::from_env()?;
+    if config.admin_token.take().is_some() {
+        // Under AWS_IAM the Authorization header carries the SigV4 signature.
+        tracing::warn!(
+            "RECS_ADMIN_TOKEN is ignored on Lambda: the admin routes are IAM-authorised"
+        );
+    }
     let svc = Arc::new(Service::start_with(config, crate::Metrics::with_emf_outbox()).await);
     let app =
         app(svc, routes)

@@ -27,7 +27,7 @@ mod recommender;
 mod state;
 mod trace;
 
-pub use config::{Config, ConfigError, DEFAULT_MAX_K};
+pub use config::{Config, ConfigError, RecommendAuth, DEFAULT_MAX_K};
 pub use error::{ApiError, ErrorKind};
 pub use exposure::{ExposureLog, ExposureSink};
 pub use metrics::{Metrics, VersionInfo};

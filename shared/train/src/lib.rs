@@ -573,8 +573,20 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
                     "{name} already exists, so it is not replaced (pass another --popularity-version to publish this data's ranking)"
                 ));
             } else {
-                publish_popularity(&registry, opts, name, &artifacts, &data.rows, false).await?;
-                popularity = Some(name.clone());
+                match publish_popularity(&registry, opts, name, &artifacts, &data.rows, false)
+                    .await
+                {
+                    Ok(()) => popularity = Some(name.clone()),
+                    // A concurrent publisher claimed the name first: theirs stands.
+                    Err(TrainError::Publish { source, .. })
+                        if matches!(*source, recs_core::RegistryError::VersionExists(_)) =>
+                    {
+                        notes.push(format!(
+                            "{name} was published by another publisher meanwhile, so it is not replaced"
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
@@ -672,18 +684,27 @@ pub(crate) async fn publish_als(
     source: &std::path::Path,
 ) -> Result<String> {
     prepare_registry(registry).await?;
-    let version = match version {
-        Some(v) => v.to_string(),
-        None => registry.next_version().await?,
+    // An explicit name is published or refused; an automatic one moves on to the
+    // next name when a concurrent publisher claimed it first.
+    let mut attempts = if version.is_some() { 1 } else { 8 };
+    let (version, loaded) = loop {
+        let version = match version {
+            Some(v) => v.to_string(),
+            None => registry.next_version().await?,
+        };
+        attempts -= 1;
+        match registry.publish(&version, artifacts).await {
+            Ok(loaded) => break (version, loaded),
+            Err(recs_core::RegistryError::VersionExists(_)) if attempts > 0 => continue,
+            Err(source) => {
+                return Err(TrainError::Publish {
+                    version,
+                    registry: location.to_string(),
+                    source: Box::new(source),
+                })
+            }
+        }
     };
-    let loaded = registry
-        .publish(&version, artifacts)
-        .await
-        .map_err(|source| TrainError::Publish {
-            version: version.clone(),
-            registry: location.to_string(),
-            source: Box::new(source),
-        })?;
     // The drift job compares live traffic with the data this version learnt from.
     let als = loaded.model.als().ok_or_else(|| {
         TrainError::Invalid(format!(

@@ -74,6 +74,7 @@ pub(super) async fn rollout_status(State(svc): State<Arc<Service>>) -> Reply {
         "active_version": served.primary.as_ref().ok().map(|m| m.version.clone()),
         "previous_version": served.previous_version,
         "canary_loaded": served.canary.as_ref().map(|m| m.version.clone()),
+        "served": super::served_json(&svc),
     }))
 }
 

@@ -219,6 +219,11 @@ pub(crate) struct Ctx {
     pub(crate) started: Instant,
 }
 
+/// The verified claims of the caller's JWT (API Gateway's JWT authorizer puts them in
+/// the event's `requestContext.authorizer.jwt.claims`; `lambda` copies them here).
+#[derive(Debug, Clone, Default)]
+pub struct Claims(pub std::collections::HashMap<String, String>);
+
 /// A recommend answer on its way out: the contract layer records it (trace and
 /// exposure) with the status the client finally gets.
 #[derive(Debug, Clone)]
@@ -475,13 +480,27 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a st
     Ok(first.map(|(_, v)| v.as_str()))
 }
 
+/// `GET /healthz`, public: the status and the version served, nothing more (the
+/// registry's location, the rollout's salt and load errors are for admins:
+/// `/rollout/status`).
 async fn health(State(svc): State<Arc<Service>>) -> Result<Reply, ApiError> {
+    match &svc.served().primary {
+        Ok(m) => Ok(ok_json(json!({"status": "ok", "version": m.version}))),
+        Err(_) => Err(ApiError::new(
+            ErrorKind::ModelUnavailable,
+            "no model is being served (the reason: GET /rollout/status, an admin route)",
+        )
+        .health_unavailable()),
+    }
+}
+
+/// What this instance serves, for admins: the model's details, or why there is none.
+fn served_json(svc: &Service) -> Value {
     let served = svc.served();
     match &served.primary {
-        Ok(m) => Ok(ok_json(json!({
+        Ok(m) => json!({
             "status": "ok",
             "version": m.version,
-            "rollout": rollout_json(&svc),
             "model": {
                 "name": m.meta.model_name,
                 "version": m.version,
@@ -492,12 +511,15 @@ async fn health(State(svc): State<Arc<Service>>) -> Result<Reply, ApiError> {
                 "created_at": m.meta.created_at,
                 "load_seconds": m.load_seconds,
             },
-            "previous_version": served.previous_version,
             "registry": svc.config.registry,
-        }))),
-        Err(reason) => {
-            Err(ApiError::new(ErrorKind::ModelUnavailable, reason.clone()).health_unavailable())
-        }
+        }),
+        Err(reason) => json!({
+            "status": "unavailable",
+            "version": null,
+            "error_type": ErrorKind::ModelUnavailable.name(),
+            "detail": reason,
+            "registry": svc.config.registry,
+        }),
     }
 }
 
