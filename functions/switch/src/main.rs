@@ -1,7 +1,7 @@
-//! Lambda function `switch`: model switching and rollout (`GET|POST /switch`,
-//! `GET /rollout/status`, `POST /rollout/update`), a thin adapter over `recs_serve::api`.
-//! API Gateway's AWS_IAM authorizer guards these routes; `RECS_ADMIN_TOKEN`, when set,
-//! adds a bearer-token check.
+//! Lambda function `switch`: the admin routes (`GET|POST /switch`, `/rollout/*`,
+//! `/experiment/*`, `/trace/{request_id}`), the app of `recs_serve::api` with these
+//! routes. API Gateway's AWS_IAM authorizer guards them; `RECS_ADMIN_TOKEN` is ignored
+//! on Lambda (the `Authorization` header carries the SigV4 signature there).
 
 use recs_serve::api::Endpoint;
 

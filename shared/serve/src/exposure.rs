@@ -107,6 +107,12 @@ impl ExposureLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// True when nothing is recorded (`EXPOSURE_LOG=off`), so callers can skip
+    /// building a record.
+    pub fn is_off(&self) -> bool {
+        matches!(self.sink, Sink::Off)
+    }
+
     /// Writes what is queued now and waits for it (tests, shutdown, and before an
     /// analysis reads the log).
     pub async fn flush(&self) {

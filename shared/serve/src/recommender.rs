@@ -10,7 +10,7 @@ use recs_core::{validate_version, LoadedModel, Query, Scored};
 use recs_experiment::Exposure;
 
 use crate::state::Service;
-use crate::trace::{ModelTag, Trace};
+use crate::trace::Trace;
 
 /// What one request asks for.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -183,18 +183,14 @@ impl Service {
         let latency_ms = whole_ms(r.latency_ms);
         let model = r.answer.as_ref().map(|a| &a.model);
         let tag = model.map(|m| {
-            self.traces.tag(ModelTag {
-                version: m.version.clone(),
-                model_name: m.meta.model_name.clone(),
-                git_sha: m.meta.git_sha.clone(),
-                data_snapshot_id: m.meta.data_snapshot_id.clone(),
-            })
+            self.traces.tag(
+                &m.version,
+                &m.meta.model_name,
+                &m.meta.git_sha,
+                &m.meta.data_snapshot_id,
+            )
         });
-        let movie_ids: Vec<i64> = r
-            .answer
-            .as_ref()
-            .map(|a| a.items.clone())
-            .unwrap_or_default();
+        let movie_ids: &[i64] = r.answer.as_ref().map_or(&[], |a| &a.items);
         self.traces.insert(
             request_id,
             Trace {
@@ -205,7 +201,7 @@ impl Service {
                 latency_ms_precise: r.latency_ms,
                 status: r.status,
                 ts: r.ts,
-                movie_ids: movie_ids.clone().into_boxed_slice(),
+                movie_ids: movie_ids.into(),
                 variant: r.variant,
                 fallback: r.answer.as_ref().and_then(|a| a.fallback),
             },
@@ -220,7 +216,7 @@ impl Service {
             latency_ms,
             latency_ms_precise: Some(r.latency_ms),
             k: if model.is_some() { r.k as u64 } else { 0 },
-            movie_ids,
+            movie_ids: movie_ids.to_vec(),
             model_version: text(|m| &m.version),
             model_name: text(|m| &m.meta.model_name),
             git_sha: text(|m| &m.meta.git_sha),

@@ -4,7 +4,7 @@
 //! fields, the model's provenance is shared between the traces of one version, and
 //! the oldest trace is dropped once [`CAPACITY`] are held.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -60,12 +60,29 @@ impl Trace {
     }
 }
 
+/// A ring of at most [`CAPACITY`] traces, each with its request id, and an index
+/// from the id's hash to its slot: one table of small entries rather than a map of
+/// traces (whose buckets, sized to a power of two, would hold every trace inline).
 #[derive(Debug, Default)]
 struct Inner {
-    order: VecDeque<Arc<str>>,
-    map: HashMap<Arc<str>, Trace>,
+    slots: Vec<(Box<str>, Trace)>,
+    /// The slot the next new trace replaces once the ring is full (the oldest).
+    next: usize,
+    index: HashMap<u64, u32>,
     /// The tags of the versions seen lately, so traces share them.
     tags: Vec<Arc<ModelTag>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Inner {
+    fn key(&self, request_id: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, request_id)
+    }
+
+    fn slot_of(&self, request_id: &str) -> Option<usize> {
+        let slot = *self.index.get(&self.key(request_id))? as usize;
+        (&*self.slots.get(slot)?.0 == request_id).then_some(slot)
+    }
 }
 
 /// A bounded map from request id to its trace (insertion order evicts).
@@ -75,15 +92,33 @@ pub struct TraceStore {
 }
 
 impl TraceStore {
-    /// The shared tag equal to `tag` (interned: at most a few versions are served).
-    pub(crate) fn tag(&self, tag: ModelTag) -> Arc<ModelTag> {
-        let Ok(mut g) = self.inner.lock() else {
-            return Arc::new(tag);
+    /// The shared tag of these fields (interned: at most a few versions are served,
+    /// and a request that finds its version's tag allocates nothing).
+    pub(crate) fn tag(
+        &self,
+        version: &str,
+        model_name: &str,
+        git_sha: &str,
+        data_snapshot_id: &str,
+    ) -> Arc<ModelTag> {
+        let make = || ModelTag {
+            version: version.to_string(),
+            model_name: model_name.to_string(),
+            git_sha: git_sha.to_string(),
+            data_snapshot_id: data_snapshot_id.to_string(),
         };
-        if let Some(t) = g.tags.iter().find(|t| ***t == tag) {
+        let Ok(mut g) = self.inner.lock() else {
+            return Arc::new(make());
+        };
+        if let Some(t) = g.tags.iter().find(|t| {
+            t.version == version
+                && t.model_name == model_name
+                && t.git_sha == git_sha
+                && t.data_snapshot_id == data_snapshot_id
+        }) {
             return t.clone();
         }
-        let t = Arc::new(tag);
+        let t = Arc::new(make());
         g.tags.push(t.clone());
         if g.tags.len() > 8 {
             g.tags.remove(0);
@@ -95,23 +130,33 @@ impl TraceStore {
     pub(crate) fn insert(&self, request_id: &str, trace: Trace) {
         let Ok(mut g) = self.inner.lock() else { return };
         let inner = &mut *g;
-        if let Some(old) = inner.map.get_mut(request_id) {
-            *old = trace;
+        if let Some(slot) = inner.slot_of(request_id) {
+            inner.slots[slot].1 = trace;
             return;
         }
-        let key: Arc<str> = Arc::from(request_id);
-        inner.map.insert(key.clone(), trace);
-        inner.order.push_back(key);
-        while inner.order.len() > CAPACITY {
-            if let Some(old) = inner.order.pop_front() {
-                inner.map.remove(&old);
+        let entry = (Box::from(request_id), trace);
+        let slot = if inner.slots.len() < CAPACITY {
+            inner.slots.push(entry);
+            inner.slots.len() - 1
+        } else {
+            let slot = inner.next;
+            inner.next = (slot + 1) % CAPACITY;
+            let old = inner.key(&inner.slots[slot].0);
+            if inner.index.get(&old) == Some(&(slot as u32)) {
+                inner.index.remove(&old);
             }
-        }
+            inner.slots[slot] = entry;
+            slot
+        };
+        let key = inner.key(request_id);
+        inner.index.insert(key, slot as u32);
     }
 
     /// The trace of a request id, if still held.
     pub(crate) fn get(&self, request_id: &str) -> Option<Trace> {
-        self.inner.lock().ok()?.map.get(request_id).cloned()
+        let g = self.inner.lock().ok()?;
+        let slot = g.slot_of(request_id)?;
+        Some(g.slots[slot].1.clone())
     }
 }
 
@@ -145,18 +190,15 @@ mod tests {
         assert_eq!(s.get("r5").map(|t| t.status), Some(5));
         s.insert("r5", trace(500));
         assert_eq!(s.get("r5").map(|t| t.status), Some(500));
-        assert_eq!(s.inner.lock().unwrap().order.len(), CAPACITY);
+        let g = s.inner.lock().unwrap();
+        assert_eq!((g.slots.len(), g.index.len()), (CAPACITY, CAPACITY));
     }
 
     #[test]
     fn tags_are_shared() {
         let s = TraceStore::default();
-        let tag = || ModelTag {
-            version: "v1".into(),
-            model_name: "als".into(),
-            git_sha: "abc".into(),
-            data_snapshot_id: "d".into(),
-        };
-        assert!(Arc::ptr_eq(&s.tag(tag()), &s.tag(tag())));
+        let a = s.tag("v1", "als", "abc", "d");
+        assert!(Arc::ptr_eq(&a, &s.tag("v1", "als", "abc", "d")));
+        assert!(!Arc::ptr_eq(&a, &s.tag("v2", "als", "abc", "d")));
     }
 }

@@ -573,8 +573,7 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
                     "{name} already exists, so it is not replaced (pass another --popularity-version to publish this data's ranking)"
                 ));
             } else {
-                match publish_popularity(&registry, opts, name, &artifacts, &data.rows, false)
-                    .await
+                match publish_popularity(&registry, opts, name, &artifacts, &data.rows, false).await
                 {
                     Ok(()) => popularity = Some(name.clone()),
                     // A concurrent publisher claimed the name first: theirs stands.
