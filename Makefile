@@ -7,7 +7,7 @@ MODEL_REGISTRY ?= model_registry
 WATCH_PORT ?= 9000
 CARGO ?= cargo
 
-.PHONY: help run test lint bench bench-train watch build deploy demo-registry clean-demo \
+.PHONY: help run test lint bench bench-http bench-train watch build deploy demo-registry clean-demo \
 	test-cargo test-fuzz test-openapi fuzz test-arm64 soak docs-check observe drill test-drill
 
 help: ## List the targets (with this make's settings: PORT=$(PORT), WATCH_PORT=$(WATCH_PORT), MODEL_REGISTRY=$(MODEL_REGISTRY))
@@ -98,6 +98,9 @@ demo-registry: ## Rebuild model_registry/: v0.1 and v0.2 (ALS, other hyper-param
 	# so a fresh checkout serves v0.2.
 	./target/release/recs verify --registry $(MODEL_REGISTRY)
 	@du -sh $(MODEL_REGISTRY)
+
+bench-http: ## recs serve under wrk load: RSS after sustained /recommend traffic, /recommend vs /healthz requests per second (scripts/bench_http.sh)
+	bash scripts/bench_http.sh
 
 bench-train: ## Train/eval benchmark vs implicit 0.7.3 (ml-100k NDCG, ml-1m CPU time), ratios; needs ../shared
 	bash scripts/bench_train.sh
