@@ -60,8 +60,8 @@ pub struct DrillArgs {
     /// Which build to drill.
     #[arg(long, value_enum, default_value_t = Side::Both)]
     pub side: Side,
-    /// The repository root (infra/, events/).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))]
+    /// The repository root (infra/, events/); default: the current folder.
+    #[arg(long, default_value = ".")]
     pub repo: PathBuf,
     /// Local drills run at once (each with its own ports).
     #[arg(long, default_value_t = 2)]
@@ -70,6 +70,12 @@ pub struct DrillArgs {
 
 /// Runs the drills; fails when one does.
 pub async fn run(args: DrillArgs, registry: String) -> Result<()> {
+    if !args.repo.join("infra/slo.yaml").is_file() {
+        anyhow::bail!(
+            "{} is not the repository root (no infra/slo.yaml): run recs drill from it, or pass --repo",
+            args.repo.display()
+        );
+    }
     let alerts: Vec<&str> = if args.alert == "all" {
         ALERTS.to_vec()
     } else if let Some(a) = ALERTS.iter().find(|a| **a == args.alert) {

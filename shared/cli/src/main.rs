@@ -53,6 +53,10 @@ enum Command {
         /// The version to serve, e.g. v0.2.
         version: String,
     },
+    /// Roll back: switch every instance to active.json's previous_version (verified
+    /// first). Refused, with the reason, when there is none, it is the version served,
+    /// or active.json cannot be read.
+    Rollback,
     /// Show or change the rollout (strategy, canary version and percentage, salt).
     Rollout {
         #[command(subcommand)]
@@ -182,6 +186,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve { port, host } => serve(registry, SocketAddr::new(host, port)).await,
         Command::Verify { version, json } => verify(&registry, version, json).await,
         Command::Switch { version } => switch(&registry, &version).await,
+        Command::Rollback => rollback(&registry).await,
         Command::Rollout { action } => rollout(&registry, action).await,
         Command::Split(args) => train_cmd::run_split(args),
         Command::Train(args) => {
@@ -274,8 +279,56 @@ async fn serving(registry: &Registry) -> Result<Option<String>> {
     }
 }
 
-async fn switch(location: &str, version: &str) -> Result<()> {
+/// The registry at `location`; a folder that does not exist is a typo, not an empty
+/// registry, and is refused.
+fn open_existing(location: &str) -> Result<Registry> {
     let registry = Registry::open(location)?;
+    if let Some(root) = registry.local_root() {
+        if !root.is_dir() {
+            bail!("registry folder {} does not exist", root.display());
+        }
+    }
+    Ok(registry)
+}
+
+async fn rollback(location: &str) -> Result<()> {
+    let registry = open_existing(location)?;
+    let (state, _) = active::read(registry.store())
+        .await
+        .with_context(|| format!("cannot roll back: {location}/active.json cannot be read"))?
+        .with_context(|| {
+            format!("cannot roll back: {location} has no active.json, so no previous version is recorded")
+        })?;
+    let Some(previous) = state.previous_version.clone() else {
+        bail!(
+            "cannot roll back: active.json records no previous version (serving {})",
+            state.active_version
+        );
+    };
+    if previous == state.active_version {
+        bail!("cannot roll back: the previous version {previous} is the one served");
+    }
+    let done = control::switch(&registry, &previous, Some(&state.active_version), &[])
+        .await
+        .with_context(|| format!("cannot roll back to {previous}"))?;
+    eprintln!(
+        "rolled back: {} -> {previous} (revision {}); every instance follows within ACTIVE_POLL_SECONDS",
+        state.active_version, done.state.revision
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "status": "ok",
+            "model_version": done.state.active_version,
+            "previous_version": done.previous_version,
+            "revision": done.state.revision,
+        })
+    );
+    Ok(())
+}
+
+async fn switch(location: &str, version: &str) -> Result<()> {
+    let registry = open_existing(location)?;
     let current = serving(&registry).await?;
     let done = control::switch(&registry, version, current.as_deref(), &[]).await?;
     println!(
@@ -291,7 +344,7 @@ async fn switch(location: &str, version: &str) -> Result<()> {
 }
 
 async fn rollout(location: &str, action: RolloutAction) -> Result<()> {
-    let registry = Registry::open(location)?;
+    let registry = open_existing(location)?;
     match action {
         RolloutAction::Status => match active::read(registry.store()).await? {
             Some((state, _)) => println!("{}", serde_json::to_string_pretty(&state)?),
@@ -313,6 +366,9 @@ async fn rollout(location: &str, action: RolloutAction) -> Result<()> {
                 ("canary_percentage", canary_percentage.map(Value::from)),
                 ("salt", salt.map(Value::from)),
             ];
+            if fields.iter().all(|(_, v)| v.is_none()) {
+                bail!("nothing to change: give --strategy, --canary-version, --canary-percentage or --salt");
+            }
             let patch =
                 RolloutPatch::from_fields(fields.into_iter().filter_map(|(k, v)| Some((k, v?))))?;
             let current = serving(&registry).await?;
@@ -325,15 +381,16 @@ async fn rollout(location: &str, action: RolloutAction) -> Result<()> {
 }
 
 async fn verify(location: &str, version: Option<String>, json: bool) -> Result<()> {
-    let registry = Registry::open(location)?;
-    let version = match version {
-        Some(v) => v,
-        None => active::served_version(&registry, None).await?.1,
-    };
-    let loaded = registry
-        .load(&version)
-        .await
-        .with_context(|| format!("version {version} in {location} failed verification"))?;
+    let checked = verify_one(location, version.clone()).await;
+    if let (Err(e), true) = (&checked, json) {
+        // The runbook pipes --json to jq: a failure is JSON too (and exit 1).
+        println!(
+            "{}",
+            serde_json::json!({"version": version, "ok": false, "registry": location, "error": cause_chain(e)})
+        );
+    }
+    let loaded = checked?;
+    let version = loaded.version.clone();
     let m = &loaded.model;
     let summary = serde_json::json!({
         "version": loaded.version,
@@ -365,6 +422,31 @@ async fn verify(location: &str, version: Option<String>, json: bool) -> Result<(
         );
     }
     Ok(())
+}
+
+async fn verify_one(location: &str, version: Option<String>) -> Result<recs_core::LoadedModel> {
+    let registry = open_existing(location)?;
+    let version = match version {
+        Some(v) => v,
+        None => active::served_version(&registry, None).await?.1,
+    };
+    match registry.load(&version).await {
+        Ok(loaded) => Ok(loaded),
+        Err(recs_core::RegistryError::UnknownVersion(_)) => {
+            let versions = registry.versions().await.unwrap_or_default();
+            bail!(
+                "version {version} does not exist in registry {location} (it has: {})",
+                if versions.is_empty() {
+                    "no versions".to_string()
+                } else {
+                    versions.join(", ")
+                }
+            )
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("version {version} in {location} failed verification"))
+        }
+    }
 }
 
 async fn gen_data(

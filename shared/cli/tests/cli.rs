@@ -367,3 +367,115 @@ fn train_says_what_is_served_and_publishes_popularity() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// The CLI refuses what it cannot do, with the reason, and writes nothing.
+#[test]
+fn mistakes_are_refused_with_the_reason() {
+    let (dir, reg) = two_versions();
+    // A registry folder that does not exist is an error everywhere.
+    let missing = dir.path().join("no-such").display().to_string();
+    for args in [
+        vec!["rollout", "status"],
+        vec!["switch", "v0.1"],
+        vec!["verify"],
+        vec!["rollback"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--registry", &missing]);
+        let out = recs(&a);
+        assert!(!out.status.success(), "{args:?} exited 0");
+        assert!(
+            stderr(&out).contains("does not exist"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // An unknown version names the registry and lists what it has.
+    let out = recs(&["switch", "--registry", &reg, "v9.9"]);
+    let msg = stderr(&out);
+    assert!(!out.status.success());
+    assert!(msg.contains(&reg) && msg.contains("v0.1, v0.2"), "{msg}");
+    // verify --json prints JSON on failure too, and exits 1.
+    let out = recs(&["verify", "--registry", &reg, "--json", "v9.9"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains("v0.1, v0.2"), "{v}");
+
+    // rollout update with nothing to change writes nothing.
+    let active = std::path::Path::new(&reg).join("active.json");
+    let before = std::fs::read(&active).ok();
+    let out = recs(&["rollout", "update", "--registry", &reg]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("nothing to change"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&active).ok(), before);
+    // A canary equal to the primary is refused.
+    let out = recs(&[
+        "rollout",
+        "update",
+        "--registry",
+        &reg,
+        "--strategy",
+        "canary",
+        "--canary-version",
+        "v0.1",
+        "--canary-percentage",
+        "10",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is the primary version"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&active).ok(), before);
+}
+
+/// `recs rollback`: active.json's previous version, or a clear refusal.
+#[test]
+fn rollback_goes_to_the_recorded_previous_version_or_says_why_not() {
+    let (_dir, reg) = two_versions();
+    let active = std::path::Path::new(&reg).join("active.json");
+    // gen-data pinned v0.1 before publishing v0.2: no previous version yet.
+    let out = recs(&["rollback", "--registry", &reg]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no previous version"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = recs(&["switch", "--registry", &reg, "v0.2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = recs(&["rollback", "--registry", &reg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["model_version"].as_str(), v["previous_version"].as_str()),
+        (Some("v0.1"), Some("v0.2"))
+    );
+    assert!(
+        stderr(&out).contains("rolled back: v0.2 -> v0.1"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A hand-corrupted active.json: a clear refusal, the file left as it was.
+    std::fs::write(&active, b"{\"active_version\": ").unwrap();
+    let out = recs(&["rollback", "--registry", &reg]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot roll back"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&active).unwrap(), b"{\"active_version\": ");
+}

@@ -29,8 +29,15 @@ pub enum SwitchError {
     #[error("{0}")]
     BadRequest(String),
     /// The version is not in the registry (404).
-    #[error("version {0} does not exist in the registry")]
-    NotFound(String),
+    #[error("version {version} does not exist in registry {registry} (it has: {})", if versions.is_empty() { "no versions".to_string() } else { versions.join(", ") })]
+    NotFound {
+        /// The version asked for.
+        version: String,
+        /// The registry's location.
+        registry: String,
+        /// The versions it has.
+        versions: Vec<String>,
+    },
     /// The version exists but failed verification (422); nothing was written.
     #[error("version {version} failed verification: {reason}; still serving {serving}")]
     Verification {
@@ -228,7 +235,11 @@ impl RolloutPatch {
 /// verification (naming what is still served), 503 registry unreachable.
 fn switch_error(e: RegistryError, version: &str, serving: Option<&str>) -> SwitchError {
     match e {
-        RegistryError::UnknownVersion(v) => SwitchError::NotFound(v),
+        RegistryError::UnknownVersion(v) => SwitchError::NotFound {
+            version: v,
+            registry: String::new(),
+            versions: Vec::new(),
+        },
         RegistryError::InvalidVersion(_) => SwitchError::BadRequest(e.to_string()),
         e if e.is_verification_failure() => SwitchError::Verification {
             version: version.to_string(),
@@ -288,6 +299,13 @@ async fn record_rollout(
             }
         };
         patch.apply(&mut s)?;
+        if let Some(c) = s.rollout.canary_version.as_deref() {
+            if c == s.active_version {
+                return Err(SwitchError::BadRequest(format!(
+                    "the canary {c} is the primary version: there is nothing to compare; name another version or clear the canary"
+                )));
+            }
+        }
         Ok(s)
     })
     .await;
@@ -303,10 +321,15 @@ async fn verified(
     loaded: &[&Arc<LoadedModel>],
 ) -> Result<Arc<LoadedModel>, SwitchError> {
     validate_version(version).map_err(|e| SwitchError::BadRequest(e.to_string()))?;
-    reuse_or_load(registry, loaded, version)
-        .await
-        .map(|(m, _)| m)
-        .map_err(|e| switch_error(e, version, serving))
+    match reuse_or_load(registry, loaded, version).await {
+        Ok((m, _)) => Ok(m),
+        Err(RegistryError::UnknownVersion(v)) => Err(SwitchError::NotFound {
+            version: v,
+            registry: registry.location(),
+            versions: registry.versions().await.unwrap_or_default(),
+        }),
+        Err(e) => Err(switch_error(e, version, serving)),
+    }
 }
 
 /// `version` from `loaded` when it is there (already verified: no second download),

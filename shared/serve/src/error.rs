@@ -147,7 +147,7 @@ impl From<SwitchError> for ApiError {
     fn from(e: SwitchError) -> Self {
         let kind = match &e {
             SwitchError::BadRequest(_) => ErrorKind::InvalidModel,
-            SwitchError::NotFound(_) => ErrorKind::NotFound,
+            SwitchError::NotFound { .. } => ErrorKind::NotFound,
             // Not `model_load`: the served model is healthy, and ModelLoadFailure (whose
             // answer is a rollback) must not fire on refused switches.
             SwitchError::Verification { .. } => ErrorKind::SwitchRefused,
