@@ -161,3 +161,32 @@ fn switch_losing_every_conditional_write_is_a_409_and_writes_nothing() {
     let resp = rt.block_on(e2e_tests::call_all(&svc, &get("/switch?model=v0.2", &[])));
     assert_eq!(resp.status(), 200, "{:?}", resp.body());
 }
+
+/// /rollout/status reports the registry's active.json apart from what this instance
+/// serves: another writer's switch shows there at once, and a corrupt active.json
+/// is reported as such (the rollback target is never guessed from this instance).
+#[test]
+fn rollout_status_reports_active_json_apart_from_what_is_served_here() {
+    let (dir, rt, svc) = two_versions();
+    let status = || json(&rt.block_on(e2e_tests::call_all(&svc, &get("/rollout/status", &[]))));
+    let s = status();
+    assert_eq!(s["active_json"]["active_version"], "v0.1");
+    assert_eq!(s["served"]["version"], "v0.1");
+    // Another writer (the CLI) switches: active.json says v0.2 while this instance,
+    // before its next poll, still serves v0.1.
+    rt.block_on(async {
+        let registry = Registry::open(dir.path().to_str().unwrap()).unwrap();
+        recs_serve::control::switch(&registry, "v0.2", Some("v0.1"), &[])
+            .await
+            .unwrap();
+    });
+    let s = status();
+    assert_eq!(s["active_json"]["active_version"], "v0.2");
+    assert_eq!(s["active_json"]["previous_version"], "v0.1");
+    assert_eq!(s["served"]["version"], "v0.1");
+    // A hand-corrupted active.json: an error, not this instance's view.
+    std::fs::write(dir.path().join("active.json"), b"{\"active_version\": ").unwrap();
+    let s = status();
+    assert!(s["active_json"]["error"].is_string(), "{s}");
+    assert!(s["active_json"]["previous_version"].is_null(), "{s}");
+}

@@ -337,6 +337,16 @@ impl Service {
             .map(|m| m.version.clone())
     }
 
+    /// The registry's active.json as stored now (what every instance converges on),
+    /// as opposed to [`Service::served`] (what this instance serves).
+    pub async fn active_state(&self) -> Result<Option<ActiveState>, String> {
+        let registry = self.registry.as_ref().map_err(|e| e.clone())?;
+        active::read(registry.store())
+            .await
+            .map(|s| s.map(|(state, _)| state))
+            .map_err(|e| e.to_string())
+    }
+
     /// Switches every instance to `version` ([`control::switch`]) and serves it here
     /// at once.
     pub async fn switch(&self, version: &str) -> Result<Switched, SwitchError> {

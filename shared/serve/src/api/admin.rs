@@ -67,14 +67,29 @@ pub(super) async fn switch(
     })))
 }
 
+/// `GET /rollout/status`: what this instance serves (`rollout`, `active_version`,
+/// `previous_version`, `canary_loaded`, `served`) and, separately, the registry's
+/// active.json (`active_json`), which every instance converges on: a rollback target
+/// is read from the latter.
 pub(super) async fn rollout_status(State(svc): State<Arc<Service>>) -> Reply {
     let served = svc.served();
+    let active_json = match svc.active_state().await {
+        Ok(Some(state)) => json!({
+            "active_version": state.active_version,
+            "previous_version": state.previous_version,
+            "rollout": state.rollout,
+            "revision": state.revision,
+        }),
+        Ok(None) => Value::Null,
+        Err(reason) => json!({"error": reason}),
+    };
     ok_json(json!({
         "rollout": super::rollout_json(&svc),
         "active_version": served.primary.as_ref().ok().map(|m| m.version.clone()),
         "previous_version": served.previous_version,
         "canary_loaded": served.canary.as_ref().map(|m| m.version.clone()),
         "served": super::served_json(&svc),
+        "active_json": active_json,
     }))
 }
 
