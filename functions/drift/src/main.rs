@@ -159,7 +159,8 @@ async fn invoke(
             Err(e) => tracing::error!(error = %e, "drift: PutMetricData failed"),
         }
     }
-    if cfg.write_latest {
+    // An empty window measured nothing: the last stored result stays.
+    if cfg.write_latest && summary.events > 0 {
         if let Err(e) = drift::write_latest(registry.store(), &summary).await {
             tracing::error!(error = %e, "drift: could not store drift/latest.json");
         }

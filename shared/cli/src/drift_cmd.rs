@@ -166,6 +166,16 @@ async fn drift(a: RunArgs) -> Result<()> {
     } else {
         print!("{}", summary.table());
     }
+    if summary.events == 0 {
+        // An empty window measures nothing: the last result stays as it was (an
+        // empty summary would clear the drift gauge as if all were well).
+        eprintln!(
+            "no events in the window under {events} (until {}): nothing measured, {}/{LATEST_KEY} not written; check that events are being written there",
+            summary.window_end,
+            registry.location()
+        );
+        return Ok(());
+    }
     if !a.no_write {
         write_latest(registry.store(), &summary)
             .await
