@@ -479,3 +479,31 @@ fn rollback_goes_to_the_recorded_previous_version_or_says_why_not() {
     );
     assert_eq!(std::fs::read(&active).unwrap(), b"{\"active_version\": ");
 }
+
+/// An S3 registry without a region is one clear line, not the SDK's request error.
+#[test]
+fn a_missing_aws_region_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(RECS)
+        .args(["verify", "--registry", "s3://some-bucket/registry", "v0.1"])
+        .env("RUST_LOG", "off")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.path().join("no-credentials"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let msg = stderr(&out);
+    assert!(
+        msg.contains("no AWS region is set: set AWS_REGION"),
+        "{msg}"
+    );
+    assert_eq!(msg.trim().lines().count(), 1, "{msg}");
+}

@@ -207,7 +207,9 @@ fn an_empty_window_reports_nothing_and_says_so() {
     // Nothing measured, nothing written: the last result is not replaced by an empty one.
     assert!(stderr.contains("not written"), "{stderr}");
     assert!(
-        !std::path::Path::new(&reg_path).join("drift/latest.json").exists(),
+        !std::path::Path::new(&reg_path)
+            .join("drift/latest.json")
+            .exists(),
         "an empty window wrote drift/latest.json"
     );
     drop(dir);

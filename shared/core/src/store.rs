@@ -80,10 +80,18 @@ pub struct S3Root {
 }
 
 impl S3Root {
-    async fn client(&self) -> &aws_sdk_s3::Client {
+    /// The client, built on first use; without a region (none in the environment,
+    /// the profile or the instance metadata) one clear error instead of the SDK's.
+    async fn client(&self) -> Result<&aws_sdk_s3::Client, StoreError> {
         self.client
-            .get_or_init(|| async {
+            .get_or_try_init(|| async {
                 let config = aws_config::load_from_env().await;
+                if config.region().is_none() {
+                    return Err(StoreError::Unavailable {
+                        location: format!("s3://{}/{}", self.bucket, self.prefix),
+                        detail: "no AWS region is set: set AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile)".into(),
+                    });
+                }
                 let mut s3 = aws_sdk_s3::config::Builder::from(&config);
                 if std::env::var_os("AWS_ENDPOINT_URL").is_some()
                     || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
@@ -91,7 +99,7 @@ impl S3Root {
                     // Local S3 servers (moto, MinIO) serve path-style URLs only.
                     s3 = s3.force_path_style(true);
                 }
-                aws_sdk_s3::Client::from_conf(s3.build())
+                Ok(aws_sdk_s3::Client::from_conf(s3.build()))
             })
             .await
     }
@@ -192,7 +200,7 @@ impl Store {
     }
 
     async fn get_ranged(&self, r: &S3Root, key: &str) -> Result<Vec<u8>, StoreError> {
-        let client = r.client().await.clone();
+        let client = r.client().await?.clone();
         let full_key = r.key(key);
         // The first range also says the object's size (Content-Range: bytes 0-N/SIZE).
         let first = client
@@ -308,7 +316,7 @@ impl Store {
             Store::S3(r) => {
                 let req = r
                     .client()
-                    .await
+                    .await?
                     .get_object()
                     .bucket(&r.bucket)
                     .key(r.key(key))
@@ -404,7 +412,7 @@ impl Store {
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
         let mut req = r
             .client()
-            .await
+            .await?
             .list_objects_v2()
             .bucket(&r.bucket)
             .prefix(full);
@@ -470,7 +478,7 @@ impl Store {
     ) -> Result<String, StoreError> {
         let mut req = r
             .client()
-            .await
+            .await?
             .put_object()
             .bucket(&r.bucket)
             .key(r.key(key))
