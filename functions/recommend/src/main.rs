@@ -92,6 +92,14 @@ mod tests {
         let event = lambda_http::request::from_str(&e.to_string()).unwrap();
         let resp = recs_serve::lambda::respond(&jwt, ROUTES, event).await;
         assert_eq!(resp.status(), 200);
+        let lambda_http::Body::Text(text) = resp.body() else {
+            panic!("a text body")
+        };
+        let body: serde_json::Value = serde_json::from_str(text).unwrap();
+        // Internals (commit, data snapshot) are not shown to end users.
+        assert_eq!(body["provenance"]["git_sha"], "");
+        assert_eq!(body["provenance"]["data_snapshot_id"], "");
+        assert_eq!(body["provenance"]["model_version"], "v0.1");
         // No token at all (no authorizer in the event): 401.
         let (status, body) = invoke(&jwt, ROUTES, "recommend.json").await;
         assert_eq!(

@@ -21,19 +21,34 @@ pub struct AnalyzeParams {
     /// An exposure converts when its user watches or rates one of its movies within
     /// this many milliseconds after it.
     pub conversion_window_ms: i64,
+    /// A user shown more answers than this in the window is implausible (a script
+    /// steering the experiment, or a crawler): left out of the conversion numbers and
+    /// counted in `users_excluded` ([`MAX_EXPOSURES_PER_USER`] by default).
+    pub max_exposures_per_user: u64,
 }
+
+/// The default [`AnalyzeParams::max_exposures_per_user`]: far beyond a person's use
+/// of the service in any window the analysis reads.
+pub const MAX_EXPOSURES_PER_USER: u64 = 1000;
 
 /// One variant's numbers.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct VariantStats {
     /// The version that served it.
     pub model_version: String,
-    /// Successful (200) exposures with at least one movie.
+    /// Users shown at least one recommendation (a 200 with movies) in the window: an
+    /// exposure counts once per user, so repeated calls cannot weigh a variant.
     pub exposures: u64,
-    /// Distinct users among them.
+    /// Distinct users among all of the variant's responses, errors included.
     pub users: u64,
-    /// Exposures followed by a watch or rate of one of their movies.
+    /// Exposed users who then watched or rated one of the movies they were shown.
     pub conversions: u64,
+    /// Users left out of `exposures` and `conversions` for more than
+    /// `max_exposures_per_user` answers in the window.
+    pub users_excluded: u64,
+    /// Answers (200 with movies) to requests without a user id (fold-in): they
+    /// cannot convert, so they are not exposures.
+    pub anonymous_answers: u64,
     /// `conversions / exposures` (0 with no exposures).
     pub conversion_rate: f64,
     /// Wilson 95 % interval of the rate.
@@ -127,7 +142,11 @@ pub fn analyze(exposures: &[Exposure], events: &[Interaction], p: &AnalyzeParams
         acc[side].add(x, converted(x));
     }
     let [a, b] = acc;
-    let (sa, sb) = (a.finish(p.version_a.clone()), b.finish(p.version_b.clone()));
+    let cap = p.max_exposures_per_user;
+    let (sa, sb) = (
+        a.finish(p.version_a.clone(), cap),
+        b.finish(p.version_b.clone(), cap),
+    );
     let z_test = stats::two_proportion(
         (sa.conversions, sa.exposures),
         (sb.conversions, sb.exposures),
@@ -160,8 +179,9 @@ pub fn analyze(exposures: &[Exposure], events: &[Interaction], p: &AnalyzeParams
 
 #[derive(Default)]
 struct Acc {
-    exposures: u64,
-    conversions: u64,
+    /// Per exposed user: answers shown, and whether any of them converted.
+    exposed: HashMap<i64, (u64, bool)>,
+    anonymous: u64,
     users: HashSet<i64>,
     responses: u64,
     errors_5xx: u64,
@@ -178,22 +198,39 @@ impl Acc {
             self.users.insert(u);
         }
         if x.status == 200 && !x.movie_ids.is_empty() {
-            self.exposures += 1;
-            self.conversions += u64::from(converted);
+            match x.user_id {
+                Some(u) => {
+                    let e = self.exposed.entry(u).or_default();
+                    e.0 += 1;
+                    e.1 |= converted;
+                }
+                None => self.anonymous += 1,
+            }
             self.latencies
                 .push(x.latency_ms_precise.unwrap_or(x.latency_ms as f64));
         }
     }
 
-    fn finish(mut self, model_version: String) -> VariantStats {
+    fn finish(mut self, model_version: String, max_per_user: u64) -> VariantStats {
         let rate = |s: u64, n: u64| if n == 0 { 0.0 } else { s as f64 / n as f64 };
+        let (mut exposures, mut conversions, mut excluded) = (0, 0, 0);
+        for &(n, converted) in self.exposed.values() {
+            if n > max_per_user {
+                excluded += 1;
+            } else {
+                exposures += 1;
+                conversions += u64::from(converted);
+            }
+        }
         VariantStats {
             model_version,
-            exposures: self.exposures,
+            exposures,
             users: self.users.len() as u64,
-            conversions: self.conversions,
-            conversion_rate: rate(self.conversions, self.exposures),
-            conversion_rate_ci95: stats::wilson_95(self.conversions, self.exposures),
+            conversions,
+            users_excluded: excluded,
+            anonymous_answers: self.anonymous,
+            conversion_rate: rate(conversions, exposures),
+            conversion_rate_ci95: stats::wilson_95(conversions, exposures),
             responses: self.responses,
             error_rate_5xx: rate(self.errors_5xx, self.responses),
             latency_p95_ms: stats::quantile(&mut self.latencies, 0.95),
@@ -456,7 +493,72 @@ mod tests {
             version_b: "v2".into(),
             expected_share_b: share_b,
             conversion_window_ms: 24 * HOUR,
+            max_exposures_per_user: MAX_EXPOSURES_PER_USER,
         }
+    }
+
+    #[test]
+    fn an_exposure_counts_once_per_user_and_implausible_users_are_left_out() {
+        // 400 users per variant, one exposure each; then user 1 (B) is shown 50
+        // more answers and converts once, and user 3 (B) 5,000 answers.
+        let mut w = world(400, 400, 0.10, 0.10, 2.0, 2.0);
+        let base = analyze(&w.exposures, &w.events, &params(0.5));
+        let template = w
+            .exposures
+            .iter()
+            .find(|x| x.user_id == Some(1))
+            .unwrap()
+            .clone();
+        for i in 0..50 {
+            w.exposures.push(Exposure {
+                request_id: format!("again-{i}"),
+                ts: template.ts + 1 + i,
+                ..template.clone()
+            });
+        }
+        let steer = w
+            .exposures
+            .iter()
+            .find(|x| x.user_id == Some(3))
+            .unwrap()
+            .clone();
+        for i in 0..5000 {
+            w.exposures.push(Exposure {
+                request_id: format!("steer-{i}"),
+                ts: steer.ts + 1 + i,
+                ..steer.clone()
+            });
+        }
+        w.events.push(Interaction {
+            user: 1,
+            item: template.movie_ids[0],
+            rating: None,
+            ts_ms: Some(template.ts + 10),
+        });
+        let a = analyze(&w.exposures, &w.events, &params(0.5));
+        // User 1 still counts once; user 3 (5,001 answers) is left out and reported.
+        assert_eq!(a.variant_b.exposures, base.variant_b.exposures - 1);
+        assert_eq!(a.variant_b.users_excluded, 1);
+        assert_eq!(a.variant_a, base.variant_a);
+        let converted_1 = base.variant_b.conversions - u64::from(base_converted(&w, 3))
+            + u64::from(!base_converted(&w, 1));
+        assert_eq!(a.variant_b.conversions, converted_1);
+    }
+
+    /// Whether `user`'s first exposure in `w` converted before the test's additions
+    /// (a watch of one of its movies within the window, strictly after it).
+    fn base_converted(w: &World, user: i64) -> bool {
+        let x = w
+            .exposures
+            .iter()
+            .find(|x| x.user_id == Some(user))
+            .unwrap();
+        w.events.iter().any(|e| {
+            e.user == user
+                && x.movie_ids.contains(&e.item)
+                && e.ts_ms.is_some_and(|t| t > x.ts && t <= x.ts + 24 * HOUR)
+                && e.ts_ms != Some(x.ts + 10)
+        })
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod stats;
 
 pub use analysis::{
     analyze, decide, Analysis, AnalyzeParams, Check, Decision, PromoteRule, SampleRatio,
-    VariantStats,
+    VariantStats, MAX_EXPOSURES_PER_USER,
 };
 pub use exposure::{exposure_key, parse_exposures, read_exposures, Exposure, ExposureStats};
 pub use run::{run, DataRead, Experiment, ExperimentError, NotAnExperiment, Report, RunParams};

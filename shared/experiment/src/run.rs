@@ -127,6 +127,7 @@ pub async fn run(
         expected_share_b: experiment.percentage_b / 100.0,
         conversion_window_ms: i64::try_from(p.conversion_minutes.saturating_mul(60_000))
             .unwrap_or(i64::MAX),
+        max_exposures_per_user: crate::analysis::MAX_EXPOSURES_PER_USER,
     };
     let analysis = analyze(&exposures, &watch_rate, &params);
     let decision = decide(&analysis, &p.rule);

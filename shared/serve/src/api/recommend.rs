@@ -275,6 +275,16 @@ fn answer(svc: &Service, ctx: &Ctx, ask: &Ask) -> Result<Recommended, ApiError> 
         })
         .collect();
     let latency_ms = (ctx.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    // Commit, data snapshot and image name internals: only for callers the operator
+    // trusts (IAM: the app's backend), never to end users (jwt, public).
+    let internals = svc.config.recommend_auth == RecommendAuth::Iam;
+    fn internal(internals: bool, v: &str) -> &str {
+        if internals {
+            v
+        } else {
+            ""
+        }
+    }
     let body = RecommendBody {
         user_id: ask.user_id,
         model: &loaded.version,
@@ -288,9 +298,9 @@ fn answer(svc: &Service, ctx: &Ctx, ask: &Ask) -> Result<Recommended, ApiError> 
             timestamp: ctx.timestamp_ms,
             model_name: &loaded.meta.model_name,
             model_version: &loaded.version,
-            git_sha: &loaded.meta.git_sha,
-            data_snapshot_id: &loaded.meta.data_snapshot_id,
-            container_image_digest: svc.image_digest(loaded),
+            git_sha: internal(internals, &loaded.meta.git_sha),
+            data_snapshot_id: internal(internals, &loaded.meta.data_snapshot_id),
+            container_image_digest: svc.image_digest(loaded).filter(|_| internals),
             latency_ms: whole_ms(latency_ms),
             latency_ms_precise: latency_ms,
         },
