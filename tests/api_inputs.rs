@@ -79,7 +79,9 @@ fn bad_inputs_are_400_with_a_json_body() {
     )
     .unwrap();
     assert!(
-        text.contains("recommend_requests_total{status=\"400\",endpoint=\"recommend\"} 18"),
+        text.contains(
+            "recommend_requests_total{status=\"400\",endpoint=\"recommend\",version=\"\",variant=\"\"} 18"
+        ),
         "{text}"
     );
     assert!(text

@@ -47,10 +47,12 @@ fn local_server_answers_over_http() {
         .iter()
         .any(|(k, v)| k == "content-type" && v.starts_with("application/openmetrics-text")));
     for needle in [
-        "recommend_requests_total{status=\"200\",endpoint=\"recommend\"} 1",
-        "recommend_requests_total{status=\"400\",endpoint=\"recommend\"} 1",
-        "recommend_requests_total{status=\"200\",endpoint=\"healthz\"} 1",
-        "recommend_latency_seconds_bucket{le=\"+Inf\",endpoint=\"recommend\"} 2",
+        // By version and variant: the 200 answered by v0.1, the 400 by none.
+        "recommend_requests_total{status=\"200\",endpoint=\"recommend\",version=\"v0.1\",variant=\"\"} 1",
+        "recommend_requests_total{status=\"400\",endpoint=\"recommend\",version=\"\",variant=\"\"} 1",
+        "recommend_requests_total{status=\"200\",endpoint=\"healthz\",version=\"\",variant=\"\"} 1",
+        "recommend_latency_seconds_bucket{le=\"+Inf\",endpoint=\"recommend\",version=\"v0.1\",variant=\"\"} 1",
+        "recommend_latency_seconds_bucket{le=\"+Inf\",endpoint=\"recommend\",version=\"\",variant=\"\"} 1",
         "model_version_info{model_name=\"als\",version=\"v0.1\"",
         "service_health_status 1",
     ] {
@@ -131,7 +133,8 @@ fn metrics_parse_and_carry_every_design_name() {
     for uri in ["/recommend/1?k=5", "/recommend/x", "/healthz", "/nope"] {
         e2e_tests::route(&svc, &e2e_tests::get(uri, &[]));
     }
-    svc.metrics.set_drift([("rating".to_string(), 0.05)]);
+    svc.metrics
+        .set_drift("v0.1", [("rating".to_string(), 0.05)]);
     let text = String::from_utf8(
         e2e_tests::route(&svc, &e2e_tests::get("/metrics", &[]))
             .body()
@@ -159,5 +162,7 @@ fn metrics_parse_and_carry_every_design_name() {
             "{name} missing from /metrics:\n{text}"
         );
     }
-    assert!(text.contains("recommend_requests_total{status=\"404\",endpoint=\"unknown\"} 1"));
+    assert!(text.contains(
+        "recommend_requests_total{status=\"404\",endpoint=\"unknown\",version=\"\",variant=\"\"} 1"
+    ));
 }

@@ -365,7 +365,10 @@ fn the_cli_builds_a_baseline_and_stores_the_summary() {
     });
     let rating = hot.features["rating"];
     assert!(
-        text.contains(&format!("data_drift_psi{{feature=\"rating\"}} {rating}")),
+        text.contains(&format!(
+            "data_drift_psi{{feature=\"rating\",version=\"{}\"}} {rating}",
+            hot.version
+        )),
         "{text}"
     );
     drop(dir);

@@ -692,15 +692,18 @@ impl Registry {
 }
 
 impl Registry {
-    /// The PSI per feature of the last drift run, when a readable summary exists.
-    pub async fn drift_psi(&self) -> Option<std::collections::BTreeMap<String, f64>> {
+    /// The version the last drift run compared with and its PSI per feature, when a
+    /// readable summary exists.
+    pub async fn drift_psi(&self) -> Option<(String, std::collections::BTreeMap<String, f64>)> {
         #[derive(serde::Deserialize)]
         struct Latest {
+            #[serde(default)]
+            version: String,
             features: std::collections::BTreeMap<String, f64>,
         }
         read_drift_latest::<Latest>(&self.store)
             .await
-            .map(|l| l.features)
+            .map(|l| (l.version, l.features))
     }
 }
 

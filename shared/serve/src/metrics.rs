@@ -2,11 +2,12 @@
 //! project's own Rust client) and rendered as OpenMetrics text for `recs serve`'s
 //! `/metrics`. Names come from [`recs_telemetry::names`], shared with the EMF sink.
 
+use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -52,16 +53,37 @@ impl VersionInfo {
     }
 }
 
-// Labels are static names (endpoints, error kinds): no allocation per request.
+/// A label value shared by every series of one version (an interned name): labelling
+/// a request allocates nothing once its version has been seen.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct VersionLabel(Arc<str>);
+
+impl EncodeLabelValue for VersionLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+/// Versions beyond those served share this label value, so series stay bounded.
+const OTHER_VERSION: &str = "other";
+
+// Labels are static names (endpoints, error kinds) or interned versions: no
+// allocation per request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     status: u16,
     endpoint: &'static str,
+    /// The version that answered ("" when none did).
+    version: VersionLabel,
+    /// The rollout's variant for the user ("" when none).
+    variant: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EndpointLabel {
     endpoint: &'static str,
+    version: VersionLabel,
+    variant: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -73,6 +95,8 @@ struct ErrorLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct FeatureLabel {
     feature: String,
+    /// The version whose training baseline the window was compared with.
+    version: String,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -95,6 +119,8 @@ pub struct Metrics {
     started: Instant,
     // Rendering reads the process gauges; one render at a time keeps them consistent.
     render: Mutex<()>,
+    /// The version label values seen (at most a few: the served ones and "other").
+    versions: Mutex<Vec<VersionLabel>>,
     /// EMF lines waiting to be written (Lambda only: the adapter drains them with
     /// every invocation; `None` locally, where Prometheus scrapes instead).
     outbox: Option<Mutex<Vec<String>>>,
@@ -133,6 +159,7 @@ impl Default for Metrics {
             rss: Gauge::default(),
             started: Instant::now(),
             render: Mutex::new(()),
+            versions: Mutex::new(Vec::new()),
             outbox: None,
         };
         let slo_latency = FloatGauge::default();
@@ -241,19 +268,54 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered request (every status, 4xx included) and its latency.
+    /// The label value of `version`: itself when it is one of `served` (the versions
+    /// in the rollout), else "other", so a request naming old versions cannot grow
+    /// the series; "" for none. Interned.
+    pub fn version_label(&self, version: Option<&str>, served: &[&str]) -> VersionLabel {
+        let name = match version {
+            None => "",
+            Some(v) if served.contains(&v) => v,
+            Some(_) => OTHER_VERSION,
+        };
+        let Ok(mut known) = self.versions.lock() else {
+            return VersionLabel(Arc::from(name));
+        };
+        if let Some(l) = known.iter().find(|l| &*l.0 == name) {
+            return l.clone();
+        }
+        let l = VersionLabel(Arc::from(name));
+        known.push(l.clone());
+        if known.len() > 16 {
+            known.remove(0);
+        }
+        l
+    }
+
+    /// Counts one answered request (every status, 4xx included) and its latency,
+    /// by the version that answered and the user's variant.
     pub fn observe_request(
         &self,
         endpoint: &'static str,
         status: u16,
         seconds: f64,
         error_type: Option<&'static str>,
+        version: VersionLabel,
+        variant: &'static str,
     ) {
         self.requests
-            .get_or_create(&RequestLabels { status, endpoint })
+            .get_or_create(&RequestLabels {
+                status,
+                endpoint,
+                version: version.clone(),
+                variant,
+            })
             .inc();
         self.latency
-            .get_or_create(&EndpointLabel { endpoint })
+            .get_or_create(&EndpointLabel {
+                endpoint,
+                version,
+                variant,
+            })
             .observe(seconds);
         // The request's own EMF line carries its error (emf::request_lines).
         if let Some(error_type) = error_type {
@@ -305,10 +367,15 @@ impl Metrics {
         self.health.set(i64::from(healthy));
     }
 
-    /// Number of requests counted for (endpoint, status).
+    /// Number of requests counted for (endpoint, status) that no model answered.
     pub fn requests(&self, endpoint: &'static str, status: u16) -> u64 {
         self.requests
-            .get_or_create(&RequestLabels { status, endpoint })
+            .get_or_create(&RequestLabels {
+                status,
+                endpoint,
+                version: VersionLabel::default(),
+                variant: "",
+            })
             .get()
     }
 
@@ -318,12 +385,16 @@ impl Metrics {
         self.queue(|| recs_telemetry::emf::shadow_line(overlap, primary, shadow));
     }
 
-    /// Records the latest PSI of each drift feature (replacing the previous run's).
-    pub fn set_drift(&self, psi: impl IntoIterator<Item = (String, f64)>) {
+    /// Records the latest PSI of each drift feature (replacing the previous run's),
+    /// labelled with the version whose baseline the window was compared with.
+    pub fn set_drift(&self, version: &str, psi: impl IntoIterator<Item = (String, f64)>) {
         self.drift.clear();
         for (feature, value) in psi {
             self.drift
-                .get_or_create(&FeatureLabel { feature })
+                .get_or_create(&FeatureLabel {
+                    feature,
+                    version: version.to_string(),
+                })
                 .set(value);
         }
     }
@@ -359,28 +430,58 @@ mod tests {
     #[test]
     fn renders_counters_and_cumulative_buckets() {
         let m = Metrics::default();
-        m.observe_request("recommend", 200, 0.0008, None);
-        m.observe_request("recommend", 200, 0.004, None);
-        m.observe_request("recommend", 400, 0.0001, Some("invalid_input"));
+        let none = || m.version_label(None, &[]);
+        m.observe_request("recommend", 200, 0.0008, None, none(), "");
+        m.observe_request("recommend", 200, 0.004, None, none(), "");
+        m.observe_request("recommend", 400, 0.0001, Some("invalid_input"), none(), "");
         m.set_healthy(true);
         let text = m.render_prometheus();
-        assert!(text.contains("recommend_requests_total{status=\"200\",endpoint=\"recommend\"} 2"));
-        assert!(text.contains("recommend_requests_total{status=\"400\",endpoint=\"recommend\"} 1"));
-        assert!(text
-            .contains("recommend_latency_seconds_bucket{le=\"0.0005\",endpoint=\"recommend\"} 1"));
-        assert!(text
-            .contains("recommend_latency_seconds_bucket{le=\"0.001\",endpoint=\"recommend\"} 2"));
-        assert!(text
-            .contains("recommend_latency_seconds_bucket{le=\"0.005\",endpoint=\"recommend\"} 3"));
+        let l = r#"endpoint="recommend",version="",variant="""#;
         assert!(
-            text.contains("recommend_latency_seconds_bucket{le=\"+Inf\",endpoint=\"recommend\"} 3")
+            text.contains(&format!("recommend_requests_total{{status=\"200\",{l}}} 2")),
+            "{text}"
         );
+        assert!(text.contains(&format!("recommend_requests_total{{status=\"400\",{l}}} 1")));
+        assert!(text.contains(&format!(
+            "recommend_latency_seconds_bucket{{le=\"0.0005\",{l}}} 1"
+        )));
+        assert!(text.contains(&format!(
+            "recommend_latency_seconds_bucket{{le=\"0.001\",{l}}} 2"
+        )));
+        assert!(text.contains(&format!(
+            "recommend_latency_seconds_bucket{{le=\"0.005\",{l}}} 3"
+        )));
+        assert!(text.contains(&format!(
+            "recommend_latency_seconds_bucket{{le=\"+Inf\",{l}}} 3"
+        )));
         assert!(text.contains(
             "recommend_errors_total{error_type=\"invalid_input\",endpoint=\"recommend\"} 1"
         ));
         assert!(text.contains("service_health_status 1"));
         assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
         assert_eq!(m.requests("recommend", 200), 2);
+    }
+
+    #[test]
+    fn requests_are_labelled_by_version_and_variant_with_bounded_values() {
+        let m = Metrics::default();
+        let served = ["v0.1", "v0.2"];
+        for v in ["v0.1", "v0.2", "v0.0", "v_old"] {
+            let label = m.version_label(Some(v), &served);
+            m.observe_request("recommend", 200, 0.001, None, label, "variant_A");
+        }
+        let text = m.render_prometheus();
+        for (v, n) in [("v0.1", 1), ("v0.2", 1), ("other", 2)] {
+            let want = format!(
+                "recommend_requests_total{{status=\"200\",endpoint=\"recommend\",version=\"{v}\",variant=\"variant_A\"}} {n}"
+            );
+            assert!(text.contains(&want), "{want} in {text}");
+        }
+        assert!(!text.contains("v_old") && !text.contains("v0.0"));
+        m.set_drift("v0.2", [("rating".to_string(), 0.3)]);
+        assert!(m
+            .render_prometheus()
+            .contains("data_drift_psi{feature=\"rating\",version=\"v0.2\"} 0.3"));
     }
 
     #[test]

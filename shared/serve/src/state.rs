@@ -198,8 +198,8 @@ impl Service {
     /// the registry) into the metrics, for `/metrics` on the local server.
     pub async fn refresh_drift(&self) {
         if let Ok(registry) = &self.registry {
-            if let Some(psi) = registry.drift_psi().await {
-                self.metrics.set_drift(psi);
+            if let Some((version, psi)) = registry.drift_psi().await {
+                self.metrics.set_drift(&version, psi);
             }
         }
     }

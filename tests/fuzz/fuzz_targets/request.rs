@@ -1,11 +1,12 @@
 //! HTTP requests through the API (path, query string, X-Request-ID, method, body):
 //! every answer a documented status with a JSON body, never a 5xx.
 #![no_main]
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use recs_serve::api::{self, Endpoint};
 use recs_serve::{Config, Service};
+use tower::ServiceExt;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -17,10 +18,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// The demo registry, served with its admin routes locked (a fuzzer must not switch).
-fn service() -> &'static Service {
-    static SVC: OnceLock<Service> = OnceLock::new();
-    SVC.get_or_init(|| {
+/// The app over the demo registry, with its admin routes locked (a fuzzer must not
+/// switch): the router `recs serve` runs.
+fn app() -> &'static axum::Router {
+    static APP: OnceLock<axum::Router> = OnceLock::new();
+    APP.get_or_init(|| {
         let registry = format!("{}/../../model_registry", env!("CARGO_MANIFEST_DIR"));
         let svc = runtime().block_on(Service::start(Config {
             registry,
@@ -28,7 +30,7 @@ fn service() -> &'static Service {
             ..Config::default()
         }));
         assert!(svc.model().is_ok(), "the demo registry loads");
-        svc
+        api::app(Arc::new(svc), &Endpoint::ALL)
     })
 }
 
@@ -50,12 +52,21 @@ fuzz_target!(|data: &[u8]| {
         let Ok(v) = http::HeaderValue::from_bytes(rid) else { return };
         req = req.header("x-request-id", v);
     }
-    let Ok(req) = req.body(Bytes::copy_from_slice(body)) else { return };
-    let resp = runtime().block_on(recs_serve::api::route(service(), &req));
-    let status = resp.status().as_u16();
-    assert!(status < 500, "{req:?} -> {status}: {:?}", resp.body());
-    if resp.headers()["content-type"] == "application/json" {
-        let v: serde_json::Value = serde_json::from_slice(resp.body()).expect("JSON body");
+    let Ok(req) = req.body(axum::body::Body::from(body.to_vec())) else { return };
+    let what = format!("{} {}", req.method(), req.uri());
+    let (resp, bytes) = runtime().block_on(async {
+        let resp = match app().clone().oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+        (parts, bytes)
+    });
+    let status = resp.status.as_u16();
+    assert!(status < 500, "{what} -> {status}: {bytes:?}");
+    if resp.headers["content-type"] == "application/json" {
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON body");
         if status >= 400 {
             assert!(v["error_type"].is_string(), "{v}");
         }

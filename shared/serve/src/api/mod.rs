@@ -327,6 +327,7 @@ async fn contract(State(svc): State<Arc<Service>>, req: Request, next: Next) -> 
         }
     }
     let mut model_version = None;
+    let mut variant = "";
     if endpoint == Endpoint::Recommend {
         let mut record = match pending {
             Some(Pending(r)) => r,
@@ -344,6 +345,7 @@ async fn contract(State(svc): State<Arc<Service>>, req: Request, next: Next) -> 
             }
         };
         record.status = status.as_u16();
+        variant = record.variant.unwrap_or("");
         if status == StatusCode::OK {
             model_version = record.answer.as_ref().map(|a| a.model.version.clone());
         } else {
@@ -353,11 +355,23 @@ async fn contract(State(svc): State<Arc<Service>>, req: Request, next: Next) -> 
         }
         svc.record(&request_id, record);
     }
+    let version = {
+        let served = svc.served();
+        let names: Vec<&str> = served
+            .primary
+            .iter()
+            .chain(&served.canary)
+            .map(|m| m.version.as_str())
+            .collect();
+        svc.metrics.version_label(model_version.as_deref(), &names)
+    };
     svc.metrics.observe_request(
         endpoint.name(),
         status.as_u16(),
         latency_seconds,
         error_type,
+        version,
+        variant,
     );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
