@@ -2,8 +2,8 @@
 # Builds the serving, registry and training crates for aarch64 (Graviton) with
 # Debian's cross gcc as linker and runs their tests under qemu-user. Only the
 # portable kernels exist there, so this is where they are proven. Part of `make test`
-# (README, "arm64").
-# Usage: scripts/test_arm64.sh [cargo test args...] (default: recs-core, recs-serve,
+# (docs/BENCHMARKS.md, "Tests on arm64").
+# Usage: scripts/test_arm64.sh [cargo test args...] (default: recs-core, recs-control, recs-serve,
 # recs-train, recs-drift, recs-telemetry and the end-to-end tests in tests/: implicit's
 # fixtures, fold-in, the registry's refusals, the API's inputs, rollouts, serve_http).
 set -euo pipefail
@@ -40,7 +40,7 @@ export CARGO_PROFILE_DEV_OPT_LEVEL=${CARGO_PROFILE_DEV_OPT_LEVEL:-1}
 export PROPTEST_CASES=${PROPTEST_CASES:-32}
 export CARGO_INCREMENTAL=0
 if (($# == 0)); then
-    set -- -p recs-core -p recs-serve -p recs-train -p recs-drift -p recs-telemetry -p e2e-tests
+    set -- -p recs-core -p recs-control -p recs-serve -p recs-train -p recs-drift -p recs-telemetry -p e2e-tests
 fi
 start=$(date +%s)
 cargo test --target "$target" --no-run "$@"

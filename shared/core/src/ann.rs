@@ -86,7 +86,7 @@ impl AnnBuild {
     }
 }
 
-/// HNSW parameters (see the README's "Approximate search" for how they were chosen).
+/// HNSW parameters (docs/BENCHMARKS.md, "Approximate search", has how they were chosen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnnParams {
     /// Graph degree M (neighbours per node per layer; the base layer keeps 2M).

@@ -9,7 +9,7 @@
 //! from the top of a heap unless `malloc_trim` is called, so a thread calls it
 //! every 2 s; with two arenas instead of glibc's up to 8 per core the free memory
 //! lies in larger runs of whole pages: one trim there gave back 7.0 MB, against
-//! 1.9 MB with the default arenas (README, "Soak"). Other C libraries: nothing.
+//! 1.9 MB with the default arenas (docs/BENCHMARKS.md, "Soak"). Other C libraries: nothing.
 
 use std::sync::Once;
 #[cfg(target_env = "gnu")]
