@@ -276,6 +276,12 @@ async fn record_switch(
             s.previous_version = Some(s.active_version.clone());
         }
         s.active_version = version.to_string();
+        // The canary became the primary (a rollback or a switch to it): a rollout
+        // comparing a version with itself means nothing, so it ends.
+        if s.rollout.canary_version.as_deref() == Some(version) {
+            s.rollout.canary_version = None;
+            s.rollout.strategy = Strategy::Fixed;
+        }
         Ok::<_, SwitchError>(s)
     })
     .await;
@@ -560,5 +566,35 @@ mod tests {
             assert!(matches!(e, SwitchError::BadRequest(_)), "{e:?}");
         }
         assert!(active::read(registry.store()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_switch_to_the_canary_ends_the_rollout() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path().to_str().unwrap()).unwrap();
+        let canary = RolloutPatch {
+            strategy: Some(Strategy::Canary),
+            ..RolloutPatch::canary("v0.2", 10.0)
+        };
+        record_rollout(&registry, &canary, Some("v0.1"))
+            .await
+            .unwrap();
+        // A rollback (or a switch) to the canary's version: primary and canary would
+        // be one version, which a rollout update refuses; the rollout ends instead.
+        let s = record_switch(&registry, "v0.2", Some("v0.1"))
+            .await
+            .unwrap();
+        assert_eq!(s.active_version, "v0.2");
+        assert_eq!(s.previous_version.as_deref(), Some("v0.1"));
+        assert_eq!(s.rollout.strategy, Strategy::Fixed);
+        assert_eq!(s.rollout.canary_version, None);
+        // A switch to another version leaves a canary alone.
+        record_rollout(&registry, &RolloutPatch::canary("v0.3", 10.0), Some("v0.2"))
+            .await
+            .unwrap();
+        let s = record_switch(&registry, "v0.1", Some("v0.2"))
+            .await
+            .unwrap();
+        assert_eq!(s.rollout.canary_version.as_deref(), Some("v0.3"));
     }
 }

@@ -54,8 +54,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(req) = req.body(axum::body::Body::from(body.to_vec())) else { return };
     let what = format!("{} {}", req.method(), req.uri());
+    // Built outside block_on: building it starts (and blocks on) the service.
+    let app = app().clone();
     let (resp, bytes) = runtime().block_on(async {
-        let resp = match app().clone().oneshot(req).await {
+        let resp = match app.oneshot(req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         };
