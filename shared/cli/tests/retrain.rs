@@ -123,16 +123,18 @@ fn retrain_on_a_folder_registry_publishes_a_gated_canary() {
     std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
     write_csv(&before, &snapshot);
     train_v01(&snapshot, registry);
-    // recs train records where its data is.
+    // recs train keeps its data in the registry, content-addressed, and records it.
     let meta = json_of(&reg.join("v0.1/meta.json"));
+    let id = sha256sum(&snapshot);
+    let kept = reg.join("snapshots").join(format!("{id}.csv"));
     assert_eq!(
         meta["data_snapshot_uri"].as_str(),
-        Some(snapshot.to_str().unwrap())
+        Some(kept.to_str().unwrap())
     );
-    assert_eq!(
-        meta["data_snapshot_id"].as_str(),
-        Some(sha256sum(&snapshot).as_str())
-    );
+    assert_eq!(meta["data_snapshot_id"].as_str(), Some(id.as_str()));
+    assert_eq!(sha256sum(&kept), id);
+    // The file trained from goes away (a split in a temp folder): retrain still works.
+    std::fs::remove_dir_all(snapshot.parent().unwrap()).unwrap();
 
     let events = dir.path().join("events");
     let (ev, rerated) = events_with_rerates(&after, end);
@@ -168,13 +170,13 @@ fn retrain_on_a_folder_registry_publishes_a_gated_canary() {
     }
     assert!(out.contains("canary v0.2 at 25%"), "{out}");
 
-    // The new snapshot: content-addressed, beside the old one, every pair once, the
-    // re-ratings' latest rating kept, the watch left out.
+    // The new snapshot: content-addressed, beside the old one (in the registry), every
+    // pair once, the re-ratings' latest rating kept, the watch left out.
     let meta = json_of(&reg.join("v0.2/meta.json"));
     let uri = meta["data_snapshot_uri"].as_str().unwrap().to_string();
     let id = meta["data_snapshot_id"].as_str().unwrap();
     let path = PathBuf::from(&uri);
-    assert_eq!(path, dir.path().join("snapshots").join(format!("{id}.csv")));
+    assert_eq!(path, reg.join("snapshots").join(format!("{id}.csv")));
     assert_eq!(sha256sum(&path), id);
     assert_eq!(meta["trained_by"].as_str(), Some("recs retrain"));
     let body = std::fs::read_to_string(&path).unwrap();
@@ -315,7 +317,9 @@ fn empty_data_is_refused() {
     train_v01(&snapshot, reg.to_str().unwrap());
     // The snapshot emptied since (the Python team's job read an empty export), and
     // no events.
-    std::fs::write(&snapshot, "userId,movieId,rating,timestamp\n").unwrap();
+    let meta = json_of(&reg.join("v0.1/meta.json"));
+    let kept = PathBuf::from(meta["data_snapshot_uri"].as_str().unwrap());
+    std::fs::write(&kept, "userId,movieId,rating,timestamp\n").unwrap();
     std::fs::create_dir_all(dir.path().join("events")).unwrap();
     let active = std::fs::read(reg.join("active.json")).unwrap_or_default();
     let o = recs(&[

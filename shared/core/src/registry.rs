@@ -35,7 +35,12 @@ use crate::popularity::{PopularityModel, ServedModel};
 use crate::store::{Store, StoreError};
 
 /// Top-level folders that are not versions (the drift job's results).
-const RESERVED: [&str; 1] = ["drift"];
+const RESERVED: [&str; 2] = ["drift", SNAPSHOTS_DIR];
+
+/// Where `recs train` keeps the data each version was trained from
+/// (`snapshots/<sha256>.<ext>`, the version's `data_snapshot_uri`), so `recs retrain`
+/// finds it wherever the original file was.
+pub const SNAPSHOTS_DIR: &str = "snapshots";
 
 /// Where publishers claim version names (`.claims/<version>`, written with
 /// If-None-Match: *), so two concurrent publishers never write one version.

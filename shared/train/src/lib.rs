@@ -336,6 +336,33 @@ pub struct TrainOptions {
     pub trained_by: &'static str,
 }
 
+/// Copies the training file into the registry as `snapshot` names it (content
+/// addressed: a copy already there is the same bytes and is left alone).
+async fn keep_snapshot(
+    registry: &Registry,
+    ratings: &std::path::Path,
+    snapshot: &SnapshotRef,
+) -> Result<()> {
+    let key = format!(
+        "{}/{}",
+        recs_core::SNAPSHOTS_DIR,
+        snapshot.uri.rsplit('/').next().unwrap_or_default()
+    );
+    if registry.store().get(&key).await.is_ok() {
+        return Ok(());
+    }
+    let bytes = std::fs::read(ratings).map_err(|e| {
+        TrainError::Invalid(format!("reading {} to keep it: {e}", ratings.display()))
+    })?;
+    registry.store().put(&key, bytes).await.map_err(|e| {
+        TrainError::Invalid(format!(
+            "keeping the training data as {}: {e}",
+            snapshot.uri
+        ))
+    })?;
+    Ok(())
+}
+
 /// A training snapshot: its id (`data_snapshot_id`) and where it is stored
 /// (`data_snapshot_uri`, read back by `recs retrain`).
 #[derive(Debug, Clone)]
@@ -534,20 +561,33 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
     artifacts
         .version_fields
         .insert("git_sha".into(), git_sha().into());
-    // Where the data is, so `recs retrain` can start from it.
-    let snapshot = opts.snapshot.clone().unwrap_or_else(|| SnapshotRef {
-        id: data.sha256.clone(),
-        uri: std::path::absolute(&opts.ratings)
-            .unwrap_or_else(|_| opts.ratings.clone())
-            .display()
-            .to_string(),
+    // Where the data is, so `recs retrain` can start from it: kept in the registry
+    // (`snapshots/<sha256>.<ext>`, written when the version is published), not where
+    // the ratings file happened to be (a split's temp folder is gone by then).
+    let kept = opts.snapshot.is_none();
+    let snapshot = opts.snapshot.clone().unwrap_or_else(|| {
+        let ext = opts
+            .ratings
+            .extension()
+            .and_then(|e| e.to_str())
+            .filter(|e| e.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .unwrap_or("csv");
+        SnapshotRef {
+            id: data.sha256.clone(),
+            uri: format!(
+                "{}/{}/{}.{ext}",
+                registry.location().trim_end_matches('/'),
+                recs_core::SNAPSHOTS_DIR,
+                data.sha256
+            ),
+        }
     });
     artifacts
         .version_fields
-        .insert("data_snapshot_id".into(), snapshot.id.into());
+        .insert("data_snapshot_id".into(), snapshot.id.clone().into());
     artifacts
         .version_fields
-        .insert("data_snapshot_uri".into(), snapshot.uri.into());
+        .insert("data_snapshot_uri".into(), snapshot.uri.clone().into());
     artifacts
         .version_fields
         .insert("trained_by".into(), opts.trained_by.into());
@@ -557,6 +597,9 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
     let (mut popularity, mut notes) = (None, Vec::new());
     let refused = gated && !gate.passed();
     if !refused && !opts.dry_run {
+        if kept {
+            keep_snapshot(&registry, &opts.ratings, &snapshot).await?;
+        }
         let version = publish_als(
             &registry,
             &opts.registry,
