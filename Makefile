@@ -81,18 +81,20 @@ demo-registry: ## Rebuild model_registry/: v0.1 and v0.2 (ALS, other hyper-param
 	RECS_SIMD=portable ./target/release/recs train --ratings demo-data/split/train.tsv --test demo-data/split/test.tsv \
 		--registry $(MODEL_REGISTRY) --version v0.1 --seed 42 > demo-data/train.json
 	cp demo-data/movie_titles.csv $(MODEL_REGISTRY)/movie_titles.csv
-	# The split files carry no ratings or times: take the drift baseline from all ratings.
-	./target/release/recs drift baseline --ratings demo-data/ratings.csv --registry $(MODEL_REGISTRY) --version v0.1
 	./target/release/recs verify --registry $(MODEL_REGISTRY) v0.1
-	# v_popularity was published next to v0.1 (same training data); it gets the same baseline.
-	./target/release/recs drift baseline --ratings demo-data/ratings.csv --registry $(MODEL_REGISTRY) --version v_popularity
 	./target/release/recs verify --registry $(MODEL_REGISTRY) v_popularity
 	# A second, smaller ALS model (other hyper-parameters), so switch and rollback have somewhere to go;
 	# --no-gate: it is deliberately the lighter model, a little below v0.1 on NDCG@10.
 	RECS_SIMD=portable ./target/release/recs train --ratings demo-data/split/train.tsv --test demo-data/split/test.tsv \
 		--registry $(MODEL_REGISTRY) --version v0.2 --factors 32 --regularization 20 --alpha 8 --iterations 15 --seed 7 \
 		--no-popularity --no-gate > demo-data/train-v0.2.json
-	./target/release/recs drift baseline --ratings demo-data/ratings.csv --registry $(MODEL_REGISTRY) --version v0.2
+	# Drift baselines from the synthetic events' own distribution (recs drift gen-events, as
+	# the drills and the runbook's rehearsals generate them): an unshifted window is quiet and
+	# a --shift one fires (gen-data's ratings follow another rating distribution).
+	./target/release/recs drift gen-events --registry $(MODEL_REGISTRY) --seed 11 --ratings-csv demo-data/baseline-events.csv
+	for v in v0.1 v_popularity v0.2; do \
+		./target/release/recs drift baseline --ratings demo-data/baseline-events.csv --registry $(MODEL_REGISTRY) --version $$v || exit 1; \
+	done
 	./target/release/recs verify --registry $(MODEL_REGISTRY) v0.2
 	# latest.txt -> v0.2; active.json (v0.1, pinned when v0.2 was published) is not tracked,
 	# so a fresh checkout serves v0.2.
