@@ -249,6 +249,9 @@ fn parse_row(fields: &[&str], cols: &Columns) -> Result<Rating, String> {
     };
     let timestamp = match cols.timestamp.filter(|&c| c < n) {
         None => None,
+        // An empty timestamp is an untimed row (retrain's snapshots write rows whose
+        // source had no time, e.g. a split file, that way).
+        Some(c) if fields[c].trim().is_empty() => None,
         Some(c) => {
             let f = fields[c].trim();
             Some(
