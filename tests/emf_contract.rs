@@ -111,6 +111,7 @@ async fn every_metric_the_template_reads_is_written_by_a_function() {
             error_type: Some("internal_error"),
             request_id: String::new(),
             model_version: None,
+            variant: None,
         },
         false,
     ));

@@ -39,6 +39,9 @@ pub struct Outcome {
     pub request_id: String,
     /// The version that answered, when a model did.
     pub model_version: Option<String>,
+    /// The user's rollout variant (`primary`/`canary`, `variant_A`/`variant_B`), when
+    /// the request named a user and a rollout assigns variants.
+    pub variant: Option<&'static str>,
 }
 
 /// One metric directive: these metrics, aggregated by each of these dimension sets.
@@ -81,8 +84,13 @@ pub fn request_lines(o: &Outcome, cold_start: bool) -> Vec<String> {
     m.insert("status".into(), o.status.into());
     m.insert("request_id".into(), o.request_id.clone().into());
     m.insert("cold_start".into(), cold_start.into());
+    // Per version and variant: properties, not dimensions (the contract keeps
+    // model_version off the dimensions); Logs Insights groups by them.
     if let Some(v) = &o.model_version {
         m.insert("model_version".into(), v.clone().into());
+    }
+    if let Some(v) = o.variant {
+        m.insert("variant".into(), v.into());
     }
     let mut lines = vec![document(
         ts,
@@ -343,6 +351,7 @@ mod tests {
             error_type,
             request_id: "rid-1".into(),
             model_version: (status == 200).then(|| "v1.0".into()),
+            variant: (status == 200).then_some("canary"),
         }
     }
 
@@ -357,6 +366,7 @@ mod tests {
         assert_eq!(v[names::REQUESTS], 1);
         assert_eq!(v[names::LATENCY], 0.0123);
         assert_eq!(v["model_version"], "v1.0");
+        assert_eq!(v["variant"], "canary");
         assert_eq!(v["cold_start"], true);
         let dims = &v["_aws"]["CloudWatchMetrics"][0]["Dimensions"];
         assert_eq!(

@@ -387,6 +387,7 @@ async fn contract(State(svc): State<Arc<Service>>, req: Request, next: Next) -> 
         error_type,
         request_id,
         model_version,
+        variant: (!variant.is_empty()).then_some(variant),
     });
     resp
 }
