@@ -383,3 +383,42 @@ fn refused_requests_are_traced_with_the_status_they_got() {
     assert_eq!(again.status(), 200);
     assert_eq!(trace("bad-k")["status"], 200);
 }
+
+/// With RECS_ADMIN_TOKEN set (recs serve), every admin route needs it: /trace and
+/// /rollout/status included (they name users and the salt); public routes do not.
+#[test]
+fn every_admin_route_needs_the_token_when_one_is_set() {
+    let (_dir, registry) = synthetic_registry();
+    let loaded = block_on(registry.load("v0.1")).unwrap();
+    let svc = std::sync::Arc::new(Service::with_model(
+        recs_serve::Config {
+            admin_token: Some("s3cret".into()),
+            ..recs_serve::Config::default()
+        },
+        loaded,
+        Titles::default(),
+    ));
+    for uri in [
+        "/trace/some-id",
+        "/rollout/status",
+        "/switch?model=v0.1",
+        "/experiment/analyze",
+    ] {
+        let resp = e2e_tests::route(&svc, &get(uri, &[]));
+        assert_eq!(resp.status(), 401, "{uri}");
+        let resp = e2e_tests::route(&svc, &get(uri, &[("Authorization", "Bearer wrong")]));
+        assert_eq!(resp.status(), 403, "{uri}");
+    }
+    let ok = e2e_tests::route(
+        &svc,
+        &get("/rollout/status", &[("Authorization", "Bearer s3cret")]),
+    );
+    assert_eq!(ok.status(), 200);
+    for uri in ["/healthz", "/recommend/1?k=3"] {
+        assert_eq!(
+            e2e_tests::route(&svc, &get(uri, &[])).status(),
+            200,
+            "{uri}"
+        );
+    }
+}
