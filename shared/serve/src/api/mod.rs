@@ -495,12 +495,32 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a st
     Ok(first.map(|(_, v)| v.as_str()))
 }
 
-/// `GET /healthz`, public: the status and the version served, nothing more (the
-/// registry's location, the rollout's salt and load errors are for admins:
-/// `/rollout/status`).
+/// `GET /healthz`, public: the status, the version served, the rollout's shape and
+/// the model's size (DESIGN.md's contract), nothing that helps an attacker: no salt
+/// (it would let a caller pick their A/B variant), no registry location, no artifact
+/// checksum, no load error. Those are for admins: `/rollout/status`.
 async fn health(State(svc): State<Arc<Service>>) -> Result<Reply, ApiError> {
-    match &svc.served().primary {
-        Ok(m) => Ok(ok_json(json!({"status": "ok", "version": m.version}))),
+    let served = svc.served();
+    match &served.primary {
+        Ok(m) => Ok(ok_json(json!({
+            "status": "ok",
+            "version": m.version,
+            "rollout": {
+                "strategy": served.rollout.strategy,
+                "primary_version": m.version,
+                "canary_version": served.rollout.canary_version,
+                "canary_percentage": served.rollout.canary_percentage,
+            },
+            "model": {
+                "name": m.meta.model_name,
+                "version": m.version,
+                "users": m.model.n_users(),
+                "items": m.model.n_items(),
+                "factors": m.model.factors(),
+                "created_at": m.meta.created_at,
+                "load_seconds": m.load_seconds,
+            },
+        }))),
         Err(_) => Err(ApiError::new(
             ErrorKind::ModelUnavailable,
             "no model is being served (the reason: GET /rollout/status, an admin route)",
