@@ -92,26 +92,38 @@ pub fn request_lines(o: &Outcome, cold_start: bool) -> Vec<String> {
     if let Some(v) = o.variant {
         m.insert("variant".into(), v.into());
     }
-    let mut lines = vec![document(
-        ts,
-        vec![
-            directive(
-                // The last set lets the SLO alarms read one route's errors only.
-                &[
-                    &["service"],
-                    &["service", "endpoint"],
-                    &["service", "status_class"],
-                    &["service", "endpoint", "status_class"],
-                ],
-                &[(names::REQUESTS, "Count")],
-            ),
-            directive(
-                &[&["service"], &["service", "endpoint"]],
-                &[(names::LATENCY, "Seconds")],
-            ),
-        ],
-        m,
-    )];
+    let mut directives = vec![
+        directive(
+            // The last set lets the SLO alarms read one route's errors only.
+            &[
+                &["service"],
+                &["service", "endpoint"],
+                &["service", "status_class"],
+                &["service", "endpoint", "status_class"],
+            ],
+            &[(names::REQUESTS, "Count")],
+        ),
+        directive(
+            &[&["service"], &["service", "endpoint"]],
+            &[(names::LATENCY, "Seconds")],
+        ),
+    ];
+    // Per version (and variant), when a model answered: a separate directive, so the
+    // alarms' dimension sets above stay exactly as they are. `version` holds only
+    // served versions (the primary or the canary), so it stays bounded.
+    if let Some(v) = &o.model_version {
+        m.insert("version".into(), v.clone().into());
+        let by_variant: &[&str] = &["service", "endpoint", "version", "variant"];
+        let sets: Vec<&[&str]> = match o.variant {
+            Some(_) => vec![&["service", "endpoint", "version"], by_variant],
+            None => vec![&["service", "endpoint", "version"]],
+        };
+        directives.push(directive(
+            &sets,
+            &[(names::REQUESTS, "Count"), (names::LATENCY, "Seconds")],
+        ));
+    }
+    let mut lines = vec![document(ts, directives, m)];
     if let Some(kind) = o.error_type {
         lines.push(error_line(kind, None, Some(&o.request_id)));
     }
@@ -367,6 +379,16 @@ mod tests {
         assert_eq!(v[names::LATENCY], 0.0123);
         assert_eq!(v["model_version"], "v1.0");
         assert_eq!(v["variant"], "canary");
+        // Per version and variant: a third directive, the alarms' two unchanged.
+        let per_version = &v["_aws"]["CloudWatchMetrics"][2];
+        assert_eq!(
+            per_version["Dimensions"],
+            serde_json::json!([
+                ["service", "endpoint", "version"],
+                ["service", "endpoint", "version", "variant"]
+            ])
+        );
+        assert_eq!(v["version"], "v1.0");
         assert_eq!(v["cold_start"], true);
         let dims = &v["_aws"]["CloudWatchMetrics"][0]["Dimensions"];
         assert_eq!(
