@@ -505,6 +505,16 @@ def prom_expr(doc, name, a) -> str:
     raise SloError(f"alert {name}: kind {k} has no Prometheus rendering (set targets: [cloudwatch])")
 
 
+# Recording rules by the version that answered and the user's rollout variant.
+BY_VERSION_RULES = {
+    "movie_recs:by_version:requests_rate5m":
+        'sum by (version, variant, status) (rate(recommend_requests_total{endpoint="recommend",version!=""}[5m]))',
+    "movie_recs:by_version:latency_p95_5m":
+        'histogram_quantile(0.95, sum by (le, version) '
+        '(rate(recommend_latency_seconds_bucket{endpoint="recommend",version!=""}[5m])))',
+}
+
+
 def render_prometheus(doc) -> str:
     recording = []
     for w in recording_windows(doc):
@@ -513,6 +523,10 @@ def render_prometheus(doc) -> str:
         recording.append({"record": rec_ratio(w), "expr": Literal(
             f'sum(rate(recommend_requests_total{{endpoint="recommend",status=~"5.."}}[{w}]))\n/\n'
             f'sum(rate(recommend_requests_total{{endpoint="recommend"}}[{w}]))\n')})
+    # Per-version views (dashboards, comparing a canary with its primary); no alert
+    # reads them: the alerts aggregate over versions.
+    for record, expr in BY_VERSION_RULES.items():
+        recording.append({"record": record, "expr": expr})
     alerts, comments = [], {}
     for name, a in doc["alerts"].items():
         if "prometheus" not in a["targets"]:

@@ -1059,7 +1059,18 @@ def check_prometheus(rules_doc: dict, test_docs: dict, prom_cfg: dict, slo: dict
     n = slo.get("min_requests")
 
     # recording rules: GET /recommend only, 5xx over all
+    by_version = {
+        "movie_recs:by_version:requests_rate5m":
+            'sum by (version, variant, status) (rate(recommend_requests_total{endpoint="recommend",version!=""}[5m]))',
+        "movie_recs:by_version:latency_p95_5m":
+            'histogram_quantile(0.95, sum by (le, version) '
+            '(rate(recommend_latency_seconds_bucket{endpoint="recommend",version!=""}[5m])))',
+    }
+    for rec, want_expr in by_version.items():
+        r.check(records.get(rec) == want_expr, f"alert_rules.yml {rec}: want {want_expr}, have {records.get(rec)}")
     for rec, expr in records.items():
+        if rec in by_version:
+            continue
         m = re.fullmatch(r"movie_recs:slo_(errors_per_request:ratio_rate|requests:increase)(\w+)", rec)
         if not r.check(bool(m), f"alert_rules.yml: unexpected recording rule {rec}"):
             continue
