@@ -507,3 +507,64 @@ fn a_missing_aws_region_is_one_clear_line() {
     );
     assert_eq!(msg.trim().lines().count(), 1, "{msg}");
 }
+
+/// `curl` with a header: (status, body).
+fn curl_status(url: &str, header: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-H", header, "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+/// A drill's injected 500 is traced as a 500 (one record: it was traced as a 200
+/// and logged twice), a 400 as a 400.
+#[test]
+fn an_injected_500_is_traced_as_500() {
+    let (dir, reg) = two_versions();
+    let faults = dir.path().join("faults.json");
+    std::fs::write(&faults, br#"{"error_ratio": 1.0}"#).unwrap();
+    let mut child = Command::new(RECS)
+        .args(["serve", "--registry", &reg, "--port", "0"])
+        .env("RUST_LOG", "warn")
+        .env("RECS_FAULT_INJECTION", "1")
+        .env("RECS_FAULT_FILE", &faults)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let base = loop {
+        line.clear();
+        assert!(lines.read_line(&mut line).unwrap() > 0, "recs serve exited");
+        if let Some(b) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix("/healthz"))
+        {
+            break b.to_string();
+        }
+    };
+    let (status, _) = curl_status(&format!("{base}/recommend/1?k=3"), "X-Request-ID: injected");
+    assert_eq!(status, 500);
+    let (status, _) = curl_status(&format!("{base}/recommend/1?k=0"), "X-Request-ID: refused");
+    assert_eq!(status, 500, "the fault applies to every recommend request");
+    std::fs::write(&faults, br#"{"error_ratio": 0.0}"#).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let (status, _) = curl_status(&format!("{base}/recommend/1?k=0"), "X-Request-ID: bad-k");
+    assert_eq!(status, 400);
+    for (id, want) in [("injected", 500), ("bad-k", 400)] {
+        let (status, body) = curl_status(&format!("{base}/trace/{id}"), "Accept: application/json");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["trace"]["status"], want, "{id}: {body}");
+        assert_eq!(
+            v["trace"]["movie_ids"],
+            serde_json::json!([]),
+            "{id}: {body}"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
