@@ -315,6 +315,12 @@ async fn rollback(location: &str) -> Result<()> {
         "rolled back: {} -> {previous} (revision {}); every instance follows within ACTIVE_POLL_SECONDS",
         state.active_version, done.state.revision
     );
+    print_switched(&done);
+    Ok(())
+}
+
+/// What a switch or rollback did, as `/switch` answers it.
+fn print_switched(done: &control::Switched) {
     println!(
         "{}",
         serde_json::json!({
@@ -324,22 +330,13 @@ async fn rollback(location: &str) -> Result<()> {
             "revision": done.state.revision,
         })
     );
-    Ok(())
 }
 
 async fn switch(location: &str, version: &str) -> Result<()> {
     let registry = open_existing(location)?;
     let current = serving(&registry).await?;
     let done = control::switch(&registry, version, current.as_deref(), &[]).await?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "status": "ok",
-            "model_version": done.state.active_version,
-            "previous_version": done.previous_version,
-            "revision": done.state.revision,
-        })
-    );
+    print_switched(&done);
     Ok(())
 }
 

@@ -511,15 +511,7 @@ async fn health(State(svc): State<Arc<Service>>) -> Result<Reply, ApiError> {
                 "canary_version": served.rollout.canary_version,
                 "canary_percentage": served.rollout.canary_percentage,
             },
-            "model": {
-                "name": m.meta.model_name,
-                "version": m.version,
-                "users": m.model.n_users(),
-                "items": m.model.n_items(),
-                "factors": m.model.factors(),
-                "created_at": m.meta.created_at,
-                "load_seconds": m.load_seconds,
-            },
+            "model": model_json(m),
         }))),
         Err(_) => Err(ApiError::new(
             ErrorKind::ModelUnavailable,
@@ -529,6 +521,25 @@ async fn health(State(svc): State<Arc<Service>>) -> Result<Reply, ApiError> {
     }
 }
 
+/// The served model's name, version and size, as `/healthz` and `/rollout/status`
+/// show it.
+fn model_json(m: &recs_core::LoadedModel) -> Value {
+    json!({
+        "name": m.meta.model_name,
+        "version": m.version,
+        "users": m.model.n_users(),
+        "items": m.model.n_items(),
+        "factors": m.model.factors(),
+        "created_at": m.meta.created_at,
+        "load_seconds": m.load_seconds,
+    })
+}
+
+fn with_field(mut v: Value, key: &str, value: Value) -> Value {
+    v[key] = value;
+    v
+}
+
 /// What this instance serves, for admins: the model's details, or why there is none.
 fn served_json(svc: &Service) -> Value {
     let served = svc.served();
@@ -536,16 +547,7 @@ fn served_json(svc: &Service) -> Value {
         Ok(m) => json!({
             "status": "ok",
             "version": m.version,
-            "model": {
-                "name": m.meta.model_name,
-                "version": m.version,
-                "users": m.model.n_users(),
-                "items": m.model.n_items(),
-                "factors": m.model.factors(),
-                "artifact_sha": m.artifact_sha,
-                "created_at": m.meta.created_at,
-                "load_seconds": m.load_seconds,
-            },
+            "model": with_field(model_json(m), "artifact_sha", m.artifact_sha.clone().into()),
             "registry": svc.config.registry,
         }),
         Err(reason) => json!({
