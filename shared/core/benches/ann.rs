@@ -147,7 +147,7 @@ fn run(n: usize, params: AnnParams, sweep: &[u32]) {
         index.set_ef_search(ef).expect("ef");
         let (t, approx) = timed(&queries, |q| {
             index
-                .top_k(&items, q, &[], K)
+                .top_k(&items, q, &[], None, K)
                 .expect("k results")
                 .iter()
                 .map(|s| s.row)

@@ -274,7 +274,7 @@ pub mod hooks {
         hooks.retain(|(l, _)| l != location);
     }
 
-    pub(super) fn run(location: &str) {
+    pub(crate) fn run(location: &str) {
         let mut hooks = HOOKS.lock().unwrap_or_else(|e| e.into_inner());
         for (l, hook) in hooks.iter_mut() {
             if l == location {

@@ -150,6 +150,65 @@ pub fn solve_user(
     if interactions.is_empty() {
         return Ok(vec![0.0; f]);
     }
+    let (mut a, mut b) = user_system(gram, item_factors, f, interactions, params);
+    cholesky_upper(&mut a, f)?;
+    cholesky_upper_substitute(&a, &mut b, f);
+    Ok(b.into_iter().map(|x| x as f32).collect())
+}
+
+/// One explained item: the history rows that add most to its score, with what each adds.
+pub type Contributions = Vec<(u32, f64)>;
+
+/// implicit's `AlternatingLeastSquares.explain`, for several items at once: with
+/// W = A⁻¹ (A the fold-in system of `interactions`, factored once), the score of
+/// item t decomposes as Σ_j c_j · (W y_t)·y_j over the history items j with c_j >= 0.
+/// Per target, the `n` history rows with the largest contributions, largest first
+/// (equal ones: the higher row first, as implicit's heap of (score, item) pairs).
+pub fn explain(
+    gram: &[f64],
+    item_factors: &[f32],
+    f: usize,
+    interactions: &[(u32, f32)],
+    params: &FoldInParams,
+    targets: &[u32],
+    n: usize,
+) -> Result<Vec<Contributions>, FoldInError> {
+    let (mut a, _) = user_system(gram, item_factors, f, interactions, params);
+    cholesky_upper(&mut a, f)?;
+    let row = |r: u32| &item_factors[r as usize * f..(r as usize + 1) * f];
+    let mut w = vec![0f64; f];
+    Ok(targets
+        .iter()
+        .map(|&t| {
+            for (wi, &y) in w.iter_mut().zip(row(t)) {
+                *wi = f64::from(y);
+            }
+            cholesky_upper_substitute(&a, &mut w, f);
+            let mut parts: Contributions = interactions
+                .iter()
+                .filter_map(|&(j, rating)| {
+                    let c = params.confidence_of(f64::from(rating));
+                    (c >= 0.0).then(|| {
+                        let dot: f64 = w.iter().zip(row(j)).map(|(a, &b)| a * f64::from(b)).sum();
+                        (j, c * dot)
+                    })
+                })
+                .collect();
+            parts.sort_by(|x, y| y.1.total_cmp(&x.1).then(y.0.cmp(&x.0)));
+            parts.truncate(n);
+            parts
+        })
+        .collect())
+}
+
+/// The fold-in system's A (upper triangle) and b for `interactions`.
+fn user_system(
+    gram: &[f64],
+    item_factors: &[f32],
+    f: usize,
+    interactions: &[(u32, f32)],
+    params: &FoldInParams,
+) -> (Vec<f64>, Vec<f64>) {
     let n_items = item_factors.len() / f.max(1);
     let mut a = gram.to_vec();
     let mut b = vec![0f64; f];
@@ -183,8 +242,7 @@ pub fn solve_user(
     for j in 0..f {
         a[j * f + j] += lambda;
     }
-    cholesky_upper_solve(&mut a, &mut b, f)?;
-    Ok(b.into_iter().map(|x| x as f32).collect())
+    (a, b)
 }
 
 /// The token for the AVX2+FMA copies below, if they may run: the CPU has both and
@@ -288,9 +346,9 @@ fn upper_rank1_body(
     }
 }
 
-/// Solves A x = b in place (x into `b`) for a symmetric positive definite A of
-/// which the upper triangle (row-major) is read: A = RᵀR, then two triangular solves.
-fn cholesky_upper_solve(a: &mut [f64], b: &mut [f64], f: usize) -> Result<(), FoldInError> {
+/// Factors the upper triangle of `a` (f x f, row-major) in place as R with
+/// A = RᵀR (Cholesky).
+fn cholesky_upper(a: &mut [f64], f: usize) -> Result<(), FoldInError> {
     // R overwrites the upper triangle, row by row; right-looking, so every update
     // runs along contiguous rows (upper_rank1) instead of down columns.
     let mut row = vec![0f64; f];
@@ -307,6 +365,11 @@ fn cholesky_upper_solve(a: &mut [f64], b: &mut [f64], f: usize) -> Result<(), Fo
         }
         upper_rank1(a, f, j + 1, &row, -1.0);
     }
+    Ok(())
+}
+
+/// Solves RᵀR x = b in place, R from [`cholesky_upper`].
+fn cholesky_upper_substitute(a: &[f64], b: &mut [f64], f: usize) {
     // Rᵀ z = b
     for i in 0..f {
         let mut s = b[i];
@@ -323,7 +386,6 @@ fn cholesky_upper_solve(a: &mut [f64], b: &mut [f64], f: usize) -> Result<(), Fo
         }
         b[i] = s / a[i * f + i];
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -362,6 +424,27 @@ mod tests {
         };
         let x3 = solve_user(&g, &y, 2, &[(0, 1.0), (2, 1.0)], &p).unwrap();
         assert!((x3[0] - x[0]).abs() > 1e-3);
+    }
+
+    /// The same system: W y1 = A⁻¹ [0, 1] = [-2, 4.5] / 11.75, so item 1's score
+    /// 1/11.75 splits into 2·(W y1)·y0 = -4/11.75 and 2·(W y1)·y2 = 5/11.75.
+    #[test]
+    fn explains_a_hand_computed_score() {
+        let y = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let g = gram(&y, 2);
+        let history = [(0, 1.0), (2, 1.0)];
+        let parts = explain(&g, &y, 2, &history, &params(0.5, 2.0), &[1], 5).unwrap();
+        assert_eq!(parts.len(), 1);
+        let (rows, values): (Vec<u32>, Vec<f64>) = parts[0].iter().copied().unzip();
+        assert_eq!(rows, [2, 0]);
+        assert!((values[0] - 5.0 / 11.75).abs() < 1e-12, "{values:?}");
+        assert!((values[1] + 4.0 / 11.75).abs() < 1e-12, "{values:?}");
+        // The parts add up to the fold-in's score.
+        let x = solve_user(&g, &y, 2, &history, &params(0.5, 2.0)).unwrap();
+        assert!((f64::from(x[1]) - values.iter().sum::<f64>()).abs() < 1e-6);
+        let top1 = explain(&g, &y, 2, &history, &params(0.5, 2.0), &[1, 0], 1).unwrap();
+        assert_eq!(top1[0], vec![(2, values[0])]);
+        assert_eq!(top1[1].len(), 1);
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! - [`AlsModel`] and [`topk`]: a verified model and its scoring hot path;
 //!   [`PopularityModel`]; [`ServedModel`], either of them, what is served.
 //! - [`ann`]: the HNSW index (usearch) for approximate top-k past 10^5 items.
-//! - [`foldin`]: a user vector from interactions (implicit's `recalculate_user`).
+//! - [`foldin`]: a user vector from interactions (implicit's `recalculate_user`)
+//!   and the decomposition of a score by them (implicit's `explain`).
+//! - [`filter`]: request-time catalog filters (genres, years) as sets of item rows.
+//! - [`blocked`]: the registry's blocked set (takedowns), applied to every answer.
 //! - [`score`]: blocked FMA scoring kernels (AVX-512, AVX2, portable), chosen at run time.
 //! - [`Simd`] and, on x86_64, `Avx2Fma` and `Avx512`: the one CPU-feature
 //!   detection (and the one `RECS_SIMD` rule) for every SIMD kernel, here and in
@@ -24,9 +27,11 @@
 
 pub mod active;
 pub mod ann;
+pub mod blocked;
 mod answer;
 mod cpu;
 mod csr;
+pub mod filter;
 pub mod foldin;
 pub mod hash;
 mod interaction;
@@ -42,7 +47,7 @@ pub mod time;
 mod titles;
 pub mod topk;
 
-pub use answer::{AnswerError, Query, Ranked};
+pub use answer::{AnswerError, Because, Query, Ranked, SimilarError};
 pub use cpu::Simd;
 #[cfg(target_arch = "x86_64")]
 pub use cpu::{Avx2Fma, Avx512};
@@ -56,7 +61,7 @@ pub use registry::{
     MODEL_DIR, POPULARITY_DIR, SNAPSHOTS_DIR,
 };
 pub use store::{Object, Precondition, Store, StoreError};
-pub use titles::{Titles, TitlesError};
+pub use titles::{year_of_title, Titles, TitlesError, MAX_GENRES};
 pub use topk::{dot, Scored};
 
 /// The events location (a folder or `s3://bucket/prefix`, holding the exposure log

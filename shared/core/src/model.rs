@@ -9,6 +9,7 @@ use ndarray::Array2;
 #[cfg(feature = "ann")]
 use crate::ann::{AnnError, AnnIndex};
 use crate::csr::CsrPattern;
+use crate::filter::Allowed;
 use crate::foldin::{self, FoldInError, FoldInParams};
 use crate::score;
 use crate::topk::{Scored, TopK};
@@ -122,6 +123,9 @@ pub struct AlsModel {
     popularity: Vec<Scored>,
     /// YᵀY of the item factors (f x f, f64), computed once here for fold-in.
     gram: Vec<f64>,
+    /// Each item factor row's Euclidean norm (0 stored as 1e-10, as implicit), for
+    /// [`similar`](Self::similar).
+    item_norms: Vec<f32>,
     /// int8 copies of the item factors for the bounding first pass, for catalogues
     /// of at least [`QUANTIZED_MIN_ITEMS`] items.
     quantized: Option<score::QuantizedItems>,
@@ -129,6 +133,10 @@ pub struct AlsModel {
     #[cfg(feature = "ann")]
     ann: Option<AnnIndex>,
 }
+
+/// A filter passing at most 1/`GATHER_RATIO` of the catalogue is answered by
+/// scoring only its rows rather than scanning them all.
+pub const GATHER_RATIO: usize = 16;
 
 /// Catalogues from this size on are scanned in int8 first, then the rows that can
 /// still reach the top k are scored exactly (the same top k as a full f32 scan).
@@ -275,6 +283,13 @@ impl AlsModel {
                 (quantized, popularity_order(&seen))
             },
         );
+        let item_norms = items_flat
+            .chunks_exact(itf.ncols())
+            .map(|y| match y.iter().map(|v| v * v).sum::<f32>().sqrt() {
+                0.0 => 1e-10,
+                n => n,
+            })
+            .collect();
         Ok(AlsModel {
             user_factors: uf,
             item_factors: itf,
@@ -285,6 +300,7 @@ impl AlsModel {
             seen,
             popularity,
             gram,
+            item_norms,
             quantized,
             #[cfg(feature = "ann")]
             ann: None,
@@ -393,30 +409,74 @@ impl AlsModel {
     /// first; equal scores rank the lower row first. With an HNSW index (see
     /// [`uses_ann`](Self::uses_ann)) the top k is approximate, the scores exact.
     pub fn recommend_vector(&self, user: &[f32], excluded: &[u32], k: usize) -> Vec<Scored> {
+        self.recommend_vector_in(user, excluded, None, k)
+    }
+
+    /// [`recommend_vector`](Self::recommend_vector) among the rows `allowed` lets
+    /// through (all rows with `None`). A filter that passes at most 1/[`GATHER_RATIO`]
+    /// of the catalogue scores just its rows; a wider one runs the usual scan (or
+    /// the HNSW search, which falls back to that scan when fewer than k of the rows
+    /// it visits pass). Either way the top k among the allowed rows is exact, but
+    /// for the HNSW search's own approximation.
+    pub fn recommend_vector_in(
+        &self,
+        user: &[f32],
+        excluded: &[u32],
+        allowed: Option<&Allowed>,
+        k: usize,
+    ) -> Vec<Scored> {
         assert_eq!(user.len(), self.factors(), "user vector width");
+        if let Some(a) = allowed {
+            assert_eq!(a.rows(), self.n_items(), "filter built for another model");
+            if a.count() * GATHER_RATIO <= self.n_items() {
+                return self.recommend_gather(user, excluded, a, k);
+            }
+        }
         #[cfg(feature = "ann")]
         if let Some(ann) = self.ann.as_ref().filter(|_| crate::ann::index_enabled()) {
             let items = self.item_factors.as_slice().expect("C order");
-            if let Some(top) = ann.top_k(items, user, excluded, k) {
+            if let Some(top) = ann.top_k(items, user, excluded, allowed, k) {
                 return top;
             }
         }
-        self.recommend_scan(user, excluded, k)
+        self.recommend_scan_in(user, excluded, allowed, k)
     }
 
     /// The exact top k: [`recommend_vector`](Self::recommend_vector) without the
     /// HNSW index (integer-bounded scan on large catalogues, else a full f32 scan).
     pub fn recommend_scan(&self, user: &[f32], excluded: &[u32], k: usize) -> Vec<Scored> {
+        self.recommend_scan_in(user, excluded, None, k)
+    }
+
+    /// [`recommend_scan`](Self::recommend_scan) among the rows `allowed` lets through.
+    pub fn recommend_scan_in(
+        &self,
+        user: &[f32],
+        excluded: &[u32],
+        allowed: Option<&Allowed>,
+        k: usize,
+    ) -> Vec<Scored> {
         if let (Some(q), true) = (&self.quantized, k > 0) {
             if let Some(uq) = score::QuantizedUser::new(user) {
-                return self.recommend_bounded(q, &uq, user, excluded, k);
+                return self.recommend_bounded(q, &uq, user, excluded, allowed, k);
             }
         }
-        self.recommend_exact(user, excluded, k)
+        self.recommend_exact_in(user, excluded, allowed, k)
     }
 
     /// [`recommend_vector`](Self::recommend_vector) by a full f32 scan.
     pub fn recommend_exact(&self, user: &[f32], excluded: &[u32], k: usize) -> Vec<Scored> {
+        self.recommend_exact_in(user, excluded, None, k)
+    }
+
+    /// [`recommend_exact`](Self::recommend_exact) among the rows `allowed` lets through.
+    pub fn recommend_exact_in(
+        &self,
+        user: &[f32],
+        excluded: &[u32],
+        allowed: Option<&Allowed>,
+        k: usize,
+    ) -> Vec<Scored> {
         let items = self.item_factors.as_slice().expect("C order");
         let f = self.factors();
         let simd = score::Simd::detected();
@@ -435,10 +495,101 @@ impl AlsModel {
                     next_excluded.next();
                     continue;
                 }
+                if allowed.is_some_and(|a| !a.contains(row)) {
+                    continue;
+                }
                 top.push(s, row);
             }
         }
         top.into_sorted()
+    }
+
+    /// The exact top k among a few allowed rows: each scored alone (the same
+    /// arithmetic as the blocked scan), in increasing row order for the tie rule.
+    fn recommend_gather(
+        &self,
+        user: &[f32],
+        excluded: &[u32],
+        allowed: &Allowed,
+        k: usize,
+    ) -> Vec<Scored> {
+        let items = self.item_factors.as_slice().expect("C order");
+        let f = self.factors();
+        let simd = score::Simd::detected();
+        let mut top = TopK::new(k);
+        let mut next_excluded = excluded.iter().copied().peekable();
+        let mut one = [0f32];
+        for row in allowed.iter() {
+            while next_excluded.next_if(|&r| r < row).is_some() {}
+            if next_excluded.peek() == Some(&row) {
+                continue;
+            }
+            let r = row as usize;
+            score::scores_with(simd, user, &items[r * f..(r + 1) * f], &mut one);
+            top.push(one[0], row);
+        }
+        top.into_sorted()
+    }
+
+    /// The `k` items most similar to item `row` by the cosine of their factors, as
+    /// implicit's `similar_items` scores them (y_i·y_j / |y_i| / |y_j|, a zero norm
+    /// counted as 1e-10), best first, `row` itself, the `excluded` rows (sorted) and
+    /// rows `allowed` refuses left out. An exact scan; equal scores rank the lower
+    /// row first. `row` must be in range.
+    pub fn similar(
+        &self,
+        row: u32,
+        excluded: &[u32],
+        allowed: Option<&Allowed>,
+        k: usize,
+    ) -> Vec<Scored> {
+        let items = self.item_factors.as_slice().expect("C order");
+        let f = self.factors();
+        let r = row as usize;
+        let seed = &items[r * f..(r + 1) * f];
+        let seed_norm = self.item_norms[r];
+        let simd = score::Simd::detected();
+        let mut top = TopK::new(k);
+        let mut next_excluded = excluded.iter().copied().peekable();
+        let mut buf = [0f32; SCORE_BLOCK];
+        for (b, block) in items.chunks(f * SCORE_BLOCK).enumerate() {
+            let out = &mut buf[..block.len() / f];
+            score::scores_with(simd, seed, block, out);
+            let first = b * SCORE_BLOCK;
+            for (j, &s) in out.iter().enumerate() {
+                let other = (first + j) as u32;
+                if next_excluded.peek() == Some(&other) {
+                    next_excluded.next();
+                    continue;
+                }
+                if other == row || allowed.is_some_and(|a| !a.contains(other)) {
+                    continue;
+                }
+                top.push(s / self.item_norms[first + j] / seed_norm, other);
+            }
+        }
+        top.into_sorted()
+    }
+
+    /// Why the model ranks each of `targets` (item rows) for a user with these
+    /// interactions (item row, rating): the `n` interactions that contribute most
+    /// to each target's score ([`foldin::explain`], implicit's `explain`).
+    pub fn explain(
+        &self,
+        interactions: &[(u32, f32)],
+        params: &FoldInParams,
+        targets: &[u32],
+        n: usize,
+    ) -> Result<Vec<foldin::Contributions>, FoldInError> {
+        foldin::explain(
+            &self.gram,
+            self.item_factors.as_slice().expect("C order"),
+            self.factors(),
+            interactions,
+            params,
+            targets,
+            n,
+        )
     }
 
     /// The same top k as [`recommend_exact`](Self::recommend_exact), from an integer
@@ -459,6 +610,7 @@ impl AlsModel {
         uq: &score::QuantizedUser,
         user: &[f32],
         excluded: &[u32],
+        allowed: Option<&Allowed>,
         k: usize,
     ) -> Vec<Scored> {
         let items = self.item_factors.as_slice().expect("C order");
@@ -511,6 +663,9 @@ impl AlsModel {
                 let row = (first + j) as u32;
                 while next_excluded.next_if(|&r| r < row).is_some() {}
                 if next_excluded.next_if_eq(&row).is_some() {
+                    continue;
+                }
+                if allowed.is_some_and(|a| !a.contains(row)) {
                     continue;
                 }
                 lower.push(approx[j] - err[j], row);

@@ -269,6 +269,9 @@ pub struct LoadedModel {
     pub artifact_size: u64,
     /// Wall-clock seconds [`Registry::load`] took to fetch and verify it (0 otherwise).
     pub load_seconds: f64,
+    /// Each item row's genres and year, from the process's catalog, built on the
+    /// first filtered request (a process serves one catalog).
+    pub item_attributes: std::sync::OnceLock<crate::filter::ItemAttributes>,
 }
 
 /// Everything needed to publish a version.
@@ -932,6 +935,7 @@ fn parse_version(
         artifact_sha: actual,
         artifact_size: files.iter().map(|(_, b)| b.len() as u64).sum(),
         load_seconds: 0.0,
+        item_attributes: Default::default(),
     })
 }
 

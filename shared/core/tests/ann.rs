@@ -344,7 +344,7 @@ proptest! {
         let v = m.user_factors().row(user).to_vec();
         // The index itself, not the exact fallback of recommend_vector.
         let items = m.item_factors().as_slice().unwrap();
-        let got = m.ann().unwrap().top_k(items, &v, &excluded, k);
+        let got = m.ann().unwrap().top_k(items, &v, &excluded, None, k);
         prop_assert!(got.is_some(), "the graph walk found fewer than k items");
         let got = got.unwrap();
         prop_assert_eq!(&got, &m.recommend_vector(&v, &excluded, k));

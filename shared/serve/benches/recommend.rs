@@ -93,6 +93,7 @@ fn synthetic(users: usize, items: usize, factors: usize, seen_per_user: usize) -
         artifact_sha: String::new(),
         artifact_size: 0,
         load_seconds: 0.0,
+        item_attributes: Default::default(),
     }
 }
 

@@ -4,6 +4,7 @@ use sha2::{Digest, Sha256};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::{AnnError, AnnParams, FORMAT, HASHED_HEADER, HEADER_LEN, MAGIC, MAX_DIMS};
+use crate::filter::Allowed;
 use crate::score;
 use crate::topk::{Scored, TopK};
 
@@ -212,7 +213,7 @@ impl AnnIndex {
     }
 
     /// Top-`k` of `items` (the indexed rows, C order, [`dims`](Self::dims) per row)
-    /// for `user`, skipping the sorted `excluded` rows inside the graph walk,
+    /// for `user`, skipping the sorted `excluded` rows and the rows `allowed` refuses inside the graph walk,
     /// re-scored exactly, best first with lower rows winning ties. `None` when the walk found fewer than the `k`
     /// (or all remaining) items, or usearch failed: the caller scans exactly.
     pub fn top_k(
@@ -220,28 +221,29 @@ impl AnnIndex {
         items: &[f32],
         user: &[f32],
         excluded: &[u32],
+        allowed: Option<&Allowed>,
         k: usize,
     ) -> Option<Vec<Scored>> {
         if items.len() != self.n_items * self.dims || user.len() != self.dims {
             return None;
         }
+        let passes =
+            |row: u32| excluded.binary_search(&row).is_err() && allowed.is_none_or(|a| a.contains(row));
         let available = self.n_items.saturating_sub(excluded.len());
-        let want = k.min(available);
+        let want = k.min(available).min(allowed.map_or(usize::MAX, Allowed::count));
         if want == 0 {
             return Some(Vec::new());
         }
         let found = self
             .index
-            .filtered_search(user, want, |key| {
-                u32::try_from(key).is_ok_and(|row| excluded.binary_search(&row).is_err())
-            })
+            .filtered_search(user, want, |key| u32::try_from(key).is_ok_and(passes))
             .map_err(|e| tracing::warn!(error = %e, "HNSW search failed; scanning exactly"))
             .ok()?;
         let mut rows: Vec<u32> = found
             .keys
             .iter()
             .filter_map(|&key| u32::try_from(key).ok())
-            .filter(|&row| (row as usize) < self.n_items && excluded.binary_search(&row).is_err())
+            .filter(|&row| (row as usize) < self.n_items && passes(row))
             .collect();
         rows.sort_unstable();
         rows.dedup();
