@@ -1,11 +1,11 @@
-//! Lambda function `recommend`: `GET /recommend/{user_id}`, and fold-in
+//! Lambda function `recommend`: `GET /recommend/{user_id}`, `GET /similar/{movie_id}`, and fold-in
 //! (`POST /recommend`, `GET /recommend[/{user_id}]?history=`). A thin adapter: the
 //! request handling is `recs_serve::api`, the Lambda glue `recs_serve::lambda`.
 
 use recs_serve::api::Endpoint;
 
 /// The routes this function answers.
-const ROUTES: &[Endpoint] = &[Endpoint::Recommend];
+const ROUTES: &[Endpoint] = &Endpoint::RECOMMEND;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

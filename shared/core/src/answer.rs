@@ -185,6 +185,14 @@ impl LoadedModel {
         })
     }
 
+    /// Whether this version can return the movie.
+    pub fn knows_item(&self, movie_id: i64) -> bool {
+        match &self.model {
+            ServedModel::Als(m) => m.item_row(movie_id).is_some(),
+            ServedModel::Popularity(p) => p.items().contains(&movie_id),
+        }
+    }
+
     /// The rows of this version that pass `filter`, judged on `catalog`.
     fn allowed(&self, filter: &ItemFilter, catalog: Option<&Titles>) -> Allowed {
         let attributes = self.item_attributes.get_or_init(|| match &self.model {

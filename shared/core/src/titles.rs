@@ -321,6 +321,11 @@ impl Titles {
         }
     }
 
+    /// Whether the catalog lists the movie.
+    pub fn contains(&self, id: i64) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
     /// Every genre the catalog names, in the order first seen.
     pub fn genres(&self) -> &[String] {
         &self.genres

@@ -47,10 +47,14 @@ error_kinds! {
     Forbidden => FORBIDDEN, "forbidden";
     /// No such route, version or trace.
     NotFound => NOT_FOUND, "not_found";
+    /// The movie asked about is not in the version asked.
+    UnknownItem => NOT_FOUND, "unknown_item";
     /// The route exists; the method does not.
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed";
     /// A concurrent writer changed active.json first.
     Conflict => CONFLICT, "conflict";
+    /// The version cannot do what was asked (a popularity version has no item factors).
+    NotSupported => CONFLICT, "not_supported";
     /// A request body over [`crate::api::MAX_BODY`].
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "invalid_input";
     /// A switch whose target failed verification (the served model is healthy).
@@ -158,6 +162,24 @@ impl From<SwitchError> for ApiError {
     }
 }
 
+impl From<recs_core::blocked::BlockedError> for ApiError {
+    fn from(e: recs_core::blocked::BlockedError) -> Self {
+        use recs_core::blocked::BlockedError;
+        let kind = match &e {
+            BlockedError::BadRequest(_) => ErrorKind::InvalidInput,
+            BlockedError::Conflict => ErrorKind::Conflict,
+            BlockedError::Store(_) | BlockedError::Invalid(_) => ErrorKind::RegistryUnavailable,
+        };
+        ApiError::new(kind, e.to_string())
+    }
+}
+
+impl From<recs_core::filter::FilterError> for ApiError {
+    fn from(e: recs_core::filter::FilterError) -> Self {
+        ApiError::invalid(e.to_string())
+    }
+}
+
 impl From<RecommendError> for ApiError {
     fn from(e: RecommendError) -> Self {
         let kind = match &e {
@@ -166,6 +188,12 @@ impl From<RecommendError> for ApiError {
                 ErrorKind::InvalidModel
             }
             RecommendError::FoldIn { .. } => ErrorKind::FoldInUnavailable,
+            RecommendError::Similar(recs_core::SimilarError::UnknownItem { .. }) => {
+                ErrorKind::UnknownItem
+            }
+            RecommendError::Similar(recs_core::SimilarError::NotSupported { .. }) => {
+                ErrorKind::NotSupported
+            }
         };
         ApiError::new(kind, e.to_string())
     }

@@ -109,6 +109,8 @@ pub struct Metrics {
     latency: HistogramFamily<EndpointLabel>,
     errors: Family<ErrorLabels, Counter>,
     switches: Counter,
+    blocked: Gauge,
+    block_updates: Counter,
     model_load_seconds: FloatGauge,
     version: Family<VersionInfo, Gauge>,
     drift: Family<FeatureLabel, FloatGauge>,
@@ -150,6 +152,8 @@ impl Default for Metrics {
             latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             errors: Family::default(),
             switches: Counter::default(),
+            blocked: Gauge::default(),
+            block_updates: Counter::default(),
             model_load_seconds: FloatGauge::default(),
             version: Family::default(),
             drift: Family::default(),
@@ -186,6 +190,18 @@ impl Default for Metrics {
             names::MODEL_SWITCHES,
             "Model switches performed by this process",
             &m.switches,
+        );
+        register(
+            reg,
+            names::CATALOG_BLOCKED,
+            "Movies in the registry's blocked set, as this process last read it",
+            &m.blocked,
+        );
+        register(
+            reg,
+            names::CATALOG_BLOCK_UPDATES,
+            "Changes to the blocked set this process wrote or picked up",
+            &m.block_updates,
         );
         register(
             reg,
@@ -360,6 +376,14 @@ impl Metrics {
     pub fn count_switch(&self, action: &str, version: &str) {
         self.switches.inc();
         self.queue(|| recs_telemetry::emf::switch_line(action, version));
+    }
+
+    /// Counts one change of the blocked set (`block`, `unblock`, or `poll` for one
+    /// picked up from the registry) and records its size, in both sinks.
+    pub fn count_block_update(&self, action: &str, blocked: usize, revision: u64) {
+        self.block_updates.inc();
+        self.blocked.set(blocked as i64);
+        self.queue(|| recs_telemetry::emf::block_line(action, blocked, revision));
     }
 
     /// Whether a model is loaded and servable.

@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use recs_core::{validate_version, LoadedModel, Query, Scored};
+use recs_core::filter::ItemFilter;
+use recs_core::{validate_version, Because, LoadedModel, Query, Scored, SimilarError};
 use recs_experiment::Exposure;
 
 use crate::state::Service;
@@ -25,6 +26,10 @@ pub struct Ask {
     pub exclude: Vec<i64>,
     /// Answer with this version, which must be one of those served.
     pub model: Option<String>,
+    /// Only movies that pass this catalog filter.
+    pub filter: Option<ItemFilter>,
+    /// Explain each movie by this many of the user's interactions (0: no).
+    pub explain: usize,
 }
 
 /// Why a request cannot be answered.
@@ -47,6 +52,9 @@ pub enum RecommendError {
     /// Fold-in is unavailable for the version that answers.
     #[error(transparent)]
     FoldIn(#[from] recs_core::AnswerError),
+    /// The version cannot say which movies are similar to this one.
+    #[error(transparent)]
+    Similar(#[from] SimilarError),
 }
 
 /// One answer: which version gave it, the ranking and its movie ids, and the
@@ -65,6 +73,10 @@ pub struct Answer {
     pub unknown: Option<Vec<i64>>,
     /// The rollout's variant for the user.
     pub variant: Option<&'static str>,
+    /// With a filter: how many of the version's movies pass it.
+    pub passed: Option<usize>,
+    /// With `explain`: why each movie is there.
+    pub because: Option<Because>,
 }
 
 /// What a recommend request leaves behind: the trace `/trace` shows and the exposure
@@ -87,6 +99,27 @@ pub struct Record {
     pub latency_ms: f64,
 }
 
+/// The served version `wanted` names (an explicit version is honoured only among
+/// the versions served right now: a request never changes what everyone else is
+/// served).
+fn named<'s>(
+    served: &'s crate::state::Served,
+    wanted: &str,
+) -> Result<&'s Arc<LoadedModel>, RecommendError> {
+    validate_version(wanted).map_err(|e| RecommendError::BadVersion(e.to_string()))?;
+    let primary = served
+        .primary
+        .as_ref()
+        .map_err(|reason| RecommendError::Unavailable(reason.clone()))?;
+    std::iter::once(primary)
+        .chain(&served.canary)
+        .find(|m| m.version == wanted)
+        .ok_or_else(|| RecommendError::NotServed {
+            wanted: wanted.to_string(),
+            serving: primary.version.clone(),
+        })
+}
+
 /// The Python service's `max(1, round(ms))` (Python rounds halves to even), for
 /// clients that read an int.
 pub fn whole_ms(precise_ms: f64) -> u64 {
@@ -98,6 +131,7 @@ impl Service {
     /// mixes versions), comparing with the shadow when the rollout says so.
     pub fn recommend(&self, ask: &Ask) -> Result<Answer, RecommendError> {
         let served = self.served();
+        let blocked = self.blocked();
         let primary = served
             .primary
             .as_ref()
@@ -114,24 +148,10 @@ impl Service {
             },
         };
         if let Some(wanted) = &ask.model {
-            validate_version(wanted).map_err(|e| RecommendError::BadVersion(e.to_string()))?;
-            // An explicit version is honoured only among the versions served right now:
-            // a request never changes what everyone else is served.
-            loaded = std::iter::once(primary)
-                .chain(&served.canary)
-                .find(|m| &m.version == wanted)
-                .ok_or_else(|| RecommendError::NotServed {
-                    wanted: wanted.clone(),
-                    serving: primary.version.clone(),
-                })?;
+            loaded = named(&served, wanted)?;
             variant = None;
         }
-        let query = Query {
-            user_id: ask.user_id,
-            k: ask.k,
-            history: ask.history.as_deref(),
-            exclude: &ask.exclude,
-        };
+        let query = self.query(ask, &blocked.ids);
         let ranked = loaded.answer(&query)?;
         if assignment.as_ref().is_some_and(|a| a.shadow) {
             // A shadow that cannot answer (say, no fold-in parameters) is not compared.
@@ -161,7 +181,64 @@ impl Service {
             fallback: ranked.fallback,
             unknown: ranked.unknown,
             variant,
+            passed: ranked.passed,
+            because: ranked.because,
         })
+    }
+
+    fn query<'a>(&'a self, ask: &'a Ask, blocked: &'a [i64]) -> Query<'a> {
+        Query {
+            user_id: ask.user_id,
+            k: ask.k,
+            history: ask.history.as_deref(),
+            exclude: &ask.exclude,
+            blocked,
+            filter: ask.filter.as_ref(),
+            catalog: Some(&self.titles),
+            explain: ask.explain,
+        }
+    }
+
+    /// The movies most similar to `movie_id` by the primary version (or the served
+    /// version `ask.model` names), with `ask`'s k, exclusions and filter and the
+    /// blocked set applied.
+    pub fn similar(&self, movie_id: i64, ask: &Ask) -> Result<Answer, RecommendError> {
+        let served = self.served();
+        let blocked = self.blocked();
+        let mut loaded = served
+            .primary
+            .as_ref()
+            .map_err(|reason| RecommendError::Unavailable(reason.clone()))?;
+        if let Some(wanted) = &ask.model {
+            loaded = named(&served, wanted)?;
+        }
+        let ranked = loaded.similar(movie_id, &self.query(ask, &blocked.ids))?;
+        let items = ranked
+            .scored
+            .iter()
+            .map(|s| loaded.model.item_id(s.row))
+            .collect();
+        Ok(Answer {
+            model: loaded.clone(),
+            scored: ranked.scored,
+            items,
+            fallback: None,
+            unknown: None,
+            variant: None,
+            passed: ranked.passed,
+            because: None,
+        })
+    }
+
+    /// The catalog filter for these request values, or why it cannot be built.
+    pub fn filter<S: AsRef<str>>(
+        &self,
+        genres: &[S],
+        exclude_genres: &[S],
+        year_min: Option<i32>,
+        year_max: Option<i32>,
+    ) -> Result<Option<ItemFilter>, recs_core::filter::FilterError> {
+        ItemFilter::new(&self.titles, genres, exclude_genres, year_min, year_max)
     }
 
     /// The rollout's variant for `user_id` (what a refused request would have got).

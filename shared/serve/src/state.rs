@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::control::{self, RolloutPatch, SwitchError, Switched};
 use crate::metrics::{Metrics, VersionInfo};
 use recs_core::active::{self, ActiveState, Rollout};
+use recs_core::blocked::{self, BlockedError, BlockedSet};
 use recs_core::{LoadedModel, Registry, RegistryError, Titles};
 
 /// The primary model, or why there is none.
@@ -51,6 +52,37 @@ impl Served {
     }
 }
 
+/// The blocked set this instance applies: the ids (ascending), the set as read, and
+/// the ETag of the blocked.json it came from.
+#[derive(Debug, Default)]
+pub struct Blocked {
+    /// Blocked movie ids, ascending.
+    pub ids: Vec<i64>,
+    /// The set as read (`revision` 0: none was ever written).
+    pub set: BlockedSet,
+    etag: Option<String>,
+}
+
+impl Blocked {
+    fn of(set: BlockedSet, etag: Option<String>) -> Blocked {
+        Blocked {
+            ids: set.ids(),
+            set,
+            etag,
+        }
+    }
+}
+
+/// What a block or unblock did, for the caller.
+#[derive(Debug, Clone)]
+pub struct BlockDone {
+    /// The change as written.
+    pub change: blocked::Change,
+    /// The ids neither the served versions nor the catalog know (accepted: a
+    /// takedown may precede the release that brings the movie).
+    pub unknown: Vec<i64>,
+}
+
 /// Shared state of one execution environment.
 pub struct Service {
     /// Settings, read once at start.
@@ -61,6 +93,7 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     registry: Result<Registry, String>,
     served: ArcSwap<Served>,
+    blocked: ArcSwap<Blocked>,
     last_poll: Mutex<Option<Instant>>,
     refreshing: tokio::sync::Mutex<()>,
     /// Recent recommendation traces (`GET /trace/{request_id}`).
@@ -96,15 +129,18 @@ impl Service {
             metrics,
             registry,
             served: ArcSwap::from_pointee(empty),
+            blocked: Default::default(),
             last_poll: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             traces: Default::default(),
             exposures,
         };
-        // Titles and the model are independent fetches: one round trip, not two.
-        let (titles, ()) = tokio::join!(
+        // Titles, the model and the blocked set are independent fetches: one round
+        // trip, not three.
+        let (titles, (), ()) = tokio::join!(
             load_titles(&svc.config, svc.registry.as_ref().ok()),
-            svc.reload(None)
+            svc.reload(None),
+            svc.refresh_blocked()
         );
         svc.titles = titles;
         *svc.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
@@ -132,6 +168,7 @@ impl Service {
                 previous_version: None,
                 etag: None,
             }),
+            blocked: Default::default(),
             last_poll: Mutex::new(Some(Instant::now())),
             refreshing: tokio::sync::Mutex::new(()),
             traces: Default::default(),
@@ -141,6 +178,91 @@ impl Service {
     /// The current snapshot. Load it once per request.
     pub fn served(&self) -> Arc<Served> {
         self.served.load_full()
+    }
+
+    /// The blocked set applied now. Load it once per request.
+    pub fn blocked(&self) -> Arc<Blocked> {
+        self.blocked.load_full()
+    }
+
+    /// Reads blocked.json if it changed (conditional GET) and applies it. Errors are
+    /// logged and counted; the set already applied stays.
+    async fn refresh_blocked(&self) {
+        let Ok(registry) = self.registry.as_ref() else {
+            return;
+        };
+        let current = self.blocked();
+        match blocked::read_if_changed(registry.store(), current.etag.as_deref()).await {
+            Ok(None) => {}
+            Ok(Some(found)) => {
+                let (set, etag) = match found {
+                    Some((set, etag)) => (set, Some(etag)),
+                    None => (BlockedSet::default(), None),
+                };
+                if set != current.set {
+                    tracing::info!(revision = set.revision, blocked = set.movies.len(), "blocked set changed");
+                    self.metrics
+                        .count_block_update("poll", set.movies.len(), set.revision);
+                }
+                self.blocked.store(Arc::new(Blocked::of(set, etag)));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check blocked.json; applying the set already read");
+                self.metrics
+                    .count_error("registry_unavailable", "refresh", &e.to_string());
+            }
+        }
+    }
+
+    /// The registry's blocked set as stored now (empty when none was written).
+    pub async fn stored_blocked(&self) -> Result<BlockedSet, String> {
+        let registry = self.registry.as_ref().map_err(|e| e.clone())?;
+        blocked::read(registry.store())
+            .await
+            .map(|s| s.map(|(set, _)| set).unwrap_or_default())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Blocks (`block` true) or unblocks `ids` in the registry for every instance,
+    /// and applies the result here at once.
+    pub async fn change_blocked(
+        &self,
+        block: bool,
+        ids: &[i64],
+        reason: &str,
+    ) -> Result<BlockDone, BlockedError> {
+        let registry = self
+            .registry
+            .as_ref()
+            .map_err(|e| BlockedError::Store(recs_core::StoreError::Unavailable {
+                location: self.config.registry.clone(),
+                detail: e.clone(),
+            }))?;
+        let change = if block {
+            blocked::block(registry.store(), ids, reason).await?
+        } else {
+            blocked::unblock(registry.store(), ids).await?
+        };
+        let action = if block { "block" } else { "unblock" };
+        if !change.changed.is_empty() {
+            self.metrics
+                .count_block_update(action, change.set.movies.len(), change.set.revision);
+            tracing::info!(action, ids = ?change.changed, revision = change.set.revision, "blocked set written");
+        }
+        // The next poll fetches the written object once (new ETag) and finds it equal.
+        let etag = self.blocked().etag.clone();
+        self.blocked
+            .store(Arc::new(Blocked::of(change.set.clone(), etag)));
+        let served = self.served();
+        let unknown = ids
+            .iter()
+            .copied()
+            .filter(|&id| {
+                let in_model = served.loaded().iter().any(|m| m.knows_item(id));
+                !in_model && !self.titles.contains(id)
+            })
+            .collect();
+        Ok(BlockDone { change, unknown })
     }
 
     /// The primary model, or why there is none.
@@ -179,7 +301,11 @@ impl Service {
         } else {
             None
         };
-        match active::read_if_changed(registry.store(), etag).await {
+        let (changed, ()) = tokio::join!(
+            active::read_if_changed(registry.store(), etag),
+            self.refresh_blocked()
+        );
+        match changed {
             Ok(None) => {}
             Ok(Some(state)) => {
                 if current.primary.is_err() || state.is_some() || current.etag.is_some() {

@@ -233,6 +233,27 @@ pub fn switch_line(action: &str, version: &str) -> String {
     )
 }
 
+/// One change of the blocked set seen by this process (`action`: `block`,
+/// `unblock` or `poll`), with the number of movies blocked after it.
+pub fn block_line(action: &str, blocked: usize, revision: u64) -> String {
+    let mut m = Map::new();
+    m.insert(names::CATALOG_BLOCK_UPDATES.into(), 1.into());
+    m.insert(names::CATALOG_BLOCKED.into(), blocked.into());
+    m.insert("action".into(), action.into());
+    m.insert("revision".into(), revision.into());
+    document(
+        now_ms(),
+        vec![directive(
+            &[&["service"]],
+            &[
+                (names::CATALOG_BLOCK_UPDATES, "Count"),
+                (names::CATALOG_BLOCKED, "Count"),
+            ],
+        )],
+        m,
+    )
+}
+
 /// One shadow comparison: the top-k overlap (0..=1) of the shadow version with the
 /// served one.
 pub fn shadow_line(overlap: f64, primary: &str, shadow: &str) -> String {

@@ -36,8 +36,12 @@ pub const RETRAIN_NDCG: &str = "retrain_ndcg";
 /// 1 when the retrain's gate refused, the data was empty, or the run failed (the
 /// retrain-failure alarm sums it).
 pub const RETRAIN_FAILURES: &str = "retrain_failures_total";
+/// Movies in the registry's blocked set (takedowns), as this process last read it.
+pub const CATALOG_BLOCKED: &str = "catalog_blocked_items";
+/// Changes to the blocked set this process wrote or picked up from the registry.
+pub const CATALOG_BLOCK_UPDATES: &str = "catalog_block_updates_total";
 /// Every name, for checks that the sinks only use defined metrics.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 19] = [
     REQUESTS,
     LATENCY,
     ERRORS,
@@ -55,4 +59,6 @@ pub const ALL: [&str; 17] = [
     RETRAIN_ROWS,
     RETRAIN_NDCG,
     RETRAIN_FAILURES,
+    CATALOG_BLOCKED,
+    CATALOG_BLOCK_UPDATES,
 ];

@@ -10,6 +10,7 @@
 //! [`ApiError`]s, which become responses in one place (`crate::error`).
 
 mod admin;
+mod catalog;
 mod experiment;
 mod recommend;
 
@@ -50,6 +51,8 @@ pub enum Endpoint {
     /// `GET /recommend/{user_id}`, and fold-in: `GET /recommend[/{user_id}]?history=`
     /// and `POST /recommend`
     Recommend,
+    /// `GET /similar/{movie_id}`: the movies most like one
+    Similar,
     /// `GET /healthz`
     Health,
     /// `GET /metrics` (local server only)
@@ -68,14 +71,21 @@ pub enum Endpoint {
     ExperimentAnalyze,
     /// `POST /experiment/promote`
     ExperimentPromote,
+    /// `POST /catalog/block`: take movies down everywhere
+    CatalogBlock,
+    /// `POST /catalog/unblock`
+    CatalogUnblock,
+    /// `GET /catalog/blocked`
+    CatalogBlocked,
     /// No route matched.
     Unknown,
 }
 
 impl Endpoint {
     /// Every endpoint `recs serve` answers.
-    pub const ALL: [Endpoint; 10] = [
+    pub const ALL: [Endpoint; 14] = [
         Endpoint::Recommend,
+        Endpoint::Similar,
         Endpoint::Health,
         Endpoint::Metrics,
         Endpoint::Switch,
@@ -85,21 +95,30 @@ impl Endpoint {
         Endpoint::Trace,
         Endpoint::ExperimentAnalyze,
         Endpoint::ExperimentPromote,
+        Endpoint::CatalogBlock,
+        Endpoint::CatalogUnblock,
+        Endpoint::CatalogBlocked,
     ];
+    /// The routes of the `recommend` Lambda function.
+    pub const RECOMMEND: [Endpoint; 2] = [Endpoint::Recommend, Endpoint::Similar];
     /// The routes of the `switch` Lambda function.
-    pub const ADMIN: [Endpoint; 6] = [
+    pub const ADMIN: [Endpoint; 9] = [
         Endpoint::Switch,
         Endpoint::RolloutStatus,
         Endpoint::RolloutUpdate,
         Endpoint::ExperimentAnalyze,
         Endpoint::ExperimentPromote,
         Endpoint::Trace,
+        Endpoint::CatalogBlock,
+        Endpoint::CatalogUnblock,
+        Endpoint::CatalogBlocked,
     ];
 
     /// The `endpoint` label.
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::Recommend => "recommend",
+            Endpoint::Similar => "similar",
             Endpoint::Health => "healthz",
             Endpoint::Metrics => "metrics",
             Endpoint::Switch => "switch",
@@ -109,6 +128,9 @@ impl Endpoint {
             Endpoint::Trace => "trace",
             Endpoint::ExperimentAnalyze => "experiment_analyze",
             Endpoint::ExperimentPromote => "experiment_promote",
+            Endpoint::CatalogBlock => "catalog_block",
+            Endpoint::CatalogUnblock => "catalog_unblock",
+            Endpoint::CatalogBlocked => "catalog_blocked",
             Endpoint::Unknown => "unknown",
         }
     }
@@ -119,6 +141,7 @@ impl Endpoint {
         match self {
             // No id, or an empty one: still the recommend route (a 400, not a 404).
             Endpoint::Recommend => &["/recommend/{*user_id}", "/recommend", "/recommend/"],
+            Endpoint::Similar => &["/similar/{*movie_id}"],
             Endpoint::Health => &["/healthz"],
             Endpoint::Metrics => &["/metrics"],
             Endpoint::OpenApi => &["/openapi.json"],
@@ -128,6 +151,9 @@ impl Endpoint {
             Endpoint::Trace => &["/trace/{*request_id}"],
             Endpoint::ExperimentAnalyze => &["/experiment/analyze"],
             Endpoint::ExperimentPromote => &["/experiment/promote"],
+            Endpoint::CatalogBlock => &["/catalog/block"],
+            Endpoint::CatalogUnblock => &["/catalog/unblock"],
+            Endpoint::CatalogBlocked => &["/catalog/blocked"],
             Endpoint::Unknown => &[],
         }
     }
@@ -137,6 +163,7 @@ impl Endpoint {
         match self {
             Endpoint::Recommend if pattern.ends_with('}') => get(recommend::get),
             Endpoint::Recommend => get(recommend::get).post(recommend::post),
+            Endpoint::Similar => get(recommend::similar),
             Endpoint::Health => get(health),
             Endpoint::Metrics => get(metrics),
             Endpoint::OpenApi => get(openapi),
@@ -146,6 +173,9 @@ impl Endpoint {
             Endpoint::Trace => get(experiment::trace),
             Endpoint::ExperimentAnalyze => get(experiment::analyze),
             Endpoint::ExperimentPromote => post(experiment::promote),
+            Endpoint::CatalogBlock => post(catalog::block),
+            Endpoint::CatalogUnblock => post(catalog::unblock),
+            Endpoint::CatalogBlocked => get(catalog::blocked),
             Endpoint::Unknown => MethodRouter::new(),
         }
     }
@@ -166,7 +196,10 @@ impl Endpoint {
                 &[Method::GET, Method::POST]
             }
             Endpoint::Switch => &[Method::GET, Method::POST],
-            Endpoint::RolloutUpdate | Endpoint::ExperimentPromote => &[Method::POST],
+            Endpoint::RolloutUpdate
+            | Endpoint::ExperimentPromote
+            | Endpoint::CatalogBlock
+            | Endpoint::CatalogUnblock => &[Method::POST],
             _ => &[Method::GET],
         }
     }
@@ -183,6 +216,9 @@ impl Endpoint {
                 | Endpoint::ExperimentAnalyze
                 | Endpoint::ExperimentPromote
                 | Endpoint::Trace
+                | Endpoint::CatalogBlock
+                | Endpoint::CatalogUnblock
+                | Endpoint::CatalogBlocked
         )
     }
 }
@@ -512,6 +548,11 @@ async fn health(State(svc): State<Arc<Service>>) -> Result<Reply, ApiError> {
                 "canary_percentage": served.rollout.canary_percentage,
             },
             "model": model_json(m),
+            "catalog": {
+                "movies": svc.titles.len(),
+                "genres": svc.titles.genres(),
+                "blocked": svc.blocked().ids.len(),
+            },
         }))),
         Err(_) => Err(ApiError::new(
             ErrorKind::ModelUnavailable,

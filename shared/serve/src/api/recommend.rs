@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
 use http::Uri;
+use recs_core::Because;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use super::{param, query, ApiError, Claims, Ctx, ErrorKind, Pending, Reply};
 use crate::config::RecommendAuth;
@@ -30,6 +32,52 @@ pub(super) fn parse_id(s: &str) -> Option<i64> {
         return None;
     }
     s.parse().ok()
+}
+
+/// The most history items `explain=` may name per movie.
+pub const MAX_EXPLAIN: usize = 50;
+
+/// A year bound: an integer from 0 to 9999.
+fn parse_year(name: &str, raw: &str) -> Result<i32, ApiError> {
+    match raw.parse::<i32>() {
+        Ok(y) if (0..=9999).contains(&y) => Ok(y),
+        _ => Err(ApiError::invalid(format!(
+            "{name} must be a year from 0 to 9999, got {raw:?}"
+        ))),
+    }
+}
+
+/// `explain` in 0..=MAX_EXPLAIN (0 or absent: no explanations).
+fn parse_explain(raw: Option<&str>) -> Result<usize, ApiError> {
+    let Some(raw) = raw else { return Ok(0) };
+    match raw.parse::<usize>() {
+        Ok(n) if n <= MAX_EXPLAIN => Ok(n),
+        _ => Err(ApiError::invalid(format!(
+            "explain must be an integer from 0 to {MAX_EXPLAIN}, got {raw:?}"
+        ))),
+    }
+}
+
+/// A comma-separated genre list (`genres=`, `exclude_genres=`); empty names are skipped.
+fn genre_list(raw: Option<&str>) -> Vec<&str> {
+    raw.map(|r| r.split(',').map(str::trim).filter(|g| !g.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// The catalog filter of a GET request's query string.
+fn parse_filter(
+    svc: &Service,
+    params: &[(String, String)],
+) -> Result<Option<recs_core::filter::ItemFilter>, ApiError> {
+    let year = |name: &str| -> Result<Option<i32>, ApiError> {
+        param(params, name)?.map(|raw| parse_year(name, raw)).transpose()
+    };
+    Ok(svc.filter(
+        &genre_list(param(params, "genres")?),
+        &genre_list(param(params, "exclude_genres")?),
+        year("year_min")?,
+        year("year_max")?,
+    )?)
 }
 
 /// `k` in 1..=max_k; default 20 (the Python API's default).
@@ -94,6 +142,11 @@ struct FoldInBody {
     items: Vec<i64>,
     k: Option<i64>,
     exclude: Option<Vec<i64>>,
+    genres: Option<Vec<String>>,
+    exclude_genres: Option<Vec<String>>,
+    year_min: Option<i64>,
+    year_max: Option<i64>,
+    explain: Option<i64>,
 }
 
 /// `POST /recommend`: a fold-in, the user (if any) in the body.
@@ -101,7 +154,7 @@ fn parse_post(svc: &Service, body: &[u8], params: &[(String, String)]) -> Result
     let max_k = svc.config.max_k;
     let body: FoldInBody = serde_json::from_slice(body).map_err(|e| {
         ApiError::invalid(format!(
-            "the body must be a JSON object {{\"items\": [movie ids], \"user_id\": optional, \"k\": optional, \"exclude\": optional}}: {e}"
+            "the body must be a JSON object {{\"items\": [movie ids], optional: \"user_id\", \"k\", \"exclude\", \"genres\", \"exclude_genres\", \"year_min\", \"year_max\", \"explain\"}}: {e}"
         ))
     })?;
     if let Some(u) = body.user_id.filter(|&u| u < 0) {
@@ -116,12 +169,23 @@ fn parse_post(svc: &Service, body: &[u8], params: &[(String, String)]) -> Result
         None => 20.min(max_k),
         Some(k) => parse_k(Some(&k.to_string()), max_k)?,
     };
+    let year = |name: &str, v: Option<i64>| {
+        v.map(|y| parse_year(name, &y.to_string())).transpose()
+    };
+    let filter = svc.filter(
+        &body.genres.unwrap_or_default(),
+        &body.exclude_genres.unwrap_or_default(),
+        year("year_min", body.year_min)?,
+        year("year_max", body.year_max)?,
+    )?;
     Ok(Ask {
         user_id: body.user_id,
         k,
         history: Some(body.items),
         exclude,
         model: param(params, "model")?.map(str::to_string),
+        filter,
+        explain: parse_explain(body.explain.map(|n| n.to_string()).as_deref())?,
     })
 }
 
@@ -151,6 +215,8 @@ fn parse_get(svc: &Service, raw_user: &str, params: &[(String, String)]) -> Resu
         history,
         exclude,
         model: param(params, "model")?.map(str::to_string),
+        filter: parse_filter(svc, params)?,
+        explain: parse_explain(param(params, "explain")?)?,
     })
 }
 
@@ -216,6 +282,26 @@ struct Recommendation<'a> {
     movie_id: i64,
     title: std::borrow::Cow<'a, str>,
     score: f32,
+    /// With `explain`: the history items behind it, or `"popular"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    because: Option<Value>,
+}
+
+/// A recommendation's `because`: the user's history items that add most to its
+/// score (`movie_id`, `title`, `contribution`), or `"popular"`.
+fn because_json(svc: &Service, because: Option<&Because>, i: usize) -> Option<Value> {
+    match because? {
+        Because::Popular => Some(Value::from("popular")),
+        Because::History(parts) => Some(Value::Array(
+            parts
+                .get(i)?
+                .iter()
+                .map(|&(movie_id, contribution)| {
+                    json!({"movie_id": movie_id, "title": svc.titles.get(movie_id), "contribution": contribution})
+                })
+                .collect(),
+        )),
+    }
 }
 
 #[derive(Serialize)]
@@ -244,6 +330,9 @@ struct RecommendBody<'a> {
     /// Fold-in only: the history's movie ids the model does not know (ignored).
     #[serde(skip_serializing_if = "Option::is_none")]
     unknown_items: Option<&'a [i64]>,
+    /// With a filter: how many of the version's movies pass it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter_passed: Option<usize>,
     provenance: Provenance<'a>,
 }
 
@@ -268,10 +357,12 @@ fn answer(svc: &Service, ctx: &Ctx, ask: &Ask) -> Result<Recommended, ApiError> 
         .scored
         .iter()
         .zip(&answer.items)
-        .map(|(s, &movie_id)| Recommendation {
+        .enumerate()
+        .map(|(i, (s, &movie_id))| Recommendation {
             movie_id,
             title: svc.titles.get(movie_id),
             score: s.score,
+            because: because_json(svc, answer.because.as_ref(), i),
         })
         .collect();
     let latency_ms = (ctx.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
@@ -293,6 +384,7 @@ fn answer(svc: &Service, ctx: &Ctx, ask: &Ask) -> Result<Recommended, ApiError> 
         variant: answer.variant,
         fallback: answer.fallback,
         unknown_items: answer.unknown.as_deref(),
+        filter_passed: answer.passed,
         provenance: Provenance {
             request_id: &ctx.request_id,
             timestamp: ctx.timestamp_ms,
@@ -319,6 +411,54 @@ fn answer(svc: &Service, ctx: &Ctx, ask: &Ask) -> Result<Recommended, ApiError> 
         latency_ms,
     };
     Ok(Recommended { body, record })
+}
+
+/// `GET /similar/{movie_id}`: the movies most like one (cosine of the item
+/// factors), with `k`, `exclude`, the catalog filter and `model` as on `/recommend`.
+pub(super) async fn similar(
+    State(svc): State<Arc<Service>>,
+    Extension(ctx): Extension<Ctx>,
+    uri: Uri,
+) -> Result<Reply, ApiError> {
+    let params = query(&uri);
+    let raw = uri.path().strip_prefix("/similar/").unwrap_or("");
+    let movie_id = parse_id(raw).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "movie_id must be a non-negative integer up to {}, got {raw:?}",
+            i64::MAX
+        ))
+    })?;
+    let ask = Ask {
+        user_id: None,
+        k: parse_k(param(&params, "k")?, svc.config.max_k)?,
+        history: None,
+        exclude: match param(&params, "exclude")? {
+            Some(raw) => parse_id_list("exclude", raw)?,
+            None => Vec::new(),
+        },
+        model: param(&params, "model")?.map(str::to_string),
+        filter: parse_filter(&svc, &params)?,
+        explain: 0,
+    };
+    let answer = svc.similar(movie_id, &ask)?;
+    let similar: Vec<Value> = answer
+        .scored
+        .iter()
+        .zip(&answer.items)
+        .map(|(s, &id)| json!({"movie_id": id, "title": svc.titles.get(id), "score": s.score}))
+        .collect();
+    let mut body = json!({
+        "movie_id": movie_id,
+        "title": svc.titles.get(movie_id),
+        "model": answer.model.version,
+        "items": answer.items,
+        "similar": similar,
+        "request_id": ctx.request_id,
+    });
+    if let Some(n) = answer.passed {
+        body["filter_passed"] = n.into();
+    }
+    Ok(Reply::Json(body.to_string()))
 }
 
 #[cfg(test)]
