@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod catalog_cmd;
 mod drift_cmd;
 mod drill;
 mod experiment_cmd;
@@ -96,6 +97,16 @@ enum Command {
     /// trained with its hyper-parameters, gated on a time-based holdout, published and
     /// started as a canary. Refuses (non-zero exit) an empty or worse model.
     Retrain(retrain_cmd::RetrainArgs),
+    /// Takedowns: block, unblock or list the movies no instance may return
+    /// (the registry's blocked.json, polled with active.json).
+    Catalog {
+        #[command(subcommand)]
+        action: catalog_cmd::CatalogAction,
+    },
+    /// Recommendations for a file of users (AWS Personalize's batch format: JSON
+    /// lines {"userId": "1"} in, {"input", "output": {"recommendedItems", "scores"},
+    /// "error"} out), from and to a file or S3.
+    Batch(catalog_cmd::BatchArgs),
     /// Generate synthetic MovieLens-format ratings and titles with planted structure.
     GenData {
         /// Output folder for ratings.csv and movie_titles.csv.
@@ -196,6 +207,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Import { action } => import_cmd::run(action, registry).await,
         Command::Drift(args) => drift_cmd::run(args, registry).await,
         Command::Experiment { action } => experiment_cmd::run(action, &registry).await,
+        Command::Catalog { action } => catalog_cmd::run(action, &registry).await,
+        Command::Batch(args) => catalog_cmd::run_batch(args, &registry).await,
         Command::Drill(args) => drill::run(args, registry).await,
         Command::Retrain(args) => {
             retrain_cmd::run(retrain_cmd::RetrainArgs { registry, ..args }).await

@@ -119,8 +119,12 @@ impl LoadedModel {
             let user = model.user_factors().row(row);
             let user = user.as_slice().expect("C order");
             let seen = model.seen().row(row);
-            let scored =
-                model.recommend_vector_in(user, &merge_sorted(seen, &excluded), allowed.as_ref(), q.k);
+            let scored = model.recommend_vector_in(
+                user,
+                &merge_sorted(seen, &excluded),
+                allowed.as_ref(),
+                q.k,
+            );
             let because = self.because(model, q.explain, seen, &scored)?;
             return Ok(Ranked {
                 scored,
@@ -177,7 +181,12 @@ impl LoadedModel {
         let (blocked, _) = rows_of(model, q.blocked);
         let allowed = q.filter.map(|f| self.allowed(f, q.catalog));
         Ok(Ranked {
-            scored: model.similar(row, &merge_sorted(&excluded, &blocked), allowed.as_ref(), q.k),
+            scored: model.similar(
+                row,
+                &merge_sorted(&excluded, &blocked),
+                allowed.as_ref(),
+                q.k,
+            ),
             fallback: None,
             unknown: None,
             passed: allowed.as_ref().map(Allowed::count),

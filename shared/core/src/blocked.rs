@@ -106,7 +106,9 @@ pub fn parse(bytes: &[u8]) -> Result<BlockedSet, BlockedError> {
 pub async fn read(store: &Store) -> Result<Option<(BlockedSet, String)>, BlockedError> {
     match store.get_object(BLOCKED_KEY, None).await {
         Ok(Some(obj)) => Ok(Some((parse(&obj.bytes)?, obj.etag))),
-        Ok(None) => Err(BlockedError::Invalid("unconditional GET answered 304".into())),
+        Ok(None) => Err(BlockedError::Invalid(
+            "unconditional GET answered 304".into(),
+        )),
         Err(StoreError::NotFound(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -240,7 +242,10 @@ mod tests {
         let (_d, s) = store();
         assert!(read(&s).await.unwrap().is_none());
         let c = block(&s, &[5, 3, 5], "legal").await.unwrap();
-        assert_eq!((c.changed.clone(), c.unchanged.clone()), (vec![3, 5], vec![]));
+        assert_eq!(
+            (c.changed.clone(), c.unchanged.clone()),
+            (vec![3, 5], vec![])
+        );
         assert_eq!(c.set.revision, 1);
         let c = block(&s, &[3, 9], "other").await.unwrap();
         assert_eq!((c.changed.clone(), c.unchanged.clone()), (vec![9], vec![3]));
@@ -270,7 +275,9 @@ mod tests {
             assert!(matches!(err, BlockedError::BadRequest(_)), "{err}");
         }
         assert!(!d.path().join(BLOCKED_KEY).exists());
-        assert!(block(&s, &(0..1000).collect::<Vec<i64>>(), "").await.is_ok());
+        assert!(block(&s, &(0..1000).collect::<Vec<i64>>(), "")
+            .await
+            .is_ok());
     }
 
     #[tokio::test]

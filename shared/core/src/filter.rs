@@ -229,15 +229,36 @@ mod tests {
         let none: [&str; 0] = [];
         let f = |g: &[&str], x: &[&str], lo, hi| ItemFilter::new(&c, g, x, lo, hi).unwrap();
         assert_eq!(f(&none, &none, None, None), None);
-        assert_eq!(passing(&f(&["Drama"], &none, None, None).unwrap(), &c), [1, 3]);
-        assert_eq!(passing(&f(&["Drama", "Action"], &none, None, None).unwrap(), &c), [1, 2, 3]);
+        assert_eq!(
+            passing(&f(&["Drama"], &none, None, None).unwrap(), &c),
+            [1, 3]
+        );
+        assert_eq!(
+            passing(&f(&["Drama", "Action"], &none, None, None).unwrap(), &c),
+            [1, 2, 3]
+        );
         // Movies 4 and 5 have no genres: they pass an exclusion.
-        assert_eq!(passing(&f(&none, &["Drama"], None, None).unwrap(), &c), [2, 4, 5]);
+        assert_eq!(
+            passing(&f(&none, &["Drama"], None, None).unwrap(), &c),
+            [2, 4, 5]
+        );
         // Movie 3 has no year and 5 is not in the catalog: no year bound lets them by.
-        assert_eq!(passing(&f(&none, &none, Some(2000), None).unwrap(), &c), [2, 4]);
-        assert_eq!(passing(&f(&none, &none, None, Some(2000)).unwrap(), &c), [1, 2]);
-        assert_eq!(passing(&f(&["Drama"], &["Comedy"], None, None).unwrap(), &c), [3]);
-        assert_eq!(passing(&f(&none, &none, Some(2000), Some(2000)).unwrap(), &c), [2]);
+        assert_eq!(
+            passing(&f(&none, &none, Some(2000), None).unwrap(), &c),
+            [2, 4]
+        );
+        assert_eq!(
+            passing(&f(&none, &none, None, Some(2000)).unwrap(), &c),
+            [1, 2]
+        );
+        assert_eq!(
+            passing(&f(&["Drama"], &["Comedy"], None, None).unwrap(), &c),
+            [3]
+        );
+        assert_eq!(
+            passing(&f(&none, &none, Some(2000), Some(2000)).unwrap(), &c),
+            [2]
+        );
     }
 
     #[test]
@@ -249,7 +270,13 @@ mod tests {
             "unknown genre \"drama\" in genres; the catalog's genres are: Comedy, Drama, Action"
         );
         let err = ItemFilter::new::<&str>(&c, &[], &[], Some(2001), Some(2000)).unwrap_err();
-        assert_eq!(err, FilterError::YearRange { min: 2001, max: 2000 });
+        assert_eq!(
+            err,
+            FilterError::YearRange {
+                min: 2001,
+                max: 2000
+            }
+        );
         let err = ItemFilter::new(&Titles::default(), &[], &["X"], None, None).unwrap_err();
         assert!(err.to_string().ends_with("are: none"), "{err}");
     }

@@ -14,6 +14,7 @@
 //!   and the decomposition of a score by them (implicit's `explain`).
 //! - [`filter`]: request-time catalog filters (genres, years) as sets of item rows.
 //! - [`blocked`]: the registry's blocked set (takedowns), applied to every answer.
+//! - [`batch`]: recommendations for a file of users in AWS Personalize's batch format.
 //! - [`score`]: blocked FMA scoring kernels (AVX-512, AVX2, portable), chosen at run time.
 //! - [`Simd`] and, on x86_64, `Avx2Fma` and `Avx512`: the one CPU-feature
 //!   detection (and the one `RECS_SIMD` rule) for every SIMD kernel, here and in
@@ -27,8 +28,9 @@
 
 pub mod active;
 pub mod ann;
-pub mod blocked;
 mod answer;
+pub mod batch;
+pub mod blocked;
 mod cpu;
 mod csr;
 pub mod filter;

@@ -38,9 +38,25 @@ pub const MAX_GENRES: usize = 64;
 
 /// ml-100k's genres, in the order of `u.item`'s flags (`u.genre`).
 const U_ITEM_GENRES: [&str; 19] = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ];
 
 /// What the catalog knows of one movie.
@@ -99,7 +115,9 @@ impl GenreTable {
             return Ok(b);
         }
         if self.names.len() == MAX_GENRES {
-            return Err(format!("more than {MAX_GENRES} distinct genres (at {name:?})"));
+            return Err(format!(
+                "more than {MAX_GENRES} distinct genres (at {name:?})"
+            ));
         }
         let b = self.names.len() as u32;
         self.names.push(name.to_string());
@@ -225,7 +243,9 @@ impl Titles {
                 }
                 let released = rest.first().and_then(|d| d.rsplit('-').next());
                 let year = year_of_title(title).or_else(|| {
-                    released.filter(|y| y.len() == 4).and_then(|y| y.parse().ok())
+                    released
+                        .filter(|y| y.len() == 4)
+                        .and_then(|y| y.parse().ok())
                 });
                 (genres, year)
             };
@@ -321,6 +341,11 @@ impl Titles {
         }
     }
 
+    /// The movie ids the catalog lists, in no particular order.
+    pub fn ids(&self) -> Vec<i64> {
+        self.by_id.keys().copied().collect()
+    }
+
     /// Whether the catalog lists the movie.
     pub fn contains(&self, id: i64) -> bool {
         self.by_id.contains_key(&id)
@@ -333,12 +358,17 @@ impl Titles {
 
     /// The bit of genre `name` (exact, case-sensitive), if the catalog knows it.
     pub fn genre_bit(&self, name: &str) -> Option<u64> {
-        self.genres.iter().position(|g| g == name).map(|b| 1u64 << b)
+        self.genres
+            .iter()
+            .position(|g| g == name)
+            .map(|b| 1u64 << b)
     }
 
     /// A movie's genre bits and year; `(0, None)` for a movie the catalog lacks.
     pub fn attributes(&self, id: i64) -> (u64, Option<i32>) {
-        self.by_id.get(&id).map_or((0, None), |m| (m.genres, m.year))
+        self.by_id
+            .get(&id)
+            .map_or((0, None), |m| (m.genres, m.year))
     }
 
     /// The names of a movie's genres.
@@ -423,7 +453,10 @@ mod tests {
     fn years_come_only_from_a_closing_four_digit_parenthesis() {
         assert_eq!(year_of_title("Heat (1995)"), Some(1995));
         assert_eq!(year_of_title("Heat (1995) "), Some(1995));
-        assert_eq!(year_of_title("City of Lost Children, The (Cité des enfants perdus, La) (1995)"), Some(1995));
+        assert_eq!(
+            year_of_title("City of Lost Children, The (Cité des enfants perdus, La) (1995)"),
+            Some(1995)
+        );
         assert_eq!(year_of_title("1995"), None);
         assert_eq!(year_of_title("Babylon 5 (1994-1998)"), None);
         assert_eq!(year_of_title("(12345)"), None);
@@ -436,7 +469,9 @@ mod tests {
         for i in 0..65 {
             csv.push_str(&format!("{i},T{i},G{i}\n"));
         }
-        let err = Titles::parse("movie_titles.csv", csv.into_bytes()).unwrap_err().to_string();
+        let err = Titles::parse("movie_titles.csv", csv.into_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 66") && err.contains("64"), "{err}");
     }
 

@@ -25,7 +25,11 @@ fn model(users: usize, items: usize, f: usize, seed: u64) -> AlsModel {
     let uf: Vec<f32> = (0..users * f).map(|_| rng.unit()).collect();
     let itf: Vec<f32> = (0..items * f).map(|_| rng.unit()).collect();
     let seen = (0..users)
-        .map(|_| (0..20).map(|_| (rng.next() % items as u64) as u32).collect())
+        .map(|_| {
+            (0..20)
+                .map(|_| (rng.next() % items as u64) as u32)
+                .collect()
+        })
         .collect();
     AlsModel::new(
         Factors {
@@ -51,7 +55,11 @@ fn brute(m: &AlsModel, user: &[f32], skip: &dyn Fn(u32) -> bool, k: usize) -> Ve
         .filter(|&r| !skip(r))
         .map(|r| {
             let y = &items[r as usize * f..(r as usize + 1) * f];
-            let s = y.iter().zip(user).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let s = y
+                .iter()
+                .zip(user)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
             (r, s)
         })
         .collect();
@@ -63,7 +71,10 @@ fn brute(m: &AlsModel, user: &[f32], skip: &dyn Fn(u32) -> bool, k: usize) -> Ve
 fn same(got: &[recs_core::Scored], want: &[(u32, f64)], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (g, w) in got.iter().zip(want) {
-        assert!((f64::from(g.score) - w.1).abs() < 1e-4, "{what}: {g:?} vs {w:?}");
+        assert!(
+            (f64::from(g.score) - w.1).abs() < 1e-4,
+            "{what}: {g:?} vs {w:?}"
+        );
         if g.row != w.0 {
             // Only a near-tie may swap places.
             let theirs = want.iter().find(|x| x.0 == g.row).map(|x| x.1);
@@ -102,9 +113,21 @@ fn check_paths(m: &AlsModel, users: usize) {
             for k in [1, 10, 50] {
                 let want = brute(m, &user, &skip, k);
                 let what = format!("user {u} k {k} passing {}", allowed.count());
-                same(&m.recommend_vector_in(&user, &seen, Some(&allowed), k), &want, &what);
-                same(&m.recommend_exact_in(&user, &seen, Some(&allowed), k), &want, &what);
-                same(&m.recommend_scan_in(&user, &seen, Some(&allowed), k), &want, &what);
+                same(
+                    &m.recommend_vector_in(&user, &seen, Some(&allowed), k),
+                    &want,
+                    &what,
+                );
+                same(
+                    &m.recommend_exact_in(&user, &seen, Some(&allowed), k),
+                    &want,
+                    &what,
+                );
+                same(
+                    &m.recommend_scan_in(&user, &seen, Some(&allowed), k),
+                    &want,
+                    &what,
+                );
             }
         }
     }
@@ -136,8 +159,12 @@ fn a_filter_that_passes_fewer_than_k_returns_all_that_pass() {
 fn filtered_top_k_on_the_hnsw_path_returns_only_passing_movies() {
     use recs_core::ann::{AnnIndex, AnnParams};
     let m = model(10, 4_000, 16, 8);
-    let index =
-        AnnIndex::build(m.item_factors().as_slice().unwrap(), 16, AnnParams::default()).unwrap();
+    let index = AnnIndex::build(
+        m.item_factors().as_slice().unwrap(),
+        16,
+        AnnParams::default(),
+    )
+    .unwrap();
     let m = m.with_ann(index).unwrap();
     for allowed in filters(4_000) {
         for u in 0..10 {
@@ -151,8 +178,15 @@ fn filtered_top_k_on_the_hnsw_path_returns_only_passing_movies() {
             // Scores are exact, and recall against the brute force is high.
             let skip = |r: u32| seen.binary_search(&r).is_ok() || !allowed.contains(r);
             let want = brute(&m, &user, &skip, 10);
-            let hits = got.iter().filter(|g| want.iter().any(|w| w.0 == g.row)).count();
-            assert!(hits >= 8, "recall {hits}/10 with {} passing", allowed.count());
+            let hits = got
+                .iter()
+                .filter(|g| want.iter().any(|w| w.0 == g.row))
+                .count();
+            assert!(
+                hits >= 8,
+                "recall {hits}/10 with {} passing",
+                allowed.count()
+            );
         }
     }
 }
@@ -166,7 +200,11 @@ fn brute_similar(m: &AlsModel, row: u32, k: usize) -> Vec<(u32, f64)> {
     let mut all: Vec<(u32, f64)> = (0..m.n_items() as u32)
         .filter(|&r| r != row)
         .map(|r| {
-            let dot: f64 = y(r).iter().zip(y(row)).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let dot: f64 = y(r)
+                .iter()
+                .zip(y(row))
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
             (r, dot / norm(y(r)) / norm(y(row)))
         })
         .collect();
@@ -184,7 +222,9 @@ fn similar_movies_are_the_highest_cosine_without_the_movie_itself() {
         assert!(got.iter().all(|s| s.row != row));
         let allowed = Allowed::from_rows(2_000, (0..2_000).step_by(3));
         let got = m.similar(row, &[3, 6], Some(&allowed), 10);
-        assert!(got.iter().all(|s| s.row % 3 == 0 && s.row != 3 && s.row != 6 && s.row != row));
+        assert!(got
+            .iter()
+            .all(|s| s.row % 3 == 0 && s.row != 3 && s.row != 6 && s.row != row));
     }
 }
 
@@ -235,9 +275,8 @@ fn answers_apply_blocks_and_genre_filters_from_the_catalog() {
         ..Default::default()
     };
     let r = lm.answer(&q).unwrap();
-    let ids = |r: &recs_core::Ranked| -> Vec<i64> {
-        r.scored.iter().map(|s| s.row as i64 + 1).collect()
-    };
+    let ids =
+        |r: &recs_core::Ranked| -> Vec<i64> { r.scored.iter().map(|s| s.row as i64 + 1).collect() };
     // The filtered answer is the unfiltered ranking restricted to what passes.
     let expect: Vec<i64> = ids(&unfiltered)
         .into_iter()
@@ -253,10 +292,14 @@ fn answers_apply_blocks_and_genre_filters_from_the_catalog() {
         })
         .unwrap();
     assert_eq!(pop.fallback, Some("popularity"));
-    assert!(ids(&pop).iter().all(|id| id % 3 == 0 && *id >= 50 && !blocked.contains(id)));
+    assert!(ids(&pop)
+        .iter()
+        .all(|id| id % 3 == 0 && *id >= 50 && !blocked.contains(id)));
     // Similar movies too.
     let sim = lm.similar(3, &q).unwrap();
-    assert!(ids(&sim).iter().all(|id| id % 3 == 0 && *id >= 50 && *id != 3 && !blocked.contains(id)));
+    assert!(ids(&sim)
+        .iter()
+        .all(|id| id % 3 == 0 && *id >= 50 && *id != 3 && !blocked.contains(id)));
     assert!(lm.similar(301, &q).is_err());
 }
 
@@ -285,7 +328,11 @@ fn explanations_add_up_to_the_fold_in_score() {
         got.sort_unstable();
         assert_eq!(got, history);
         let total: f64 = p.iter().map(|(_, c)| c).sum();
-        assert!((total - f64::from(s.score)).abs() < 1e-4, "{total} vs {}", s.score);
+        assert!(
+            (total - f64::from(s.score)).abs() < 1e-4,
+            "{total} vs {}",
+            s.score
+        );
     }
     let top = lm
         .answer(&Query {

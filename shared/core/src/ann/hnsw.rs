@@ -227,10 +227,13 @@ impl AnnIndex {
         if items.len() != self.n_items * self.dims || user.len() != self.dims {
             return None;
         }
-        let passes =
-            |row: u32| excluded.binary_search(&row).is_err() && allowed.is_none_or(|a| a.contains(row));
+        let passes = |row: u32| {
+            excluded.binary_search(&row).is_err() && allowed.is_none_or(|a| a.contains(row))
+        };
         let available = self.n_items.saturating_sub(excluded.len());
-        let want = k.min(available).min(allowed.map_or(usize::MAX, Allowed::count));
+        let want = k
+            .min(available)
+            .min(allowed.map_or(usize::MAX, Allowed::count));
         if want == 0 {
             return Some(Vec::new());
         }
