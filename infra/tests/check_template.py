@@ -58,6 +58,8 @@ CONTRACT = {
     "recommend_latency_seconds": [["service"], ["service", "endpoint"]],
     "recommend_errors_total": [["service", "error_type"]],
     "model_load_seconds": [["service"]],
+    "catalog_block_updates_total": [["service"]],
+    "catalog_blocked_items": [["service"]],
     "model_switches_total": [["service"]],
     "data_drift_psi": [["service", "feature"]],
 }
@@ -73,13 +75,16 @@ PROM_METRICS = ["recommend_requests_total", "recommend_latency_seconds_bucket", 
 FUNCTIONS = {"recommend": "RecommendFunction", "health": "HealthFunction",
              "switch": "SwitchFunction", "drift": "DriftFunction", "retrain": "RetrainFunction"}
 HTTP_FUNCTIONS = ["recommend", "health", "switch"]
-RECOMMEND_ROUTE = "GET /recommend/{user_id}"
+RECOMMEND_ROUTE = "GET /recommend/{user_id}"    # the route the latency alarms and dashboard read
+# The recommend function's routes: all authorised by the RecommendAuth parameter.
+RECOMMEND_ROUTES = [RECOMMEND_ROUTE, "GET /similar/{movie_id}"]
 ADMIN_ROUTES = ["GET /switch", "POST /switch", "GET /rollout/status", "POST /rollout/update",
-                "GET /experiment/analyze", "POST /experiment/promote", "GET /trace/{request_id}"]
+                "GET /experiment/analyze", "POST /experiment/promote", "GET /trace/{request_id}",
+                "POST /catalog/block", "POST /catalog/unblock", "GET /catalog/blocked"]
 # route key -> (function, authorization); "RecommendAuth" = by the RecommendAuth parameter
 # (iam -> AWS_IAM, jwt -> JWT, public -> NONE)
 ROUTES = {
-    RECOMMEND_ROUTE: ("recommend", "RecommendAuth"),
+    **{k: ("recommend", "RecommendAuth") for k in RECOMMEND_ROUTES},
     "GET /healthz": ("health", "NONE"),
     **{k: ("switch", "AWS_IAM") for k in ADMIN_ROUTES},
 }
@@ -528,6 +533,8 @@ _REG = "arn:${AWS::Partition}:s3:::${RegistryBucket}"
 RETRAIN_PUTS = [f"{_REG}/${{RegistryPrefix}}/v*/*", f"{_REG}/${{RegistryPrefix}}/.claims/*",
                 f"{_REG}/${{RegistryPrefix}}/latest.txt",
                 f"{_REG}/${{RegistryPrefix}}/active.json", f"{_REG}/${{RegistryPrefix}}-snapshots/*"]
+# The switch function writes the two registry pointers only: active.json and blocked.json.
+SWITCH_PUTS = [f"{_REG}/${{RegistryPrefix}}/active.json", f"{_REG}/${{RegistryPrefix}}/blocked.json"]
 RETRAIN_MUST_DENY = {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutBucketVersioning",
                      "s3:PutLifecycleConfiguration", "s3:PutBucketPolicy"}
 
@@ -606,8 +613,9 @@ def check_function_roles(tpl: dict, by_name: dict, r: Report):
                     r.check(resources == RETRAIN_PUTS,
                             f"{role}: s3:PutObject must be on {RETRAIN_PUTS} only, got {resources}")
                 elif a == "s3:PutObject":
-                    r.check(resources == [f"{_REG}/${{RegistryPrefix}}/active.json"],
-                            f"{role}: s3:PutObject must be on <prefix>/active.json only, got {resources}")
+                    r.check(resources == SWITCH_PUTS,
+                            f"{role}: s3:PutObject must be on <prefix>/active.json and <prefix>/blocked.json only, "
+                            f"got {resources}")
                 if a == "cloudwatch:PutMetricData":
                     ns = (st.get("Condition") or {}).get("StringEquals", {}).get("cloudwatch:namespace")
                     r.check(ns == NAMESPACE, f"{role}: PutMetricData needs condition cloudwatch:namespace={NAMESPACE}")
@@ -620,7 +628,7 @@ def check_function_roles(tpl: dict, by_name: dict, r: Report):
         r.check(acts <= ALLOWED_ACTIONS[name], f"{role}: actions {sorted(acts - ALLOWED_ACTIONS[name])} not allowed")
         r.check(LOGS <= acts and XRAY <= acts, f"{role}: needs {sorted(LOGS | XRAY)} (own log group, X-Ray)")
         if name == "switch":
-            r.check("s3:PutObject" in acts, f"{role}: needs s3:PutObject on active.json")
+            r.check("s3:PutObject" in acts, f"{role}: needs s3:PutObject on active.json and blocked.json")
         if name == "drift":
             r.check("cloudwatch:PutMetricData" in acts, f"{role}: needs cloudwatch:PutMetricData")
         if name == "retrain":

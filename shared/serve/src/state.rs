@@ -200,7 +200,11 @@ impl Service {
                     None => (BlockedSet::default(), None),
                 };
                 if set != current.set {
-                    tracing::info!(revision = set.revision, blocked = set.movies.len(), "blocked set changed");
+                    tracing::info!(
+                        revision = set.revision,
+                        blocked = set.movies.len(),
+                        "blocked set changed"
+                    );
                     self.metrics
                         .count_block_update("poll", set.movies.len(), set.revision);
                 }
@@ -231,13 +235,12 @@ impl Service {
         ids: &[i64],
         reason: &str,
     ) -> Result<BlockDone, BlockedError> {
-        let registry = self
-            .registry
-            .as_ref()
-            .map_err(|e| BlockedError::Store(recs_core::StoreError::Unavailable {
+        let registry = self.registry.as_ref().map_err(|e| {
+            BlockedError::Store(recs_core::StoreError::Unavailable {
                 location: self.config.registry.clone(),
                 detail: e.clone(),
-            }))?;
+            })
+        })?;
         let change = if block {
             blocked::block(registry.store(), ids, reason).await?
         } else {

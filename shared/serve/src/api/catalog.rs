@@ -38,7 +38,11 @@ fn parse(body: &[u8], block: bool) -> Result<Change, ApiError> {
 pub(super) async fn block(State(svc): State<Arc<Service>>, body: Bytes) -> Result<Reply, ApiError> {
     let change = parse(&body, true)?;
     let done = svc
-        .change_blocked(true, &change.movie_ids, change.reason.as_deref().unwrap_or(""))
+        .change_blocked(
+            true,
+            &change.movie_ids,
+            change.reason.as_deref().unwrap_or(""),
+        )
         .await?;
     Ok(ok_json(json!({
         "status": "ok",

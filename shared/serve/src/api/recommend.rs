@@ -60,8 +60,13 @@ fn parse_explain(raw: Option<&str>) -> Result<usize, ApiError> {
 
 /// A comma-separated genre list (`genres=`, `exclude_genres=`); empty names are skipped.
 fn genre_list(raw: Option<&str>) -> Vec<&str> {
-    raw.map(|r| r.split(',').map(str::trim).filter(|g| !g.is_empty()).collect())
-        .unwrap_or_default()
+    raw.map(|r| {
+        r.split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// The catalog filter of a GET request's query string.
@@ -70,7 +75,9 @@ fn parse_filter(
     params: &[(String, String)],
 ) -> Result<Option<recs_core::filter::ItemFilter>, ApiError> {
     let year = |name: &str| -> Result<Option<i32>, ApiError> {
-        param(params, name)?.map(|raw| parse_year(name, raw)).transpose()
+        param(params, name)?
+            .map(|raw| parse_year(name, raw))
+            .transpose()
     };
     Ok(svc.filter(
         &genre_list(param(params, "genres")?),
@@ -169,9 +176,7 @@ fn parse_post(svc: &Service, body: &[u8], params: &[(String, String)]) -> Result
         None => 20.min(max_k),
         Some(k) => parse_k(Some(&k.to_string()), max_k)?,
     };
-    let year = |name: &str, v: Option<i64>| {
-        v.map(|y| parse_year(name, &y.to_string())).transpose()
-    };
+    let year = |name: &str, v: Option<i64>| v.map(|y| parse_year(name, &y.to_string())).transpose();
     let filter = svc.filter(
         &body.genres.unwrap_or_default(),
         &body.exclude_genres.unwrap_or_default(),
