@@ -60,7 +60,7 @@ watch: ## Run the Lambda functions under `cargo lambda watch` on 127.0.0.1:$(WAT
 	$(CARGO) lambda watch --invoke-address 127.0.0.1 --invoke-port $(WATCH_PORT)
 
 # Every function infra/template.yaml deploys (make lint checks the two lists agree).
-FUNCTIONS := recommend health switch drift retrain
+FUNCTIONS := recommend health switch drift retrain batch
 
 build: ## Lambda binaries for arm64, every function infra/template.yaml deploys (target/lambda/<function>/bootstrap; sam deploy zips each folder)
 	@command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda ziglang

@@ -19,6 +19,7 @@ check switch usearch rand_distr recs-train
 check recommend rand_distr rand recs-train
 check retrain axum lambda_http matchit recs-serve
 check drift axum lambda_http recs-serve usearch
+check batch axum lambda_http matchit recs-serve recs-train rand_distr
 check recs-telemetry recs-core
 # No old hyper 0.14 client from the AWS SDK's default features (RustSec advisories).
 for crate in 'h2 0.3' 'rustls-webpki 0.101' 'hyper 0.14'; do

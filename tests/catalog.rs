@@ -88,7 +88,8 @@ fn genre_and_year_filters_return_the_unfiltered_ranking_restricted_to_what_passe
         let genre = cat[&ranking[0]].0[0].clone();
         let years: Vec<i32> = cat.values().filter_map(|c| c.1).collect();
         let mid = (years.iter().min().unwrap() + years.iter().max().unwrap()) / 2;
-        let cases: Vec<(String, Box<dyn Fn(i64) -> bool>)> = vec![
+        type Passes<'a> = Box<dyn Fn(i64) -> bool + 'a>;
+        let cases: Vec<(String, Passes)> = vec![
             (
                 format!("genres={genre}"),
                 Box::new(|id| cat[&id].0.contains(&genre)),

@@ -93,7 +93,8 @@ fn needs_shared_implicit_ml100k_serves_implicits_top10_for_every_user() {
 /// same order, each for at least 95 % of the sample.
 #[test]
 fn needs_shared_similar_movies_and_explanations_equal_implicits() {
-    let Some(shared) = shared_or_skip("needs_shared_similar_movies_and_explanations_equal_implicits")
+    let Some(shared) =
+        shared_or_skip("needs_shared_similar_movies_and_explanations_equal_implicits")
     else {
         return;
     };
@@ -102,14 +103,18 @@ fn needs_shared_similar_movies_and_explanations_equal_implicits() {
     let version = block_on(registry.latest()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let expect_path = out.path().join("expect.json");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/implicit_expect.sh");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/implicit_expect.sh");
     let status = std::process::Command::new("bash")
         .arg(script)
         .arg(root.join(&version))
         .arg(&expect_path)
         .status()
         .expect("bash");
-    assert!(status.success(), "scripts/implicit_expect.sh failed (implicit from PyPI is needed)");
+    assert!(
+        status.success(),
+        "scripts/implicit_expect.sh failed (implicit from PyPI is needed)"
+    );
     let expect: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&expect_path).unwrap()).unwrap();
     let loaded = block_on(registry.load(&version)).unwrap();
@@ -117,7 +122,11 @@ fn needs_shared_similar_movies_and_explanations_equal_implicits() {
         panic!("not ALS")
     };
     let ids = |v: &serde_json::Value| -> Vec<i64> {
-        v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect()
     };
 
     let similar = expect["similar"].as_object().unwrap();
@@ -125,24 +134,48 @@ fn needs_shared_similar_movies_and_explanations_equal_implicits() {
     for (movie, want) in similar {
         let movie: i64 = movie.parse().unwrap();
         let got = loaded
-            .similar(movie, &recs_core::Query { k: 10, ..Default::default() })
+            .similar(
+                movie,
+                &recs_core::Query {
+                    k: 10,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         let got_ids: Vec<i64> = got.scored.iter().map(|s| model.item_id(s.row)).collect();
-        let scores: Vec<f64> = want["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let scores: Vec<f64> = want["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         let want_ids = ids(&want["items"]);
         // Scores within 1e-4 rank by rank; a movie may differ only where implicit's
         // score at that rank ties ours (equal item factors rank in any order).
         let same = got_ids.len() == want_ids.len()
-            && got.scored.iter().zip(&scores).all(|(g, w)| (f64::from(g.score) - w).abs() <= 1e-4)
+            && got
+                .scored
+                .iter()
+                .zip(&scores)
+                .all(|(g, w)| (f64::from(g.score) - w).abs() <= 1e-4)
             && (0..got_ids.len()).all(|i| {
-                got_ids[i] == want_ids[i] || (f64::from(got.scored[i].score) - scores[i]).abs() <= 1e-6
+                got_ids[i] == want_ids[i]
+                    || (f64::from(got.scored[i].score) - scores[i]).abs() <= 1e-6
             });
         equal += usize::from(same);
     }
-    eprintln!("similar: {equal} of {} movies equal implicit's similar_items", similar.len());
-    assert!(equal * 100 >= similar.len() * 95, "{equal} of {}", similar.len());
+    eprintln!(
+        "similar: {equal} of {} movies equal implicit's similar_items",
+        similar.len()
+    );
+    assert!(
+        equal * 100 >= similar.len() * 95,
+        "{equal} of {}",
+        similar.len()
+    );
 
-    let params = recs_core::foldin::FoldInParams::from_meta(&loaded.meta.raw, &loaded.model_meta).unwrap();
+    let params =
+        recs_core::foldin::FoldInParams::from_meta(&loaded.meta.raw, &loaded.model_meta).unwrap();
     let (mut checked, mut equal) = (0, 0);
     for user in expect["explain"].as_array().unwrap() {
         let row = model.user_row(user["user_id"].as_i64().unwrap()).unwrap();
@@ -157,19 +190,26 @@ fn needs_shared_similar_movies_and_explanations_equal_implicits() {
             let same = got.len() == want.len()
                 && got.iter().zip(want).all(|(&(r, c), w)| {
                     let wc = w[1].as_f64().unwrap();
-                    (c - wc).abs() <= 1e-3 && (model.item_id(r) == w[0].as_i64().unwrap() || (c - wc).abs() <= 1e-9)
+                    (c - wc).abs() <= 1e-3
+                        && (model.item_id(r) == w[0].as_i64().unwrap() || (c - wc).abs() <= 1e-9)
                 });
             equal += usize::from(same);
         }
     }
     eprintln!("explain: {equal} of {checked} recommendations equal implicit's explain");
-    assert!(checked >= 900 && equal * 100 >= checked * 95, "{equal} of {checked}");
+    assert!(
+        checked >= 900 && equal * 100 >= checked * 95,
+        "{equal} of {checked}"
+    );
 
     // Through the app: explain=3 on /recommend gives the same contributions.
     let svc = service(loaded, Titles::default());
     let user = &expect["explain"][0];
     let uid = user["user_id"].as_i64().unwrap();
-    let body = json(&e2e_tests::route(&svc, &get(&format!("/recommend/{uid}?k=10&explain=3"), &[])));
+    let body = json(&e2e_tests::route(
+        &svc,
+        &get(&format!("/recommend/{uid}?k=10&explain=3"), &[]),
+    ));
     for rec in body["recommendations"].as_array().unwrap() {
         let Some(want) = user["recommendations"]
             .as_array()
@@ -179,8 +219,18 @@ fn needs_shared_similar_movies_and_explanations_equal_implicits() {
         else {
             continue;
         };
-        let got: Vec<i64> = rec["because"].as_array().unwrap().iter().map(|b| b["movie_id"].as_i64().unwrap()).collect();
-        let want: Vec<i64> = want["because"].as_array().unwrap().iter().map(|b| b[0].as_i64().unwrap()).collect();
+        let got: Vec<i64> = rec["because"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["movie_id"].as_i64().unwrap())
+            .collect();
+        let want: Vec<i64> = want["because"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[0].as_i64().unwrap())
+            .collect();
         assert_eq!(got, want, "user {uid} movie {}", rec["movie_id"]);
     }
 }

@@ -73,7 +73,8 @@ PROM_METRICS = ["recommend_requests_total", "recommend_latency_seconds_bucket", 
                 "slo_latency_target_seconds", "slo_availability_target_ratio"]
 
 FUNCTIONS = {"recommend": "RecommendFunction", "health": "HealthFunction",
-             "switch": "SwitchFunction", "drift": "DriftFunction", "retrain": "RetrainFunction"}
+             "switch": "SwitchFunction", "drift": "DriftFunction", "retrain": "RetrainFunction",
+             "batch": "BatchFunction"}
 HTTP_FUNCTIONS = ["recommend", "health", "switch"]
 RECOMMEND_ROUTE = "GET /recommend/{user_id}"    # the route the latency alarms and dashboard read
 # The recommend function's routes: all authorised by the RecommendAuth parameter.
@@ -528,6 +529,8 @@ ALLOWED_ACTIONS = {
     "drift": {"s3:GetObject", "s3:ListBucket", "cloudwatch:PutMetricData", "sqs:SendMessage", "kms:Decrypt"} | XRAY | LOGS,
     "retrain": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:SendMessage", "kms:Decrypt",
                 "kms:GenerateDataKey"} | XRAY | LOGS,
+    "batch": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:SendMessage", "kms:Decrypt",
+              "kms:GenerateDataKey"} | XRAY | LOGS,
 }
 _REG = "arn:${AWS::Partition}:s3:::${RegistryBucket}"
 RETRAIN_PUTS = [f"{_REG}/${{RegistryPrefix}}/v*/*", f"{_REG}/${{RegistryPrefix}}/.claims/*",
@@ -535,6 +538,8 @@ RETRAIN_PUTS = [f"{_REG}/${{RegistryPrefix}}/v*/*", f"{_REG}/${{RegistryPrefix}}
                 f"{_REG}/${{RegistryPrefix}}/active.json", f"{_REG}/${{RegistryPrefix}}-snapshots/*"]
 # The switch function writes the two registry pointers only: active.json and blocked.json.
 SWITCH_PUTS = [f"{_REG}/${{RegistryPrefix}}/active.json", f"{_REG}/${{RegistryPrefix}}/blocked.json"]
+# The batch function writes its outputs only.
+BATCH_PUTS = ["arn:${AWS::Partition}:s3:::${Bucket}/${EventsPrefix}/batch/output/*"]
 RETRAIN_MUST_DENY = {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutBucketVersioning",
                      "s3:PutLifecycleConfiguration", "s3:PutBucketPolicy"}
 
@@ -603,6 +608,7 @@ def check_function_roles(tpl: dict, by_name: dict, r: Report):
                     r.check(False, f"{role}: {a} on Resource '*' (only X-Ray and namespaced PutMetricData have no resource)")
                 if a == "s3:GetObject":
                     r.check(all(x.endswith("/*") and "${RegistryBucket}" in x or "${EventsPrefix}/*" in x
+                                or name == "batch" and x.endswith("${EventsPrefix}/batch/input/*")
                                 for x in resources),
                             f"{role}: s3:GetObject must be limited to the registry/events prefix, got {resources}")
                 if a == "s3:ListBucket":
@@ -612,6 +618,9 @@ def check_function_roles(tpl: dict, by_name: dict, r: Report):
                     # New version folders, the two pointers, the snapshots - nothing else.
                     r.check(resources == RETRAIN_PUTS,
                             f"{role}: s3:PutObject must be on {RETRAIN_PUTS} only, got {resources}")
+                elif a == "s3:PutObject" and name == "batch":
+                    r.check(resources == BATCH_PUTS,
+                            f"{role}: s3:PutObject must be on {BATCH_PUTS} only, got {resources}")
                 elif a == "s3:PutObject":
                     r.check(resources == SWITCH_PUTS,
                             f"{role}: s3:PutObject must be on <prefix>/active.json and <prefix>/blocked.json only, "

@@ -144,7 +144,7 @@ impl Allowed {
     /// Every one of `rows` rows (no filter).
     pub fn all(rows: usize) -> Self {
         let mut bits = vec![u64::MAX; rows.div_ceil(64)];
-        if rows % 64 != 0 {
+        if !rows.is_multiple_of(64) {
             if let Some(last) = bits.last_mut() {
                 *last = (1u64 << (rows % 64)) - 1;
             }

@@ -96,7 +96,7 @@ fn filters(items: usize) -> Vec<Allowed> {
         .map(|&one_in| {
             Allowed::from_rows(
                 items,
-                (0..items as u32).filter(|_| rng.next() % one_in == 0),
+                (0..items as u32).filter(|_| rng.next().is_multiple_of(one_in)),
             )
         })
         .collect();

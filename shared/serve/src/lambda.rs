@@ -101,6 +101,11 @@ async fn keep_current(svc: &Arc<Service>) {
     if svc.model().is_err() {
         svc.refresh().await;
     } else {
+        // Takedowns are checked before answering (one conditional GET per poll
+        // interval): the environment may freeze as soon as the answer is sent, and a
+        // blocked movie must not be served past the interval. The model poll
+        // (downloads, verification) stays off the request path.
+        svc.refresh_blocked().await;
         let svc = svc.clone();
         tokio::spawn(async move { svc.refresh().await });
     }

@@ -386,6 +386,11 @@ impl Metrics {
         self.queue(|| recs_telemetry::emf::block_line(action, blocked, revision));
     }
 
+    /// Records the blocked set's size without counting a change (its first read).
+    pub fn set_blocked(&self, blocked: usize) {
+        self.blocked.set(blocked as i64);
+    }
+
     /// Whether a model is loaded and servable.
     pub fn set_healthy(&self, healthy: bool) {
         self.health.set(i64::from(healthy));

@@ -154,19 +154,29 @@ impl Service {
         let query = self.query(ask, &blocked.ids);
         let ranked = loaded.answer(&query)?;
         if assignment.as_ref().is_some_and(|a| a.shadow) {
-            // A shadow that cannot answer (say, no fold-in parameters) is not compared.
+            // The shadow's ranking only (no explanations); a shadow that cannot
+            // answer (say, no fold-in parameters) is not compared.
             if let Some(shadow) = &served.canary {
-                let theirs = shadow.answer(&query).map(|a| a.scored).unwrap_or_default();
-                let ours: HashSet<u32> = ranked.scored.iter().map(|s| s.row).collect();
-                let same = theirs.iter().filter(|s| ours.contains(&s.row)).count();
-                let overlap = if ranked.scored.is_empty() {
-                    1.0
-                } else {
-                    same as f64 / ranked.scored.len() as f64
-                };
-                self.metrics
-                    .observe_shadow(overlap, &loaded.version, &shadow.version);
-                tracing::info!(user_id = ask.user_id, primary = %loaded.version, shadow = %shadow.version, overlap, "shadow comparison");
+                let theirs = shadow.answer(&Query {
+                    explain: 0,
+                    ..query
+                });
+                if let Ok(theirs) = theirs {
+                    let ours: HashSet<u32> = ranked.scored.iter().map(|s| s.row).collect();
+                    let same = theirs
+                        .scored
+                        .iter()
+                        .filter(|s| ours.contains(&s.row))
+                        .count();
+                    let overlap = if ranked.scored.is_empty() {
+                        1.0
+                    } else {
+                        same as f64 / ranked.scored.len() as f64
+                    };
+                    self.metrics
+                        .observe_shadow(overlap, &loaded.version, &shadow.version);
+                    tracing::info!(user_id = ask.user_id, primary = %loaded.version, shadow = %shadow.version, overlap, "shadow comparison");
+                }
             }
         }
         let items = ranked

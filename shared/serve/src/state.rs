@@ -186,8 +186,9 @@ impl Service {
     }
 
     /// Reads blocked.json if it changed (conditional GET) and applies it. Errors are
-    /// logged and counted; the set already applied stays.
-    async fn refresh_blocked(&self) {
+    /// logged and counted; the set already applied stays. [`Service::refresh`] calls
+    /// it too.
+    pub async fn refresh_blocked(&self) {
         let Ok(registry) = self.registry.as_ref() else {
             return;
         };
@@ -257,9 +258,15 @@ impl Service {
         self.blocked
             .store(Arc::new(Blocked::of(change.set.clone(), etag)));
         let served = self.served();
-        let unknown = ids
+        let mut asked: Vec<i64> = change
+            .changed
             .iter()
+            .chain(&change.unchanged)
             .copied()
+            .collect();
+        asked.sort_unstable();
+        let unknown = asked
+            .into_iter()
             .filter(|&id| {
                 let in_model = served.loaded().iter().any(|m| m.knows_item(id));
                 !in_model && !self.titles.contains(id)

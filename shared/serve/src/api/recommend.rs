@@ -423,8 +423,11 @@ fn answer(svc: &Service, ctx: &Ctx, ask: &Ask) -> Result<Recommended, ApiError> 
 pub(super) async fn similar(
     State(svc): State<Arc<Service>>,
     Extension(ctx): Extension<Ctx>,
+    claims: Option<Extension<Claims>>,
     uri: Uri,
 ) -> Result<Reply, ApiError> {
+    // Nobody's data: under RECOMMEND_AUTH=jwt any valid token may ask.
+    authorize_user(&svc, claims.as_ref().map(|c| &c.0), None)?;
     let params = query(&uri);
     let raw = uri.path().strip_prefix("/similar/").unwrap_or("");
     let movie_id = parse_id(raw).ok_or_else(|| {
@@ -446,24 +449,40 @@ pub(super) async fn similar(
         explain: 0,
     };
     let answer = svc.similar(movie_id, &ask)?;
-    let similar: Vec<Value> = answer
-        .scored
-        .iter()
-        .zip(&answer.items)
-        .map(|(s, &id)| json!({"movie_id": id, "title": svc.titles.get(id), "score": s.score}))
-        .collect();
-    let mut body = json!({
-        "movie_id": movie_id,
-        "title": svc.titles.get(movie_id),
-        "model": answer.model.version,
-        "items": answer.items,
-        "similar": similar,
-        "request_id": ctx.request_id,
-    });
-    if let Some(n) = answer.passed {
-        body["filter_passed"] = n.into();
+    #[derive(Serialize)]
+    struct SimilarBody<'a> {
+        movie_id: i64,
+        title: std::borrow::Cow<'a, str>,
+        model: &'a str,
+        items: &'a [i64],
+        similar: Vec<Recommendation<'a>>,
+        request_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        filter_passed: Option<usize>,
     }
-    Ok(Reply::Json(body.to_string()))
+    let body = SimilarBody {
+        movie_id,
+        title: svc.titles.get(movie_id),
+        model: &answer.model.version,
+        items: &answer.items,
+        // Scores as f32, as /recommend prints them.
+        similar: answer
+            .scored
+            .iter()
+            .zip(&answer.items)
+            .map(|(s, &id)| Recommendation {
+                movie_id: id,
+                title: svc.titles.get(id),
+                score: s.score,
+                because: None,
+            })
+            .collect(),
+        request_id: &ctx.request_id,
+        filter_passed: answer.passed,
+    };
+    let body = serde_json::to_string(&body)
+        .map_err(|e| ApiError::new(super::ErrorKind::Internal, format!("response: {e}")))?;
+    Ok(Reply::Json(body))
 }
 
 #[cfg(test)]
