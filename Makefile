@@ -48,11 +48,12 @@ lint: ## rustfmt, clippy (-D warnings), what each function links (scripts/check_
 	bash scripts/check_deps.sh
 	bash infra/lint.sh
 
-bench: ## Recommend p50/p99 vs the bandwidth floor; S3 cold start and switch latency; drift events/s; HNSW recall@10 and speed-up (10^6 items: ANN_BENCH_1M=1)
+bench: ## Recommend p50/p99 vs the bandwidth floor; S3 cold start and switch latency; drift events/s; HNSW recall@10 and speed-up (10^6 items: ANN_BENCH_1M=1); filter, explain and batch costs
 	$(CARGO) bench -p recs-serve --bench recommend
 	$(CARGO) bench -p recs --bench s3_cold_start
 	$(CARGO) bench -p recs --bench drift
 	$(CARGO) bench -p recs-core --bench ann
+	$(CARGO) bench -p recs-core --bench catalog
 
 watch: ## Run the Lambda functions under `cargo lambda watch` on 127.0.0.1:$(WATCH_PORT)
 	@command -v cargo-lambda >/dev/null || { echo "installing cargo-lambda from PyPI"; pip install --quiet cargo-lambda; }

@@ -292,16 +292,21 @@ fn openapi_document_is_served_and_names_every_route() {
     assert_eq!(
         paths,
         [
+            "/catalog/block",
+            "/catalog/blocked",
+            "/catalog/unblock",
             "/experiment/analyze",
             "/experiment/promote",
             "/healthz",
             "/metrics",
             "/openapi.json",
+            "/recommend",
             "/recommend/{user_id}",
             "/rollout/status",
             "/rollout/update",
+            "/similar/{movie_id}",
             "/switch",
-            "/trace/{request_id}"
+            "/trace/{request_id}",
         ]
     );
     // A request to trace, so /trace/{request_id} has something to find.
