@@ -873,3 +873,108 @@ fn concurrent_publishers_get_distinct_verifiable_versions() {
         );
     });
 }
+
+/// Takedowns and batches on S3: `recs catalog block` writes blocked.json in the
+/// bucket, `recs batch` reads its input object and writes its output object there,
+/// leaving the blocked movie out; an input that is not JSON lines writes nothing.
+#[test]
+fn a_batch_on_s3_reads_and_writes_objects_and_leaves_blocked_movies_out() {
+    let rt = rt();
+    let location = registry_with_two_versions(&rt, "batch-bucket");
+    let endpoint = shared_moto();
+    let store = Store::open("s3://batch-bucket").unwrap();
+    let users: String = (1..=40)
+        .map(|u| format!("{{\"userId\": \"{u}\"}}\n"))
+        .collect();
+    rt.block_on(async {
+        store
+            .put("in/users.jsonl", format!("{users}not json\n").into_bytes())
+            .await
+            .unwrap();
+        store
+            .put("in/bad.jsonl", b"a,b\n1,2\n".to_vec())
+            .await
+            .unwrap();
+    });
+    let run = |out: &str| {
+        recs_ok(
+            endpoint,
+            &[
+                "batch",
+                "--registry",
+                &location,
+                "--input",
+                "s3://batch-bucket/in/users.jsonl",
+                "--output",
+                out,
+                "--k",
+                "5",
+            ],
+        )
+    };
+    let before = run("s3://batch-bucket/out/before.jsonl");
+    let summary: serde_json::Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(summary["summary"]["lines"], 41);
+    assert_eq!(summary["summary"]["errors"], 1);
+    assert_eq!(summary["version"], "v0.2");
+    let read = |key: &str| -> Vec<serde_json::Value> {
+        let bytes = rt.block_on(store.get(key)).unwrap();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let lines = read("out/before.jsonl");
+    assert_eq!(lines.len(), 41);
+    let top = lines[0]["output"]["recommendedItems"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    recs_ok(
+        endpoint,
+        &[
+            "catalog",
+            "block",
+            &top,
+            "--reason",
+            "test",
+            "--registry",
+            &location,
+        ],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&recs_ok(
+        endpoint,
+        &["catalog", "list", "--registry", &location],
+    ))
+    .unwrap();
+    assert!(listed["movies"].get(&top).is_some(), "{listed}");
+    run("s3://batch-bucket/out/after.jsonl");
+    for line in read("out/after.jsonl").iter().take(40) {
+        let items = line["output"]["recommendedItems"].as_array().unwrap();
+        assert_eq!(items.len(), 5);
+        assert!(
+            items.iter().all(|i| i.as_str() != Some(top.as_str())),
+            "{line}"
+        );
+    }
+    let out = std::process::Command::new(common::RECS)
+        .args([
+            "batch",
+            "--registry",
+            &location,
+            "--input",
+            "s3://batch-bucket/in/bad.jsonl",
+            "--output",
+            "s3://batch-bucket/out/bad.jsonl.out",
+        ])
+        .envs(aws_env(endpoint))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no line of the input is a JSON object"));
+    assert!(matches!(
+        rt.block_on(store.get("out/bad.jsonl.out")),
+        Err(recs_core::StoreError::NotFound(_))
+    ));
+}
