@@ -55,6 +55,37 @@ mod tests {
         assert_eq!(status, 404);
     }
 
+    /// `GET /similar/{movie_id}` from its API Gateway event, with a genre filter read
+    /// from the registry's catalog.
+    #[tokio::test]
+    async fn similar_answers_through_lambda_http() {
+        let (dir, _) = service_over(&[("v0.1", 42)]).await;
+        let csv: String = std::iter::once("movie_id,title,genres\n".to_string())
+            .chain((1..=40).map(|i| {
+                let g = if i % 2 == 0 { "Drama" } else { "Comedy" };
+                format!("{i},Movie {i} (1990),{g}\n")
+            }))
+            .collect();
+        std::fs::write(dir.path().join("movie_titles.csv"), csv).unwrap();
+        let svc = std::sync::Arc::new(
+            recs_serve::Service::start(recs_serve::Config {
+                registry: dir.path().display().to_string(),
+                ..recs_serve::Config::default()
+            })
+            .await,
+        );
+        let (status, body) = invoke(&svc, ROUTES, "similar.json").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["movie_id"], 1);
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 10);
+        assert!(
+            items.iter().all(|m| m.as_i64().unwrap() % 2 == 0),
+            "Drama only: {body}"
+        );
+        assert_eq!(body["filter_passed"], 20);
+    }
+
     /// RECOMMEND_AUTH=jwt: API Gateway's JWT authorizer verified the token; the
     /// function compares its `sub` claim with the user asked for.
     #[tokio::test]

@@ -47,5 +47,22 @@ mod tests {
         // The recommend route is not this function's.
         let (status, _) = invoke(&svc, ROUTES, "recommend.json").await;
         assert_eq!(status, 404);
+
+        // Takedowns: block from the event's body, then list.
+        let (status, body) = invoke(&svc, ROUTES, "catalog-block.json").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["revision"], 1);
+        let blocked = body["blocked"].clone();
+        assert!(!blocked.as_array().unwrap().is_empty());
+        let (status, body) = invoke(&svc, ROUTES, "catalog-blocked.json").await;
+        assert_eq!(status, 200, "{body}");
+        let listed: Vec<serde_json::Value> = body["movies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["movie_id"].clone())
+            .collect();
+        assert_eq!(serde_json::Value::from(listed), blocked);
+        assert_eq!(body["applied_revision"], 1);
     }
 }
