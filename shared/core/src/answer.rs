@@ -5,6 +5,7 @@
 //! all ask a [`LoadedModel`]; nothing here knows HTTP.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::filter::{Allowed, ItemAttributes, ItemFilter};
 use crate::foldin::FoldInParams;
@@ -103,10 +104,10 @@ impl LoadedModel {
         let (blocked, _) = rows_of(model, q.blocked);
         let excluded = merge_sorted(&excluded, &blocked);
         let allowed = q.filter.map(|f| self.allowed(f, q.catalog));
-        let passed = allowed.as_ref().map(Allowed::count);
+        let passed = allowed.as_ref().map(|a| a.count());
         let known_row = q.user_id.and_then(|u| model.user_row(u));
         let popular = |excluded: &[u32], unknown: Option<Vec<i64>>| Ranked {
-            scored: popular_excluding(model, excluded, allowed.as_ref(), q.k),
+            scored: popular_excluding(model, excluded, allowed.as_deref(), q.k),
             fallback: Some("popularity"),
             unknown,
             passed,
@@ -122,7 +123,7 @@ impl LoadedModel {
             let scored = model.recommend_vector_in(
                 user,
                 &merge_sorted(seen, &excluded),
-                allowed.as_ref(),
+                allowed.as_deref(),
                 q.k,
             );
             let because = self.because(model, q.explain, seen, &scored)?;
@@ -149,7 +150,7 @@ impl LoadedModel {
         let user = model
             .fold_in(&interactions, &params)
             .map_err(|e| self.fold_in_error(e.to_string()))?;
-        let scored = model.recommend_vector_in(&user, &excluded, allowed.as_ref(), q.k);
+        let scored = model.recommend_vector_in(&user, &excluded, allowed.as_deref(), q.k);
         let because = self.because(model, q.explain, &rows, &scored)?;
         Ok(Ranked {
             scored,
@@ -184,12 +185,12 @@ impl LoadedModel {
             scored: model.similar(
                 row,
                 &merge_sorted(&excluded, &blocked),
-                allowed.as_ref(),
+                allowed.as_deref(),
                 q.k,
             ),
             fallback: None,
             unknown: None,
-            passed: allowed.as_ref().map(Allowed::count),
+            passed: allowed.as_ref().map(|a| a.count()),
             because: None,
         })
     }
@@ -203,16 +204,15 @@ impl LoadedModel {
     }
 
     /// The rows of this version that pass `filter`, judged on `catalog`.
-    fn allowed(&self, filter: &ItemFilter, catalog: Option<&Titles>) -> Allowed {
-        let attributes = self.item_attributes.get_or_init(|| match &self.model {
-            ServedModel::Als(m) => {
-                ItemAttributes::new(catalog.unwrap_or(&Titles::default()), m.items())
+    fn allowed(&self, filter: &ItemFilter, catalog: Option<&Titles>) -> Arc<Allowed> {
+        self.item_attributes.allowed(filter, || {
+            let empty = Titles::default();
+            let catalog = catalog.unwrap_or(&empty);
+            match &self.model {
+                ServedModel::Als(m) => ItemAttributes::new(catalog, m.items()),
+                ServedModel::Popularity(p) => ItemAttributes::new(catalog, p.items()),
             }
-            ServedModel::Popularity(p) => {
-                ItemAttributes::new(catalog.unwrap_or(&Titles::default()), p.items())
-            }
-        });
-        filter.allowed(attributes)
+        })
     }
 
     fn fold_in_error(&self, reason: String) -> AnswerError {

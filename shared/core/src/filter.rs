@@ -5,7 +5,43 @@
 //! per-row table of genre bits and years built on first use ([`ItemAttributes`]);
 //! a request then costs one pass over that table, no hash lookups.
 
+use std::sync::{Arc, Mutex, OnceLock};
+
 use crate::Titles;
+
+/// Filters whose rows one model keeps ([`RowCache`]); the oldest goes first.
+pub const CACHED_FILTERS: usize = 64;
+
+/// One model's per-row genre and year table (built on first use from the process's
+/// catalog) and the rows of its [`CACHED_FILTERS`] most recent filters, so a
+/// repeated filter costs a lookup, not a pass over the catalogue.
+#[derive(Debug, Default)]
+pub struct RowCache {
+    attributes: OnceLock<ItemAttributes>,
+    allowed: Mutex<Vec<(ItemFilter, Arc<Allowed>)>>,
+}
+
+impl RowCache {
+    /// The rows that pass `filter`; `attributes` builds the table the first time.
+    pub fn allowed(
+        &self,
+        filter: &ItemFilter,
+        attributes: impl FnOnce() -> ItemAttributes,
+    ) -> Arc<Allowed> {
+        let attrs = self.attributes.get_or_init(attributes);
+        let lock = || self.allowed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, rows)) = lock().iter().find(|(f, _)| f == filter) {
+            return rows.clone();
+        }
+        let rows = Arc::new(filter.allowed(attrs));
+        let mut cache = lock();
+        if cache.len() >= CACHED_FILTERS {
+            cache.remove(0);
+        }
+        cache.push((*filter, rows.clone()));
+        rows
+    }
+}
 
 /// Why a filter cannot be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -279,6 +315,37 @@ mod tests {
         );
         let err = ItemFilter::new(&Titles::default(), &[], &["X"], None, None).unwrap_err();
         assert!(err.to_string().ends_with("are: none"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_filter_is_answered_from_the_cache_and_the_cache_is_bounded() {
+        let c = catalog();
+        let ids = [1, 2, 3, 4, 5];
+        let cache = RowCache::default();
+        let built = std::cell::Cell::new(0);
+        let attrs = || {
+            built.set(built.get() + 1);
+            ItemAttributes::new(&c, &ids)
+        };
+        let drama = ItemFilter::new(&c, &["Drama"], &[], None, None)
+            .unwrap()
+            .unwrap();
+        let first = cache.allowed(&drama, attrs);
+        let again = cache.allowed(&drama, attrs);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(first.iter().collect::<Vec<_>>(), [0, 2]);
+        for year in 0..(CACHED_FILTERS as i32 + 5) {
+            let f = ItemFilter::new::<&str>(&c, &[], &[], Some(year), None)
+                .unwrap()
+                .unwrap();
+            cache.allowed(&f, attrs);
+        }
+        assert_eq!(built.get(), 1, "the per-row table is built once");
+        assert_eq!(cache.allowed.lock().unwrap().len(), CACHED_FILTERS);
+        // The oldest (Drama) was dropped: a new Arc, the same rows.
+        let rebuilt = cache.allowed(&drama, attrs);
+        assert!(!Arc::ptr_eq(&first, &rebuilt));
+        assert_eq!(*first, *rebuilt);
     }
 
     #[test]

@@ -270,8 +270,9 @@ pub struct LoadedModel {
     /// Wall-clock seconds [`Registry::load`] took to fetch and verify it (0 otherwise).
     pub load_seconds: f64,
     /// Each item row's genres and year, from the process's catalog, built on the
-    /// first filtered request (a process serves one catalog).
-    pub item_attributes: std::sync::OnceLock<crate::filter::ItemAttributes>,
+    /// first filtered request (a process serves one catalog), and the rows of the
+    /// recent filters.
+    pub item_attributes: crate::filter::RowCache,
 }
 
 /// Everything needed to publish a version.
