@@ -978,3 +978,45 @@ fn a_batch_on_s3_reads_and_writes_objects_and_leaves_blocked_movies_out() {
         Err(recs_core::StoreError::NotFound(_))
     ));
 }
+
+/// A takedown through one `recs serve` process reaches the other on its next poll
+/// (ACTIVE_POLL_SECONDS=1), on S3, with the served version unchanged.
+#[test]
+fn a_block_through_one_server_is_applied_by_the_other_within_the_poll_interval() {
+    let rt = rt();
+    let location = registry_with_two_versions(&rt, "two-servers-block");
+    let env = env_for(shared_moto(), "1");
+    let a = Server::start(&location, &env);
+    let b = Server::start(&location, &env);
+    let top = |s: &Server| {
+        let (status, body) = curl("GET", &format!("{}/recommend/1?k=5", s.base), &[], None);
+        assert_eq!(status, 200, "{body}");
+        let body = json(&body);
+        let items: Vec<i64> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        (items, body["model"].clone())
+    };
+    let (before, model) = top(&b);
+    let body = format!(r#"{{"movie_ids": [{}], "reason": "test"}}"#, before[0]);
+    let (status, resp) = curl(
+        "POST",
+        &format!("{}/catalog/block", a.base),
+        &[],
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{resp}");
+    let took = wait_until(Duration::from_secs(10), || !top(&b).0.contains(&before[0]))
+        .expect("the other server kept serving the blocked movie");
+    eprintln!("block applied by the second process after {took:?} (poll 1 s)");
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} with a 1 s poll"
+    );
+    assert_eq!(top(&b).1, model, "the version served did not change");
+    let (_, listed) = curl("GET", &format!("{}/catalog/blocked", b.base), &[], None);
+    assert_eq!(json(&listed)["applied_revision"], 1, "{listed}");
+}
