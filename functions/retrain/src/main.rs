@@ -122,7 +122,7 @@ async fn spark_step(
         emf::retrain_line(t0.elapsed().as_secs_f64(), rows as u64, ndcg, gate, v)
     };
     match emr::step(opts, cfg.canary_percentage, spark, &emr_client).await {
-        Ok(Step::Trained(done)) => Ok(done),
+        Ok(Step::Trained(done)) => Ok(*done),
         Ok(Step::Started(r)) => Err((
             Ok(json!({"spark": "started", "record": r})),
             line(r.rows, None, "spark-started", None),
@@ -136,7 +136,7 @@ async fn spark_step(
             report: Some(report),
             canary,
         }) => Ok(RetrainCanary {
-            report,
+            report: *report,
             canary_percentage: record.canary_percentage,
             canary,
         }),
@@ -291,6 +291,51 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    fn spark(env: &[(&str, &str)]) -> Result<Option<EmrConfig>> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let get = |k: &str| env.get(k).cloned();
+        let num = |k: &str, d: f64| -> Result<f64> {
+            get(k).map_or(Ok(d), |v| v.parse().with_context(|| format!("{k}={v:?}")))
+        };
+        spark_from_env(&get, &num)
+    }
+
+    const EMR: [(&str, &str); 4] = [
+        ("RETRAIN_ENGINE", "emr-serverless"),
+        ("EMR_APPLICATION_ID", "00fv3pk1r0n6ji09"),
+        ("EMR_JOB_ROLE_ARN", "arn:aws:iam::123456789012:role/job"),
+        ("EMR_WORK_URI", "s3://b/model_registry-spark"),
+    ];
+
+    #[test]
+    fn the_engine_is_lambda_unless_emr_serverless_is_asked_for_completely() {
+        assert!(spark(&[]).unwrap().is_none());
+        assert!(spark(&[("RETRAIN_ENGINE", "lambda")]).unwrap().is_none());
+        let e = spark(&[("RETRAIN_ENGINE", "spark")]).unwrap_err();
+        assert!(
+            e.to_string().contains("expected lambda or emr-serverless"),
+            "{e}"
+        );
+        let e = spark(&EMR[..3]).unwrap_err();
+        assert!(e.to_string().contains("needs EMR_WORK_URI"), "{e}");
+        let c = spark(&EMR).unwrap().unwrap();
+        assert_eq!(
+            (c.application_id.as_str(), c.above_rows, c.max_run_minutes),
+            ("00fv3pk1r0n6ji09", 30_000_000, 240)
+        );
+        let mut env = EMR.to_vec();
+        env.push(("RETRAIN_SPARK_ABOVE_ROWS", "2.5"));
+        let e = spark(&env).unwrap_err();
+        assert!(e.to_string().contains("whole number"), "{e}");
+        env.pop();
+        env.push(("RETRAIN_SPARK_ABOVE_ROWS", "25000000"));
+        assert_eq!(spark(&env).unwrap().unwrap().above_rows, 25_000_000);
+    }
 
     #[test]
     fn the_retrain_line_meets_the_emf_contract() {
@@ -300,6 +345,12 @@ mod tests {
             assert_eq!(doc["retrain_failures_total"], failures, "{l}");
             assert_eq!(doc["retrain_rows"], 1000);
             assert_eq!(doc["gate"], gate);
+        }
+        // The Spark path's "started" and "still running" are not failures.
+        for gate in ["spark-started", "spark-running"] {
+            let l = emf::retrain_line(0.5, 9_000, None, gate, None);
+            let doc = emf::check_document(&l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert_eq!(doc["retrain_failures_total"], 0, "{l}");
         }
         // No NDCG when it stopped before evaluating: the metric is left out.
         let l = emf::retrain_line(1.0, 0, None, "failed", None);

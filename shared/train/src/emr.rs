@@ -300,7 +300,7 @@ pub enum EmrError {
 #[derive(Debug)]
 pub enum Step {
     /// At or below the threshold: trained here, as without the Spark path.
-    Trained(RetrainCanary),
+    Trained(Box<RetrainCanary>),
     /// A Spark job was started and recorded.
     Started(JobRecord),
     /// The recorded job is still running (EMR's state); nothing else was done.
@@ -316,7 +316,7 @@ pub enum Step {
         record: JobRecord,
         /// The import's report (`None` when a previous step had already published
         /// the version and this one only started its canary).
-        report: Option<RetrainReport>,
+        report: Option<Box<RetrainReport>>,
         /// What happened to the rollout.
         canary: Canary,
     },
@@ -446,11 +446,11 @@ pub async fn step(
             canary_percentage,
         )
         .await;
-        return Ok(Step::Trained(RetrainCanary {
+        return Ok(Step::Trained(Box::new(RetrainCanary {
             report,
             canary_percentage,
             canary,
-        }));
+        })));
     }
     let etag = current.as_ref().map(|(_, e)| e.as_str());
     let record = upload_inputs(opts, canary_percentage, cfg, &prepared).await?;
@@ -1000,7 +1000,7 @@ async fn import(
         record.canary_percentage,
     )
     .await;
-    finished(opts, record, etag, Some(report), canary).await
+    finished(opts, record, etag, Some(Box::new(report)), canary).await
 }
 
 /// Whether `version` is this record's import (its data is the record's snapshot).
@@ -1019,7 +1019,7 @@ async fn finished(
     opts: &RetrainOptions,
     mut record: JobRecord,
     etag: &str,
-    report: Option<RetrainReport>,
+    report: Option<Box<RetrainReport>>,
     canary: Canary,
 ) -> Result<Step, EmrError> {
     record.finished_ms = Some(recs_core::time::now_ms());

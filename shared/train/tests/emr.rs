@@ -54,10 +54,11 @@ fn prerequisites() -> bool {
     let mut missing = None;
     if !ready("java", &["-version"]) {
         missing = Some("java is not installed (apt-get install openjdk-17-jre-headless)");
-    } else if !ready("python3", &["-c", "import pyspark, numpy"])
-        && !(pip(&["pyspark", "numpy"]) && ready("python3", &["-c", "import pyspark, numpy"]))
-    {
-        missing = Some("pyspark cannot be installed with pip");
+    } else {
+        let importable = || ready("python3", &["-c", "import pyspark, numpy"]);
+        if !importable() && !pip(&["pyspark", "numpy"]) || !importable() {
+            missing = Some("pyspark cannot be installed with pip");
+        }
     }
     if let Some(what) = missing {
         assert!(!in_ci(), "{TEST}: {what} and CI=true");
