@@ -480,6 +480,12 @@ fn expected_counts(
     ))
 }
 
+/// The first `n` characters of an id (all of it when shorter or not ASCII: a record
+/// read back from the registry is never trusted to be well formed).
+fn prefix(id: &str, n: usize) -> &str {
+    id.get(..n).unwrap_or(id)
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>, EmrError> {
     std::fs::read(path).map_err(|source| EmrError::Io {
         path: path.display().to_string(),
@@ -497,11 +503,11 @@ async fn upload_inputs(
     let work = Store::open(&cfg.work).map_err(store_err("opening", cfg.work.clone()))?;
     let started_ms = recs_core::time::now_ms();
     let script_sha = recs_core::hash::hex(&Sha256::digest(JOB_SCRIPT.as_bytes()));
-    let script_key = format!("scripts/als_job-{}.py", &script_sha[..16]);
+    let script_key = format!("scripts/als_job-{}.py", prefix(&script_sha, 16));
     work.put(&script_key, JOB_SCRIPT.as_bytes().to_vec())
         .await
         .map_err(store_err("uploading the job script to", cfg.work.clone()))?;
-    let run_dir = format!("runs/{started_ms}-{}", &p.snapshot_id[..16]);
+    let run_dir = format!("runs/{started_ms}-{}", prefix(&p.snapshot_id, 16));
     let train = read_file(&p.train_path)?;
     let holdout = read_file(&p.test_path)?;
     let (rows, positives, users, items) = expected_counts(&p.train_path, p.min_rating)?;
@@ -525,7 +531,7 @@ async fn upload_inputs(
         job_run_id: None,
         application_id: cfg.application_id.clone(),
         // At most 64 characters, unique per attempt.
-        client_token: format!("{}-{started_ms}", &p.snapshot_id[..32]),
+        client_token: format!("{}-{started_ms}", prefix(&p.snapshot_id, 32)),
         started_ms,
         finished_ms: None,
         base_version: p.base_version.clone(),
@@ -598,7 +604,10 @@ async fn start_job(
         .application_id(&record.application_id)
         .client_token(&record.client_token)
         .execution_role_arn(&cfg.execution_role_arn)
-        .name(format!("movie-recs-als-{}", &record.snapshot_id[..12]))
+        .name(format!(
+            "movie-recs-als-{}",
+            prefix(&record.snapshot_id, 12)
+        ))
         .job_driver(JobDriver::SparkSubmit(driver))
         .configuration_overrides(
             ConfigurationOverrides::builder()
@@ -1263,6 +1272,13 @@ mod tests {
         let e = step(&opts, 10.0, &cfg(), &emr).await.unwrap_err();
         assert!(matches!(e, EmrError::BadRecord { .. }), "{e:?}");
         assert!(e.to_string().contains("spark-jobs/current.json"), "{e}");
+    }
+
+    #[test]
+    fn short_or_odd_ids_are_never_sliced_past_their_end() {
+        assert_eq!(prefix("abcdef", 4), "abcd");
+        assert_eq!(prefix("ab", 12), "ab");
+        assert_eq!(prefix("é", 1), "é");
     }
 
     #[test]
