@@ -1261,6 +1261,91 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refused_start_job_run_is_recorded_and_nothing_runs() {
+        let (_dir, opts, mut record) = running(0).await;
+        record.state = RecordState::Starting;
+        record.job_run_id = None;
+        let (_, etag) = read_record(&opts.registry).await.unwrap().unwrap();
+        write_record(&opts.registry, &record, Some(&etag))
+            .await
+            .unwrap();
+        let start = mock!(Client::start_job_run)
+            .match_requests(|r| r.client_token() == Some("t"))
+            .then_http_response(|| {
+                aws_smithy_runtime_api::http::Response::new(
+                    aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                    aws_smithy_types::body::SdkBody::from(
+                        "{\"message\":\"Application 00app is in TERMINATED state\"}",
+                    ),
+                )
+            });
+        let emr = mock_client!(aws_sdk_emrserverless, RuleMode::MatchAny, [&start]);
+        let e = step(&opts, 10.0, &cfg(), &emr).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EmrError::Api {
+                    call: "StartJobRun",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(start.num_calls(), 1);
+        let (r, _) = read_record(&opts.registry).await.unwrap().unwrap();
+        assert_eq!((r.state, r.job_run_id), (RecordState::Failed, None));
+        assert!(r.detail.unwrap().contains("StartJobRun"));
+        only_the_record(&opts);
+    }
+
+    /// A step that published and stopped before recording it: the next one finds its
+    /// version (by the snapshot id) and only starts the canary.
+    #[tokio::test]
+    async fn an_import_interrupted_after_publishing_only_starts_the_canary() {
+        let (_dir, opts, mut record) = running(10).await;
+        let registry = Registry::open(&opts.registry).unwrap();
+        let data = crate::gen_data::generate(&crate::gen_data::GenConfig {
+            users: 60,
+            items: 40,
+            ..Default::default()
+        });
+        registry
+            .publish("v0.1", &data.planted_artifacts())
+            .await
+            .unwrap();
+        let mut ours = data.planted_artifacts();
+        ours.version_fields
+            .insert("data_snapshot_id".into(), record.snapshot_id.clone().into());
+        registry.publish("v0.2", &ours).await.unwrap();
+        record.state = RecordState::Importing;
+        record.version = Some("v0.2".into());
+        let (_, etag) = read_record(&opts.registry).await.unwrap().unwrap();
+        write_record(&opts.registry, &record, Some(&etag))
+            .await
+            .unwrap();
+        let emr = mock_client!(aws_sdk_emrserverless, RuleMode::MatchAny, []);
+        match step(&opts, 25.0, &cfg(), &emr).await.unwrap() {
+            Step::Finished {
+                record,
+                report: None,
+                canary: Canary::Started { version, state },
+            } => {
+                assert_eq!(version, "v0.2");
+                assert_eq!(record.state, RecordState::Published);
+                assert_eq!(state.active_version, "v0.1");
+            }
+            other => panic!("{other:?}"),
+        }
+        let active: Value = serde_json::from_slice(
+            &std::fs::read(Path::new(&opts.registry).join("active.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(active["rollout"]["canary_version"], "v0.2");
+        assert_eq!(active["rollout"]["canary_percentage"].as_f64(), Some(10.0));
+        assert_eq!(registry.versions().await.unwrap(), vec!["v0.1", "v0.2"]);
+    }
+
+    #[tokio::test]
     async fn a_record_written_by_something_else_is_a_clear_error() {
         let (_dir, opts, _) = running(1).await;
         std::fs::write(
