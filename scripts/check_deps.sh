@@ -14,12 +14,14 @@ check() { # package, crates it must not link...
     fi
   done
 }
-check health usearch rand_distr recs-train
-check switch usearch rand_distr recs-train
-check recommend rand_distr rand recs-train
+# aws-sdk-emrserverless (the retrain's Spark path) is linked by the retrain function only.
+check health usearch rand_distr recs-train aws-sdk-emrserverless
+check switch usearch rand_distr recs-train aws-sdk-emrserverless
+check recommend rand_distr rand recs-train aws-sdk-emrserverless
 check retrain axum lambda_http matchit recs-serve
-check drift axum lambda_http recs-serve usearch
-check batch axum lambda_http matchit recs-serve recs-train rand_distr
+check drift axum lambda_http recs-serve usearch aws-sdk-emrserverless parquet
+check batch axum lambda_http matchit recs-serve recs-train rand_distr aws-sdk-emrserverless parquet
+check recs aws-sdk-emrserverless
 check recs-telemetry recs-core
 # No old hyper 0.14 client from the AWS SDK's default features (RustSec advisories).
 for crate in 'h2 0.3' 'rustls-webpki 0.101' 'hyper 0.14'; do
@@ -28,5 +30,9 @@ for crate in 'h2 0.3' 'rustls-webpki 0.101' 'hyper 0.14'; do
     echo "check_deps: Cargo.lock holds $name $ver" >&2; fail=1
   fi
 done
-[ $fail = 0 ] && echo "check_deps: each function links only what it runs; no h2 0.3 / rustls-webpki 0.101 / hyper 0.14"
+# ... and the retrain function does link it (the check above would pass vacuously otherwise).
+if ! cargo tree -p retrain -e normal --prefix none 2>/dev/null | awk '{print $1}' | grep -qx aws-sdk-emrserverless; then
+  echo "check_deps: retrain does not link aws-sdk-emrserverless (its Spark path)" >&2; fail=1
+fi
+[ $fail = 0 ] && echo "check_deps: each function links only what it runs (the EMR SDK: retrain only); no h2 0.3 / rustls-webpki 0.101 / hyper 0.14"
 exit $fail

@@ -528,7 +528,10 @@ ALLOWED_ACTIONS = {
     "switch": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "kms:Decrypt", "kms:GenerateDataKey"} | XRAY | LOGS,
     "drift": {"s3:GetObject", "s3:ListBucket", "cloudwatch:PutMetricData", "sqs:SendMessage", "kms:Decrypt"} | XRAY | LOGS,
     "retrain": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:SendMessage", "kms:Decrypt",
-                "kms:GenerateDataKey"} | XRAY | LOGS,
+                "kms:GenerateDataKey"} | XRAY | LOGS | {
+                # the Spark path (RetrainSparkPolicy, TrainingEngine=emr-serverless): check_spark_path
+                "emr-serverless:StartJobRun", "emr-serverless:GetJobRun", "emr-serverless:CancelJobRun",
+                "iam:PassRole"},
     "batch": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:SendMessage", "kms:Decrypt",
               "kms:GenerateDataKey"} | XRAY | LOGS,
 }
@@ -540,6 +543,11 @@ RETRAIN_PUTS = [f"{_REG}/${{RegistryPrefix}}/v*/*", f"{_REG}/${{RegistryPrefix}}
 SWITCH_PUTS = [f"{_REG}/${{RegistryPrefix}}/active.json", f"{_REG}/${{RegistryPrefix}}/blocked.json"]
 # The batch function writes its outputs only.
 BATCH_PUTS = ["arn:${AWS::Partition}:s3:::${Bucket}/${EventsPrefix}/batch/output/*"]
+# The Spark path's writes (RetrainSparkPolicy): the job's script and inputs, and the job record.
+_SPARK = f"{_REG}/${{RegistryPrefix}}-spark"
+RETRAIN_SPARK_PUTS = [f"{_SPARK}/scripts/*", f"{_SPARK}/runs/*", f"{_REG}/${{RegistryPrefix}}/spark-jobs/*"]
+SPARK_BLOCK = ["SparkApplication", "SparkJobRole", "RetrainSparkPolicy", "SparkJobStateRule",
+               "SparkJobStatePermission"]
 RETRAIN_MUST_DENY = {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutBucketVersioning",
                      "s3:PutLifecycleConfiguration", "s3:PutBucketPolicy"}
 
@@ -616,8 +624,9 @@ def check_function_roles(tpl: dict, by_name: dict, r: Report):
                     r.check(bool(c), f"{role}: s3:ListBucket needs an s3:prefix condition")
                 if a == "s3:PutObject" and name == "retrain":
                     # New version folders, the two pointers, the snapshots - nothing else.
-                    r.check(resources == RETRAIN_PUTS,
-                            f"{role}: s3:PutObject must be on {RETRAIN_PUTS} only, got {resources}")
+                    r.check(resources in (RETRAIN_PUTS, RETRAIN_SPARK_PUTS),
+                            f"{role}: s3:PutObject must be on {RETRAIN_PUTS} (or, for the Spark path, "
+                            f"{RETRAIN_SPARK_PUTS}) only, got {resources}")
                 elif a == "s3:PutObject" and name == "batch":
                     r.check(resources == BATCH_PUTS,
                             f"{role}: s3:PutObject must be on {BATCH_PUTS} only, got {resources}")
@@ -648,6 +657,81 @@ def check_function_roles(tpl: dict, by_name: dict, r: Report):
         if v.get("Type") in ("AWS::IAM::Role", "AWS::IAM::Policy"):
             r.check("logs:CreateLogGroup" not in json.dumps(v), f"{k}: logs:CreateLogGroup - the template creates every "
                                                                "log group itself, with a retention")
+
+
+def check_spark_path(tpl: dict, r: Report):
+    """TrainingEngine=emr-serverless: every resource of the block only under UseEmrServerless;
+    the retrain role may drive only this application's job runs and pass only the job role;
+    the job role is trusted only by EMR Serverless of this account and writes only its output
+    and logs; a finished job run invokes the retrain function."""
+    res, params = tpl.get("Resources", {}), tpl.get("Parameters", {})
+    r.check((params.get("TrainingEngine") or {}).get("AllowedValues") == ["lambda", "emr-serverless"]
+            and params["TrainingEngine"].get("Default") == "lambda",
+            "parameter TrainingEngine: lambda (default) or emr-serverless")
+    r.check((tpl.get("Conditions") or {}).get("UseEmrServerless") == {"Fn::Equals": [{"Ref": "TrainingEngine"}, "emr-serverless"]},
+            "condition UseEmrServerless: TrainingEngine = emr-serverless")
+    for k in SPARK_BLOCK:
+        r.check(k in res and res[k].get("Condition") == "UseEmrServerless", f"{k}: must exist, Condition UseEmrServerless")
+    if not all(k in res for k in SPARK_BLOCK):
+        return
+    app = res["SparkApplication"]["Properties"]
+    r.check(app.get("Type") == "SPARK" and app.get("Architecture") == "ARM64", "SparkApplication: Type SPARK, ARM64")
+    r.check((app.get("AutoStopConfiguration") or {}).get("Enabled") is True and bool(app.get("MaximumCapacity")),
+            "SparkApplication: auto-stop on, and a MaximumCapacity (a bound on one retrain's cost)")
+    env = ((res["RetrainFunction"]["Properties"].get("Environment") or {}).get("Variables") or {})
+    r.check(env.get("RETRAIN_ENGINE") == {"Ref": "TrainingEngine"}, "RetrainFunction: RETRAIN_ENGINE = !Ref TrainingEngine")
+    for k in ("EMR_APPLICATION_ID", "EMR_JOB_ROLE_ARN", "EMR_WORK_URI", "RETRAIN_SPARK_ABOVE_ROWS", "EMR_MAX_RUN_MINUTES"):
+        v = env.get(k)
+        r.check(isinstance(v, dict) and (v.get("Fn::If") or [None])[0] == "UseEmrServerless",
+                f"RetrainFunction: {k} only under UseEmrServerless")
+    sts = as_list(res["RetrainSparkPolicy"]["Properties"]["PolicyDocument"]["Statement"])
+    r.check(res["RetrainSparkPolicy"]["Properties"].get("Roles") == [{"Ref": "RetrainRole"}],
+            "RetrainSparkPolicy: attached to RetrainRole only")
+    for st in sts:
+        acts = as_list(st.get("Action"))
+        if any(a.startswith("emr-serverless:") for a in acts):
+            rs = [text_of(x) for x in as_list(st.get("Resource"))]
+            r.check(all("SparkApplication" in x for x in rs), f"RetrainSparkPolicy: {acts} only on SparkApplication, got {rs}")
+        if "iam:PassRole" in acts:
+            r.check(st.get("Resource") == {"Fn::GetAtt": ["SparkJobRole", "Arn"]}
+                    and ((st.get("Condition") or {}).get("StringEquals") or {}).get("iam:PassedToService")
+                    == "emr-serverless.amazonaws.com",
+                    "RetrainSparkPolicy: iam:PassRole only of SparkJobRole, only to emr-serverless.amazonaws.com")
+    job = res["SparkJobRole"]["Properties"]
+    trust = as_list(job["AssumeRolePolicyDocument"]["Statement"])
+    r.check(len(trust) == 1 and trust[0].get("Principal") == {"Service": "emr-serverless.amazonaws.com"}
+            and ((trust[0].get("Condition") or {}).get("StringEquals") or {}).get("aws:SourceAccount") == {"Ref": "AWS::AccountId"},
+            "SparkJobRole: trusted only by emr-serverless.amazonaws.com of this account (aws:SourceAccount)")
+    for pol in job.get("Policies") or []:
+        for st in as_list(pol["PolicyDocument"]["Statement"]):
+            if isinstance(st, dict) and "Fn::If" in st:
+                continue
+            rs = [text_of(x) for x in as_list(st.get("Resource"))]
+            for a in as_list(st.get("Action")):
+                r.check(a in {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:DeleteObject"},
+                        f"SparkJobRole: unexpected action {a}")
+                if a in ("s3:PutObject", "s3:DeleteObject"):
+                    r.check(sorted(rs) == sorted([f"{_SPARK}/runs/*/out/*", f"{_SPARK}/runs/*/logs/*"]),
+                            f"SparkJobRole: {a} only on runs/*/out/* and runs/*/logs/*, got {rs}")
+                if a == "s3:GetObject":
+                    r.check(rs == [f"{_SPARK}/*"], f"SparkJobRole: s3:GetObject only under <prefix>-spark/, got {rs}")
+    rule = res["SparkJobStateRule"]["Properties"]
+    pat = rule.get("EventPattern") or {}
+    r.check(pat.get("source") == ["aws.emr-serverless"] and pat.get("detail-type") == ["EMR Serverless Job Run State Change"]
+            and sorted((pat.get("detail") or {}).get("state") or []) == ["CANCELLED", "FAILED", "SUCCESS"]
+            and (pat.get("detail") or {}).get("applicationId") == [{"Fn::GetAtt": ["SparkApplication", "ApplicationId"]}],
+            "SparkJobStateRule: this application's job runs reaching SUCCESS, FAILED or CANCELLED")
+    r.check([t.get("Arn") for t in rule.get("Targets") or []] == [{"Fn::GetAtt": ["RetrainFunction", "Arn"]}],
+            "SparkJobStateRule: targets the retrain function only")
+    # The sample event (events/) is one the rule matches.
+    sample = json.loads((INFRA.parent / "events" / "emr-serverless-job-run-state-change.json").read_text())
+    r.check([sample.get("source")] == pat.get("source") and [sample.get("detail-type")] == pat.get("detail-type")
+            and (sample.get("detail") or {}).get("state") in ((pat.get("detail") or {}).get("state") or []),
+            "events/emr-serverless-job-run-state-change.json: not matched by SparkJobStateRule's pattern")
+    perm = res["SparkJobStatePermission"]["Properties"]
+    r.check(perm.get("Principal") == "events.amazonaws.com"
+            and perm.get("SourceArn") == {"Fn::GetAtt": ["SparkJobStateRule", "Arn"]},
+            "SparkJobStatePermission: only SparkJobStateRule may invoke the retrain function this way")
 
 
 def check_recommend_auth(tpl: dict, r: Report):
@@ -1346,6 +1430,7 @@ def main(argv=None) -> int:
     check_exposure_log(tpl, r)
     check_data_stores(tpl, r)
     check_concurrency_and_retries(tpl, r)
+    check_spark_path(tpl, r)
     check_logging(tpl, r)
     check_checkov_skips(tpl, r)
     check_no_fault_injection(args.template.read_text(), r)

@@ -16,6 +16,14 @@
 //! (default: beside the current snapshot), `RETRAIN_CANARY_PERCENTAGE` (10),
 //! `RETRAIN_HOLDOUT` (0.1), `RETRAIN_GATE_MARGIN` (0). A manual invocation may pass
 //! `{"base_version": "v0.3", "until": "2026-11-28T00:00:00Z"}`.
+//!
+//! `RETRAIN_ENGINE=emr-serverless` turns on the Spark path (`recs_train::emr`): each
+//! invocation is one `emr::step` (snapshots above `RETRAIN_SPARK_ABOVE_ROWS` rows train
+//! as a Spark job on `EMR_APPLICATION_ID` as `EMR_JOB_ROLE_ARN`, files under
+//! `EMR_WORK_URI`; a later invocation, or the job's EventBridge state change, imports,
+//! gates, publishes and starts the canary). Also `EMR_MAX_RUN_MINUTES` (240),
+//! `RETRAIN_SPARK_REG_PARAM` (0.1), `RETRAIN_SPARK_ALPHA` (1), `RETRAIN_SPARK_BLOCKS`
+//! (10), `EMR_SPARK_SUBMIT_PARAMETERS`.
 
 use std::time::Instant;
 
@@ -24,6 +32,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::{json, Value};
 
 use recs_telemetry::emf;
+use recs_train::emr::{self, EmrConfig, EmrError, Step};
 use recs_train::retrain::{self, Canary, RetrainCanary, RetrainError, RetrainOptions};
 
 /// Settings from the environment.
@@ -35,6 +44,8 @@ struct Config {
     canary_percentage: f64,
     holdout: f64,
     gate_margin: f64,
+    /// `RETRAIN_ENGINE=emr-serverless`: the Spark path's settings.
+    spark: Option<EmrConfig>,
 }
 
 impl Config {
@@ -60,7 +71,105 @@ impl Config {
             canary_percentage,
             holdout: num("RETRAIN_HOLDOUT", 0.1)?,
             gate_margin: num("RETRAIN_GATE_MARGIN", 0.0)?,
+            spark: spark_from_env(&get, &num)?,
         })
+    }
+}
+
+/// The Spark path's settings, when `RETRAIN_ENGINE` is `emr-serverless`.
+fn spark_from_env(
+    get: &dyn Fn(&str) -> Option<String>,
+    num: &dyn Fn(&str, f64) -> Result<f64>,
+) -> Result<Option<EmrConfig>> {
+    match get("RETRAIN_ENGINE").as_deref().map(str::trim) {
+        None | Some("lambda") => return Ok(None),
+        Some("emr-serverless") => {}
+        Some(other) => bail!("RETRAIN_ENGINE={other:?}: expected lambda or emr-serverless"),
+    }
+    let need = |k: &str| get(k).with_context(|| format!("RETRAIN_ENGINE=emr-serverless needs {k}"));
+    let mut c = EmrConfig::new(
+        need("EMR_APPLICATION_ID")?,
+        need("EMR_JOB_ROLE_ARN")?,
+        need("EMR_WORK_URI")?,
+    );
+    let whole = |k: &str, default: f64| -> Result<f64> {
+        let v = num(k, default)?;
+        if v.is_finite() && v >= 0.0 && v.fract() == 0.0 {
+            Ok(v)
+        } else {
+            bail!("{k}={v}: expected a whole number >= 0")
+        }
+    };
+    c.above_rows = whole("RETRAIN_SPARK_ABOVE_ROWS", c.above_rows as f64)? as usize;
+    c.max_run_minutes = whole("EMR_MAX_RUN_MINUTES", c.max_run_minutes as f64)? as u64;
+    c.blocks = whole("RETRAIN_SPARK_BLOCKS", f64::from(c.blocks))?.max(1.0) as u32;
+    c.reg_param = num("RETRAIN_SPARK_REG_PARAM", c.reg_param)?;
+    c.alpha = num("RETRAIN_SPARK_ALPHA", c.alpha)?;
+    c.spark_submit_parameters = get("EMR_SPARK_SUBMIT_PARAMETERS");
+    Ok(Some(c))
+}
+
+/// One Spark-path step as the function's result: `Ok(None)` when it trained here (the
+/// caller reports that run as usual), else the result and the EMF line.
+async fn spark_step(
+    opts: &RetrainOptions,
+    cfg: &Config,
+    spark: &EmrConfig,
+    t0: Instant,
+) -> std::result::Result<RetrainCanary, (Result<Value>, String)> {
+    let emr_client = emr::client_from_env().await;
+    let line = |rows: usize, ndcg: Option<f64>, gate: &str, v: Option<&str>| {
+        emf::retrain_line(t0.elapsed().as_secs_f64(), rows as u64, ndcg, gate, v)
+    };
+    match emr::step(opts, cfg.canary_percentage, spark, &emr_client).await {
+        Ok(Step::Trained(done)) => Ok(*done),
+        Ok(Step::Started(r)) => Err((
+            Ok(json!({"spark": "started", "record": r})),
+            line(r.rows, None, "spark-started", None),
+        )),
+        Ok(Step::Waiting { record, state }) => Err((
+            Ok(json!({"spark": "running", "state": state, "record": record})),
+            line(record.rows, None, "spark-running", None),
+        )),
+        Ok(Step::Finished {
+            record,
+            report: Some(report),
+            canary,
+        }) => Ok(RetrainCanary {
+            report: *report,
+            canary_percentage: record.canary_percentage,
+            canary,
+        }),
+        Ok(Step::Finished {
+            record,
+            report: None,
+            canary,
+        }) => {
+            let v = record.version.as_deref();
+            match canary {
+                Canary::Started { .. } => Err((
+                    Ok(json!({"spark": "published", "record": record})),
+                    line(record.rows, None, "passed", v),
+                )),
+                _ => Err((
+                    Err(anyhow::anyhow!(
+                        "{}",
+                        record.detail.clone().unwrap_or_default()
+                    )),
+                    line(record.rows, None, "failed", v),
+                )),
+            }
+        }
+        Err(e) => {
+            let gate = match e {
+                EmrError::Retrain(RetrainError::Empty(_) | RetrainError::NoHoldout(_)) => "empty",
+                _ => "failed",
+            };
+            Err((
+                Err(anyhow::Error::new(e).context("retrain (Spark path)")),
+                line(0, None, gate, None),
+            ))
+        }
     }
 }
 
@@ -91,11 +200,18 @@ async fn invoke(payload: &Value, cfg: &Config) -> (Result<Value>, String) {
         work_dir: Some(std::env::temp_dir().join("recs-retrain")),
         ..RetrainOptions::new(&cfg.registry, &cfg.events)
     };
+    let done = match &cfg.spark {
+        Some(spark) => match spark_step(&opts, cfg, spark, t0).await {
+            Ok(done) => Ok(done),
+            Err(reported) => return reported,
+        },
+        None => retrain::retrain_then_canary(&opts, cfg.canary_percentage).await,
+    };
     let RetrainCanary {
         report,
         canary_percentage,
         canary,
-    } = match retrain::retrain_then_canary(&opts, cfg.canary_percentage).await {
+    } = match done {
         Ok(r) => r,
         Err(e) => {
             let gate = match e {
@@ -175,6 +291,51 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    fn spark(env: &[(&str, &str)]) -> Result<Option<EmrConfig>> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let get = |k: &str| env.get(k).cloned();
+        let num = |k: &str, d: f64| -> Result<f64> {
+            get(k).map_or(Ok(d), |v| v.parse().with_context(|| format!("{k}={v:?}")))
+        };
+        spark_from_env(&get, &num)
+    }
+
+    const EMR: [(&str, &str); 4] = [
+        ("RETRAIN_ENGINE", "emr-serverless"),
+        ("EMR_APPLICATION_ID", "00fv3pk1r0n6ji09"),
+        ("EMR_JOB_ROLE_ARN", "arn:aws:iam::123456789012:role/job"),
+        ("EMR_WORK_URI", "s3://b/model_registry-spark"),
+    ];
+
+    #[test]
+    fn the_engine_is_lambda_unless_emr_serverless_is_asked_for_completely() {
+        assert!(spark(&[]).unwrap().is_none());
+        assert!(spark(&[("RETRAIN_ENGINE", "lambda")]).unwrap().is_none());
+        let e = spark(&[("RETRAIN_ENGINE", "spark")]).unwrap_err();
+        assert!(
+            e.to_string().contains("expected lambda or emr-serverless"),
+            "{e}"
+        );
+        let e = spark(&EMR[..3]).unwrap_err();
+        assert!(e.to_string().contains("needs EMR_WORK_URI"), "{e}");
+        let c = spark(&EMR).unwrap().unwrap();
+        assert_eq!(
+            (c.application_id.as_str(), c.above_rows, c.max_run_minutes),
+            ("00fv3pk1r0n6ji09", 30_000_000, 240)
+        );
+        let mut env = EMR.to_vec();
+        env.push(("RETRAIN_SPARK_ABOVE_ROWS", "2.5"));
+        let e = spark(&env).unwrap_err();
+        assert!(e.to_string().contains("whole number"), "{e}");
+        env.pop();
+        env.push(("RETRAIN_SPARK_ABOVE_ROWS", "25000000"));
+        assert_eq!(spark(&env).unwrap().unwrap().above_rows, 25_000_000);
+    }
 
     #[test]
     fn the_retrain_line_meets_the_emf_contract() {
@@ -184,6 +345,12 @@ mod tests {
             assert_eq!(doc["retrain_failures_total"], failures, "{l}");
             assert_eq!(doc["retrain_rows"], 1000);
             assert_eq!(doc["gate"], gate);
+        }
+        // The Spark path's "started" and "still running" are not failures.
+        for gate in ["spark-started", "spark-running"] {
+            let l = emf::retrain_line(0.5, 9_000, None, gate, None);
+            let doc = emf::check_document(&l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert_eq!(doc["retrain_failures_total"], 0, "{l}");
         }
         // No NDCG when it stopped before evaluating: the metric is left out.
         let l = emf::retrain_line(1.0, 0, None, "failed", None);

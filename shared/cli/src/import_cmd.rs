@@ -61,6 +61,9 @@ async fn run_spark(args: SparkArgs) -> Result<()> {
         k: args.gate.k,
         gate: !args.gate.no_gate,
         gate_margin: args.gate.gate_margin,
+        incumbent: None,
+        snapshot: None,
+        trained_by: "recs import spark",
     };
     let (report, ids) = spark::import(&opts).await?;
     crate::train_cmd::print_json(&report.summary);

@@ -60,7 +60,7 @@ pub use popularity::{PopularityModel, ServedModel};
 pub use registry::{
     artifact_sha, encode_artifacts, parse_semver, read_drift_latest, validate_version, Artifacts,
     LoadedModel, PopularityArtifacts, Registry, RegistryError, VersionMeta, DRIFT_LATEST_KEY,
-    MODEL_DIR, POPULARITY_DIR, SNAPSHOTS_DIR,
+    MODEL_DIR, POPULARITY_DIR, SNAPSHOTS_DIR, SPARK_JOBS_DIR,
 };
 pub use store::{Object, Precondition, Store, StoreError};
 pub use titles::{year_of_title, Titles, TitlesError, MAX_GENRES};

@@ -34,8 +34,13 @@ use crate::pickle::{self, PickleError};
 use crate::popularity::{PopularityModel, ServedModel};
 use crate::store::{Store, StoreError};
 
-/// Top-level folders that are not versions (the drift job's results).
-const RESERVED: [&str; 2] = ["drift", SNAPSHOTS_DIR];
+/// Top-level folders that are not versions (the drift job's results, the retrain's
+/// snapshots, its Spark job record).
+const RESERVED: [&str; 3] = ["drift", SNAPSHOTS_DIR, SPARK_JOBS_DIR];
+
+/// Where the retrain's Spark path records the job it started
+/// (`spark-jobs/current.json`, recs-train `emr`).
+pub const SPARK_JOBS_DIR: &str = "spark-jobs";
 
 /// Where `recs train` keeps the data each version was trained from
 /// (`snapshots/<sha256>.<ext>`, the version's `data_snapshot_uri`), so `recs retrain`

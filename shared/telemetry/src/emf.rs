@@ -187,7 +187,9 @@ pub fn drift_line(feature: &str, psi: f64, version: &str, events: u64) -> String
 
 /// One retrain run (functions/retrain): duration, rows and NDCG@10 (absent when it
 /// stopped before evaluating), and `retrain_failures_total` 1 when it published
-/// nothing (`gate` says why: `passed`, `refused`, `empty`, `failed`).
+/// nothing (`gate` says why: `passed`, `refused`, `empty`, `failed`). The Spark path's
+/// `spark-started` and `spark-running` (a job started, or still running: nothing to
+/// publish yet) are not failures.
 pub fn retrain_line(
     seconds: f64,
     rows: u64,
@@ -198,7 +200,10 @@ pub fn retrain_line(
     let mut m = Map::new();
     m.insert(names::RETRAIN_DURATION.into(), seconds.into());
     m.insert(names::RETRAIN_ROWS.into(), rows.into());
-    let failed = u64::from(gate != "passed");
+    let failed = u64::from(!matches!(
+        gate,
+        "passed" | "spark-started" | "spark-running"
+    ));
     m.insert(names::RETRAIN_FAILURES.into(), failed.into());
     m.insert("gate".into(), gate.into());
     let mut metrics = vec![

@@ -14,6 +14,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod als;
+#[cfg(feature = "emr")]
+pub mod emr;
 pub mod eval;
 mod gate;
 pub mod gen_data;

@@ -362,10 +362,46 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), RetrainError> {
     })
 }
 
-/// Runs the whole job up to and including publishing (see the module docs). Returns
-/// a refused report when the gate says no; the caller then exits non-zero and starts
-/// no rollout.
-pub async fn retrain(opts: &RetrainOptions) -> Result<RetrainReport, RetrainError> {
+/// A retrain up to the training itself ([`prepare`]): the new snapshot written, the
+/// train and holdout files in the scratch folder. [`train_prepared`] trains it here;
+/// the Spark path (`crate::emr`, feature `emr`) hands the same files to a Spark job.
+#[derive(Debug)]
+pub struct Prepared {
+    /// When the retrain started.
+    pub started: Instant,
+    /// The version retrained from.
+    pub base_version: String,
+    /// Its snapshot.
+    pub base_snapshot: String,
+    /// Rate events read since the snapshot's last time.
+    pub new_events: usize,
+    /// The current version's hyper-parameters.
+    pub als: AlsConfig,
+    /// Its id-to-row mapping.
+    pub id_rows: IdRows,
+    /// Its positive threshold.
+    pub min_rating: f32,
+    /// Hyper-parameters that were not in its meta.json (defaults used).
+    pub defaulted: Vec<String>,
+    /// The new snapshot's rows (one per user-movie pair).
+    pub rows: Vec<Rating>,
+    /// Rows held out (the latest by time).
+    pub holdout_rows: usize,
+    /// The new snapshot's id (SHA-256 of its bytes).
+    pub snapshot_id: String,
+    /// Where it was written.
+    pub snapshot_uri: String,
+    /// The scratch folder holding the two files below.
+    pub scratch: PathBuf,
+    /// The training rows (MovieLens CSV).
+    pub train_path: PathBuf,
+    /// The holdout rows (MovieLens CSV).
+    pub test_path: PathBuf,
+}
+
+/// The job up to training (see the module docs): the new snapshot written, the train
+/// and holdout files in the scratch folder; nothing written to the registry.
+pub async fn prepare(opts: &RetrainOptions) -> Result<Prepared, RetrainError> {
     let t0 = Instant::now();
     if !(0.0..1.0).contains(&opts.holdout_fraction) || opts.holdout_fraction == 0.0 {
         return Err(RetrainError::NoHoldout(format!(
@@ -485,7 +521,55 @@ pub async fn retrain(opts: &RetrainOptions) -> Result<RetrainReport, RetrainErro
     let (train_path, test_path) = (scratch.join("train.csv"), scratch.join("holdout.csv"));
     write_file(&train_path, &snapshot_bytes(&train_rows, min_rating))?;
     write_file(&test_path, &snapshot_bytes(&test_rows, min_rating))?;
+    Ok(Prepared {
+        started: t0,
+        base_version: base,
+        base_snapshot,
+        new_events: rated.len(),
+        als,
+        id_rows,
+        min_rating,
+        defaulted,
+        rows,
+        holdout_rows: test_rows.len(),
+        snapshot_id,
+        snapshot_uri,
+        scratch,
+        train_path,
+        test_path,
+    })
+}
 
+/// Runs the whole job up to and including publishing (see the module docs). Returns
+/// a refused report when the gate says no; the caller then exits non-zero and starts
+/// no rollout.
+pub async fn retrain(opts: &RetrainOptions) -> Result<RetrainReport, RetrainError> {
+    let prepared = prepare(opts).await?;
+    train_prepared(opts, prepared).await
+}
+
+/// Trains a prepared retrain here (`recs train`'s ALS, the gate, publish).
+pub async fn train_prepared(
+    opts: &RetrainOptions,
+    prepared: Prepared,
+) -> Result<RetrainReport, RetrainError> {
+    let Prepared {
+        started: t0,
+        base_version: base,
+        base_snapshot,
+        new_events,
+        als,
+        id_rows,
+        min_rating,
+        defaulted,
+        rows,
+        holdout_rows,
+        snapshot_id,
+        snapshot_uri,
+        scratch,
+        train_path,
+        test_path,
+    } = prepared;
     let mut t = TrainOptions::new(&train_path, &opts.registry);
     t.version = opts.version.clone();
     t.als = als;
@@ -522,13 +606,13 @@ pub async fn retrain(opts: &RetrainOptions) -> Result<RetrainReport, RetrainErro
     Ok(RetrainReport {
         base_version: base,
         base_snapshot,
-        new_events: rated.len(),
+        new_events,
         snapshot_id,
         snapshot_uri,
         rows: rows.len(),
         users,
         items,
-        holdout_rows: test_rows.len(),
+        holdout_rows,
         ndcg_new: report.evaluation.as_ref().map(|e| e.model.ndcg),
         ndcg_current,
         ndcg_popularity: report.evaluation.as_ref().map(|e| e.popularity.ndcg),
@@ -594,19 +678,39 @@ pub async fn retrain_then_canary(
         .published
         .clone()
         .filter(|_| !report.train.refused());
-    let canary = match published {
+    let canary = start_canary(
+        &opts.registry,
+        &report.base_version,
+        published,
+        canary_percentage,
+    )
+    .await;
+    Ok(RetrainCanary {
+        report,
+        canary_percentage,
+        canary,
+    })
+}
+
+/// Starts `published` (when the gate passed) as a canary for `canary_percentage` % of
+/// users through [`recs_control::update_rollout`]; `base_version` stands in for the
+/// active one when there is no active.json yet. Shared by both training engines.
+pub async fn start_canary(
+    registry: &str,
+    base_version: &str,
+    published: Option<String>,
+    canary_percentage: f64,
+) -> Canary {
+    match published {
         None => Canary::Refused,
         Some(version) => {
             let patch = RolloutPatch::canary(version.clone(), canary_percentage);
-            let started = match Registry::open(&opts.registry) {
-                Ok(registry) => recs_control::update_rollout(
-                    &registry,
-                    &patch,
-                    Some(report.base_version.as_str()),
-                    &[],
-                )
-                .await
-                .map(|(state, _)| state),
+            let started = match Registry::open(registry) {
+                Ok(registry) => {
+                    recs_control::update_rollout(&registry, &patch, Some(base_version), &[])
+                        .await
+                        .map(|(state, _)| state)
+                }
                 Err(e) => Err(SwitchError::Unavailable(e.to_string())),
             };
             match started {
@@ -614,12 +718,7 @@ pub async fn retrain_then_canary(
                 Err(error) => Canary::Failed { version, error },
             }
         }
-    };
-    Ok(RetrainCanary {
-        report,
-        canary_percentage,
-        canary,
-    })
+    }
 }
 
 #[cfg(test)]

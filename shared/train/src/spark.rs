@@ -321,6 +321,14 @@ pub struct ImportOptions {
     pub gate: bool,
     /// How far below the latest version's NDCG@k the new one may be.
     pub gate_margin: f64,
+    /// The version to compare with (default: latest.txt's); the retrain's Spark path
+    /// names the version it retrained from, as `recs retrain` does.
+    pub incumbent: Option<String>,
+    /// The snapshot the ratings are part of (`data_snapshot_id`, `data_snapshot_uri`);
+    /// default: the ratings file itself.
+    pub snapshot: Option<crate::SnapshotRef>,
+    /// meta.json's `trained_by`.
+    pub trained_by: &'static str,
 }
 
 /// What `recs import spark` could not map between the factors and the ratings.
@@ -483,7 +491,7 @@ pub async fn import(opts: &ImportOptions) -> Result<(TrainReport, IdCoverage), I
             set,
             opts.k,
             opts.gate_margin,
-            None,
+            opts.incumbent.as_deref(),
             &mut gate,
         )
         .await;
@@ -537,16 +545,16 @@ pub async fn import(opts: &ImportOptions) -> Result<(TrainReport, IdCoverage), I
     artifacts.model_meta = model_meta.clone();
     let fields = &mut artifacts.version_fields;
     fields.insert("git_sha".into(), git_sha().into());
-    fields.insert("data_snapshot_id".into(), data.sha256.clone().into());
-    fields.insert(
-        "data_snapshot_uri".into(),
-        std::path::absolute(&opts.ratings)
+    let snapshot = opts.snapshot.clone().unwrap_or_else(|| crate::SnapshotRef {
+        id: data.sha256.clone(),
+        uri: std::path::absolute(&opts.ratings)
             .unwrap_or_else(|_| opts.ratings.clone())
             .display()
-            .to_string()
-            .into(),
-    );
-    fields.insert("trained_by".into(), "recs import spark".into());
+            .to_string(),
+    });
+    fields.insert("data_snapshot_id".into(), snapshot.id.into());
+    fields.insert("data_snapshot_uri".into(), snapshot.uri.into());
+    fields.insert("trained_by".into(), opts.trained_by.into());
     fields.insert("model_name".into(), "spark-als".into());
 
     let refused = opts.gate && !gate.passed();
@@ -849,6 +857,9 @@ mod tests {
             k: 10,
             gate: true,
             gate_margin: 0.01,
+            incumbent: None,
+            snapshot: None,
+            trained_by: "recs import spark",
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -13,9 +13,13 @@ expected lists come from Spark, never from the code under test.
 import argparse
 import json
 import os
+import sys
 
 from pyspark.sql import SparkSession
-from pyspark.ml.recommendation import ALS
+
+# The product's job (the retrain's Spark path): its `fit` is what is tested here.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../train/spark"))
+import als_job  # noqa: E402
 
 
 def main():
@@ -38,13 +42,7 @@ def main():
             u, i, r, _t = line.split("\t")
             rows.append((int(u), int(i), float(r)))
     df = spark.createDataFrame(rows, ["user", "item", "rating"])
-    als = ALS(rank=16, maxIter=10, regParam=0.1, alpha=1.0, implicitPrefs=True,
-              userCol="user", itemCol="item", ratingCol="rating", seed=14,
-              coldStartStrategy="drop",
-              # Spark's default of 10 blocks each way is 10x the shuffles on one core
-              # in local mode (the blocks change the random start, not the method).
-              numUserBlocks=2, numItemBlocks=2)
-    model = als.fit(df)
+    model = als_job.fit(df, rank=16, max_iter=10, reg_param=0.1, alpha=1.0, seed=14, blocks=2)
     model.write().overwrite().save(os.path.join(args.out, "model"))
     # A Parquet folder that is not factors (the ratings' columns), for the importer's
     # wrong-schema error.
