@@ -3,7 +3,9 @@
 //! - [`ratings`]: rating files in the MovieLens formats, malformed rows, duplicates.
 //! - [`split`]: the peer's holdout and leave-last-out splits, byte for byte.
 //! - [`als`]: implicit-feedback ALS with implicit 0.7.3's conjugate-gradient solver.
-//! - [`eval`]: P, R, NDCG, MAP, HR at k, ALS and popularity side by side.
+//! - [`eval`]: P, R, NDCG, MAP, HR at k, R@20, coverage and popularity bias, ALS
+//!   and popularity side by side.
+//! - [`tune`]: hyper-parameter search (successive halving, then local refinement).
 //! - `gate` ([`GateReport`]): what must hold before `recs train` publishes.
 //! - The `recs` CLI (shared/cli) runs `recs split`, `recs train` and `recs eval`.
 //!
@@ -24,6 +26,7 @@ mod rng;
 #[cfg(feature = "spark")]
 pub mod spark;
 pub mod split;
+pub mod tune;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -334,6 +337,10 @@ pub struct TrainOptions {
     pub incumbent: Option<String>,
     /// meta.json's `trained_by`.
     pub trained_by: &'static str,
+    /// Recorded as meta.json's `metrics.tuning` (`recs tune`: the search summary).
+    pub tuning: Option<Value>,
+    /// Recorded as meta.json's `metrics.evaluation_protocol` with the offline metrics.
+    pub protocol: Option<String>,
 }
 
 /// Copies the training file into the registry as `snapshot` names it (content
@@ -373,6 +380,17 @@ pub struct SnapshotRef {
     pub uri: String,
 }
 
+impl Dataset {
+    /// Raw user id of each matrix row.
+    pub fn users(&self) -> &[i64] {
+        &self.users
+    }
+    /// Raw movie id of each matrix column.
+    pub fn items(&self) -> &[i64] {
+        &self.items
+    }
+}
+
 impl TrainOptions {
     /// Options with `recs train`'s defaults.
     pub fn new(ratings: impl Into<PathBuf>, registry: impl Into<String>) -> Self {
@@ -395,6 +413,8 @@ impl TrainOptions {
             snapshot: None,
             incumbent: None,
             trained_by: "recs train",
+            tuning: None,
+            protocol: None,
         }
     }
 }
@@ -556,6 +576,14 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
         model_meta["offline_metrics"] = e.to_json();
         model_meta["offline_metrics"]["test_file"] = json!(t.path);
         model_meta["offline_metrics"]["test_sha256"] = json!(t.sha256);
+        model_meta["offline_metrics"]["protocol"] =
+            json!(opts.protocol.clone().unwrap_or_else(|| format!(
+                "held-out positives of {}, TRAIN items masked, full ranking",
+                t.path
+            )));
+    }
+    if let Some(t) = &opts.tuning {
+        model_meta["tuning"] = t.clone();
     }
     artifacts.model_meta = model_meta.clone();
     artifacts
