@@ -12,8 +12,8 @@ use recs_train::eval::{self, TestSet};
 use recs_train::ratings::{self, Format};
 use recs_train::split::{self, Method, Pair};
 use recs_train::{
-    IdRows, TrainOptions, DEFAULT_ALPHA, DEFAULT_CG_STEPS, DEFAULT_FACTORS, DEFAULT_ITERATIONS,
-    DEFAULT_REGULARIZATION, DEFAULT_REG_EXPONENT,
+    IdRows, TrainOptions, DEFAULT_ALPHA, DEFAULT_CG_STEPS, DEFAULT_CONFIDENCE, DEFAULT_FACTORS,
+    DEFAULT_ITERATIONS, DEFAULT_REGULARIZATION, DEFAULT_REG_EXPONENT,
 };
 
 /// Where and how to read a rating file.
@@ -97,14 +97,15 @@ pub struct TrainArgs {
     /// Latent factors.
     #[arg(long, default_value_t = DEFAULT_FACTORS)]
     pub factors: usize,
-    /// L2 regularisation lambda (plain lambda * I, as implicit).
-    #[arg(long, default_value_t = DEFAULT_REGULARIZATION)]
-    pub regularization: f32,
+    /// L2 regularisation lambda (times (W_u / n)^NU per row with --reg-exponent NU).
+    /// Default: 1.6 * (TRAIN positives)^(1/4), to 3 significant digits.
+    #[arg(long)]
+    pub regularization: Option<f32>,
     /// Confidence weight of a positive.
     #[arg(long, default_value_t = DEFAULT_ALPHA)]
     pub alpha: f32,
     /// alpha: C = alpha * r (implicit); one-plus-alpha: C = 1 + alpha * r (Hu et al.).
-    #[arg(long, value_enum, default_value_t = Confidence::Alpha)]
+    #[arg(long, value_enum, default_value_t = DEFAULT_CONFIDENCE)]
     pub confidence: Confidence,
     /// ALS iterations (each solves all users, then all items).
     #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
@@ -301,7 +302,7 @@ pub async fn run_train(args: TrainArgs) -> Result<()> {
         version: args.version,
         als: AlsConfig {
             factors: args.factors,
-            regularization: args.regularization,
+            regularization: args.regularization.unwrap_or(DEFAULT_REGULARIZATION),
             alpha: args.alpha,
             confidence: args.confidence,
             iterations: args.iterations,
@@ -322,6 +323,7 @@ pub async fn run_train(args: TrainArgs) -> Result<()> {
         snapshot: None,
         incumbent: None,
         trained_by: "recs train",
+        auto_regularization: args.regularization.is_none(),
         tuning: None,
         protocol: None,
     };

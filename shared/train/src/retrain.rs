@@ -505,7 +505,13 @@ pub async fn retrain(opts: &RetrainOptions) -> Result<RetrainReport, RetrainErro
 
     let scratch = match &opts.work_dir {
         Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("recs-retrain-{}", &snapshot_id[..16])),
+        // Per process: two retrains of the same data at once must not share (and
+        // remove) each other's scratch files.
+        None => std::env::temp_dir().join(format!(
+            "recs-retrain-{}-{}",
+            &snapshot_id[..16],
+            std::process::id()
+        )),
     };
     std::fs::create_dir_all(&scratch).map_err(|source| RetrainError::Io {
         path: scratch.display().to_string(),

@@ -5,7 +5,7 @@
 //! ranks). The search has two stages:
 //!
 //! 1. **Successive halving over iterations.** `n0` configurations: the first is
-//!    `recs train`'s defaults, the others drawn from [`SearchSpace`] with a seeded
+//!    `recs train`'s defaults (lambda by [`crate::auto_regularization`]), the others drawn from [`SearchSpace`] with a seeded
 //!    generator (factors, regularization and alpha log-uniform, `reg_exponent`,
 //!    confidence form). All are fitted for [`HALVING_ITERATIONS`]`[0]` iterations and
 //!    scored; the best third (at least one) is *continued* to the next rung's
@@ -386,7 +386,7 @@ impl Draw {
 }
 
 /// Three significant digits, so the numbers in tables and meta.json read well.
-fn round3(x: f32) -> f32 {
+pub(crate) fn round3(x: f32) -> f32 {
     if x == 0.0 || !x.is_finite() {
         return x;
     }
@@ -664,7 +664,10 @@ pub fn tune(
     // Stage 1 takes about two thirds of the trials: n0 + n0/3 + n0/9 + ... ~ 1.5 n0.
     let n0 = ((opts.trials * 4) / 9).max(1);
     let mut draw = Draw(opts.seed ^ 0x7475_6e65);
-    let mut configs = vec![Params::defaults()];
+    let mut configs = vec![Params {
+        regularization: crate::auto_regularization(train.matrix.nnz()),
+        ..Params::defaults()
+    }];
     while configs.len() < n0 {
         let p = Params {
             factors: draw.pick(&opts.space.factors),
@@ -840,11 +843,15 @@ mod tests {
         let max = a.trials.iter().map(|t| t.metric).fold(f64::MIN, f64::max);
         let first_max = a.trials.iter().position(|t| t.metric == max).unwrap();
         assert_eq!(a.best, first_max);
-        // The first trial is recs train's defaults at the first rung's iterations.
+        // The first trial is recs train's defaults at the first rung's iterations,
+        // lambda 1.6 * positives^(1/4).
+        let lambda = 1.6 * (ds.matrix.nnz() as f64).powf(0.25);
+        assert!((f64::from(a.trials[0].params.regularization) - lambda).abs() < 0.01 * lambda);
         assert_eq!(
             a.trials[0].params,
             Params {
                 iterations: HALVING_ITERATIONS[0],
+                regularization: a.trials[0].params.regularization,
                 ..Params::defaults()
             }
         );
