@@ -97,7 +97,7 @@ pub fn retune_due(opts: &RetrainOptions, current_meta: &Value) -> (bool, Option<
         .and_then(|t| t.get("runs_since_tune"))
         .and_then(Value::as_u64);
     let due = opts.tune
-        || (opts.retune_every > 0 && since.map_or(true, |n| n + 1 >= opts.retune_every as u64));
+        || (opts.retune_every > 0 && since.is_none_or(|n| n + 1 >= opts.retune_every as u64));
     (due, since)
 }
 
