@@ -336,4 +336,51 @@ mod tests {
         assert!((m.recall - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.recall_20 - 1.0).abs() < 1e-12);
     }
+
+    /// Users 1, 2; items 10..13 scored 4, 3, 2, 1 for both (one factor); user 1 has
+    /// seen item 10.
+    fn tiny_model() -> AlsModel {
+        use recs_core::{CsrPattern, Factors};
+        AlsModel::new(
+            Factors {
+                shape: vec![2, 1],
+                data: vec![1.0, 1.0],
+            },
+            Factors {
+                shape: vec![4, 1],
+                data: vec![4.0, 3.0, 2.0, 1.0],
+            },
+            vec![1, 2],
+            vec![10, 11, 12, 13],
+            CsrPattern::from_rows(4, vec![vec![0], vec![]]),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn coverage_bias_and_masks_by_hand() {
+        let m = tiny_model();
+        let test = TestSet::from_pairs([(1, 13), (2, 12)]);
+        // k = 2. User 1: 11, 12 (10 seen); user 2: 10, 11. Three distinct of four
+        // items: coverage 0.75. Item 10 is seen by 1 of 2 users (share 0.5), the
+        // others by none: user 1's lists average 0, user 2's (0.5 + 0) / 2.
+        let e = evaluate(&m, &test, 2);
+        assert!((e.model.coverage - 0.75).abs() < 1e-12, "{:?}", e.model);
+        assert!((e.model.popularity_bias - 0.125).abs() < 1e-12);
+        // User 2's test item 12 is third: no hit at 2; user 1's 13 is never in 2.
+        assert_eq!(e.model.ndcg, 0.0);
+        // R@20: both test items are within their top 20 (the whole catalogue).
+        assert!((e.model.recall_20 - 1.0).abs() < 1e-12);
+        // Masking 10 for user 2: 11, 12, a hit at rank 2 for user 2.
+        let masked = TestSet::from_pairs([(1, 13), (2, 12)]).with_mask([(2, 10)]);
+        let e = evaluate(&m, &masked, 2);
+        assert!((e.model.coverage - 0.5).abs() < 1e-12);
+        assert_eq!(e.model.popularity_bias, 0.0);
+        let ndcg_user2 = (1.0 / 3f64.log2()) / 1.0;
+        assert!(
+            (e.model.ndcg - ndcg_user2 / 2.0).abs() < 1e-12,
+            "{}",
+            e.model.ndcg
+        );
+    }
 }
