@@ -256,6 +256,8 @@ impl RetrainReport {
             "gate_reasons": self.train.gate.reasons(),
             "published": self.train.published,
             "defaulted": self.defaulted,
+            "retuned": self.tuned.is_some(),
+            "tuned_params": self.tuned.as_ref().map(|t| t["best_params"].clone()),
             "seconds": self.seconds,
         })
     }
