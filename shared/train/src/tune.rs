@@ -13,9 +13,10 @@
 //!    the start), and so on. Every (configuration, iterations) scored is a trial.
 //! 2. **Local refinement** around the best trial: coordinate moves on
 //!    regularization and alpha (x/÷ a step, 1.6 then 1.26 then 1.12), factors (x/÷ 2),
-//!    `reg_exponent` (± 0.25, then 0.125), iterations (x/÷ 2) and the confidence
-//!    form, each fitted from the start; a move that scores better is taken and
-//!    followed in the same direction; a pass without gain shrinks the step.
+//!    `reg_exponent` (± 0.25, then 0.125, 0.0625), iterations (x/÷ 2) and the
+//!    confidence form, each fitted from the start; a move that scores better is taken
+//!    and followed in the same direction; a pass without gain shrinks the steps, and
+//!    the third such pass ends the search.
 //!
 //! The best trial (highest metric; ties: the earlier trial) is the choice. With
 //! a budget that is not reached the search is deterministic for a seed: the same
