@@ -88,6 +88,7 @@ demo-registry: ## Rebuild model_registry/: v0.1 and v0.2 (ALS, other hyper-param
 	# --no-gate: it is deliberately the lighter model, a little below v0.1 on NDCG@10.
 	RECS_SIMD=portable ./target/release/recs train --ratings demo-data/split/train.tsv --test demo-data/split/test.tsv \
 		--registry $(MODEL_REGISTRY) --version v0.2 --factors 32 --regularization 20 --alpha 8 --iterations 15 --seed 7 \
+		--confidence alpha --reg-exponent 0 \
 		--no-popularity --no-gate > demo-data/train-v0.2.json
 	# Drift baselines from the synthetic events' own distribution (recs drift gen-events, as
 	# the drills and the runbook's rehearsals generate them): an unshifted window is quiet and
