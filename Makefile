@@ -80,7 +80,8 @@ demo-registry: ## Rebuild model_registry/: v0.1 and v0.2 (ALS, other hyper-param
 	./target/release/recs gen-data --out demo-data
 	./target/release/recs split --ratings demo-data/ratings.csv --method holdout --seed 42 --out demo-data/split > demo-data/split.json
 	RECS_SIMD=portable ./target/release/recs train --ratings demo-data/split/train.tsv --test demo-data/split/test.tsv \
-		--registry $(MODEL_REGISTRY) --version v0.1 --seed 42 > demo-data/train.json
+		--registry $(MODEL_REGISTRY) --version v0.1 --seed 42 \
+		--factors 128 --regularization 60 --alpha 12 --confidence alpha --reg-exponent 0 --iterations 25 > demo-data/train.json
 	cp demo-data/movie_titles.csv $(MODEL_REGISTRY)/movie_titles.csv
 	./target/release/recs verify --registry $(MODEL_REGISTRY) v0.1
 	./target/release/recs verify --registry $(MODEL_REGISTRY) v_popularity
@@ -88,6 +89,7 @@ demo-registry: ## Rebuild model_registry/: v0.1 and v0.2 (ALS, other hyper-param
 	# --no-gate: it is deliberately the lighter model, a little below v0.1 on NDCG@10.
 	RECS_SIMD=portable ./target/release/recs train --ratings demo-data/split/train.tsv --test demo-data/split/test.tsv \
 		--registry $(MODEL_REGISTRY) --version v0.2 --factors 32 --regularization 20 --alpha 8 --iterations 15 --seed 7 \
+		--confidence alpha --reg-exponent 0 \
 		--no-popularity --no-gate > demo-data/train-v0.2.json
 	# Drift baselines from the synthetic events' own distribution (recs drift gen-events, as
 	# the drills and the runbook's rehearsals generate them): an unshifted window is quiet and

@@ -14,7 +14,9 @@
 //!
 //! Environment: `MODEL_REGISTRY`, `EVENTS` (or `DRIFT_EVENTS_URI`), `RETRAIN_SNAPSHOTS`
 //! (default: beside the current snapshot), `RETRAIN_CANARY_PERCENTAGE` (10),
-//! `RETRAIN_HOLDOUT` (0.1), `RETRAIN_GATE_MARGIN` (0). A manual invocation may pass
+//! `RETRAIN_HOLDOUT` (0.1), `RETRAIN_GATE_MARGIN` (0), `RETUNE_EVERY` (0: never; N:
+//! re-tune the hyper-parameters when N runs have passed since the last tuned version),
+//! `RETUNE_BUDGET_SECONDS` (300). A manual invocation may pass
 //! `{"base_version": "v0.3", "until": "2026-11-28T00:00:00Z"}`.
 //!
 //! `RETRAIN_ENGINE=emr-serverless` turns on the Spark path (`recs_train::emr`): each
@@ -46,6 +48,8 @@ struct Config {
     gate_margin: f64,
     /// `RETRAIN_ENGINE=emr-serverless`: the Spark path's settings.
     spark: Option<EmrConfig>,
+    retune_every: usize,
+    retune_budget_seconds: u64,
 }
 
 impl Config {
@@ -72,6 +76,18 @@ impl Config {
             holdout: num("RETRAIN_HOLDOUT", 0.1)?,
             gate_margin: num("RETRAIN_GATE_MARGIN", 0.0)?,
             spark: spark_from_env(&get, &num)?,
+            retune_every: get("RETUNE_EVERY").map_or(Ok(0), |v| {
+                v.trim()
+                    .parse()
+                    .with_context(|| format!("RETUNE_EVERY={v:?}: a whole number of runs"))
+            })?,
+            retune_budget_seconds: get("RETUNE_BUDGET_SECONDS").map_or(Ok(300), |v| {
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .with_context(|| format!("RETUNE_BUDGET_SECONDS={v:?}: seconds, at least 1"))
+            })?,
         })
     }
 }
@@ -196,6 +212,8 @@ async fn invoke(payload: &Value, cfg: &Config) -> (Result<Value>, String) {
         until_ms,
         holdout_fraction: cfg.holdout,
         gate_margin: cfg.gate_margin,
+        retune_every: cfg.retune_every,
+        tune_budget_seconds: cfg.retune_budget_seconds,
         // Lambda's only writable folder.
         work_dir: Some(std::env::temp_dir().join("recs-retrain")),
         ..RetrainOptions::new(&cfg.registry, &cfg.events)

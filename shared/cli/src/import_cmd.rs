@@ -54,7 +54,7 @@ async fn run_spark(args: SparkArgs) -> Result<()> {
         ratings: args.input.ratings,
         format: args.input.format,
         skip_bad_rows: args.input.skip_bad_rows,
-        min_rating: args.input.min_rating,
+        min_rating: args.input.min_rating.unwrap_or(4.0),
         registry: args.registry,
         version: args.version,
         test: args.gate.test,

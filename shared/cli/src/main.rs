@@ -14,6 +14,7 @@ mod experiment_cmd;
 mod import_cmd;
 mod retrain_cmd;
 mod train_cmd;
+mod tune_cmd;
 
 use recs_control::{self as control, RolloutPatch};
 use recs_core::active;
@@ -75,8 +76,12 @@ enum Command {
     Split(train_cmd::SplitArgs),
     /// Train implicit-feedback ALS, evaluate, gate and publish a new version.
     Train(train_cmd::TrainArgs),
-    /// Offline metrics (P, R, NDCG, MAP, HR at k) of a version and of popularity, as JSON.
+    /// Offline metrics (P, R, NDCG, MAP, HR at k, R@20, coverage, popularity bias) of a
+    /// version and of popularity, as JSON; `--protocol recbole` splits a ratings file itself.
     Eval(train_cmd::EvalArgs),
+    /// Search ALS hyper-parameters on a validation set, then train the best on TRAIN,
+    /// gate and publish it (the search recorded in meta.json).
+    Tune(tune_cmd::TuneArgs),
     /// Import a model trained elsewhere (Spark MLlib ALS) as a verified, gated version.
     Import {
         #[command(subcommand)]
@@ -204,6 +209,7 @@ async fn run(cli: Cli) -> Result<()> {
             train_cmd::run_train(train_cmd::TrainArgs { registry, ..args }).await
         }
         Command::Eval(args) => train_cmd::run_eval(train_cmd::EvalArgs { registry, ..args }).await,
+        Command::Tune(args) => tune_cmd::run(tune_cmd::TuneArgs { registry, ..args }).await,
         Command::Import { action } => import_cmd::run(action, registry).await,
         Command::Drift(args) => drift_cmd::run(args, registry).await,
         Command::Experiment { action } => experiment_cmd::run(action, &registry).await,

@@ -50,6 +50,20 @@ pub struct RetrainArgs {
     /// Scratch folder for the train and holdout files (default: a temporary one).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Re-tune the hyper-parameters (`recs tune`'s search on a seeded 10 % of the new
+    /// TRAIN) instead of reusing the current version's.
+    #[arg(long)]
+    pub tune: bool,
+    /// Also re-tune when this many retrains (this one included) have run since the
+    /// last tuned version (0: only with --tune).
+    #[arg(long, env = "RETUNE_EVERY", default_value_t = 0)]
+    pub retune_every: usize,
+    /// The search's wall-time budget, seconds.
+    #[arg(long, env = "RETUNE_BUDGET_SECONDS", default_value_t = recs_train::tune::DEFAULT_BUDGET_SECONDS)]
+    pub tune_budget_seconds: u64,
+    /// The search's trials.
+    #[arg(long, default_value_t = recs_train::tune::DEFAULT_TRIALS)]
+    pub tune_trials: usize,
     /// Print the report as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -59,6 +73,9 @@ pub struct RetrainArgs {
 /// the data is empty or the gate refuses.
 pub async fn run(a: RetrainArgs) -> Result<()> {
     recs_control::check_canary_percentage(a.canary_percentage).context("--canary-percentage")?;
+    if a.tune_budget_seconds == 0 || a.tune_trials == 0 {
+        bail!("--tune-budget-seconds and --tune-trials must be at least 1");
+    }
     let until_ms = crate::drift_cmd::parse_until(a.until.as_deref())?;
     let opts = RetrainOptions {
         snapshots: a.snapshots.clone(),
@@ -71,6 +88,10 @@ pub async fn run(a: RetrainArgs) -> Result<()> {
         threads: a.threads,
         work_dir: a.work_dir.clone(),
         progress: !a.json,
+        tune: a.tune,
+        retune_every: a.retune_every,
+        tune_budget_seconds: a.tune_budget_seconds,
+        tune_trials: a.tune_trials,
         ..RetrainOptions::new(&a.registry, &a.events)
     };
     eprintln!(
@@ -83,6 +104,14 @@ pub async fn run(a: RetrainArgs) -> Result<()> {
         .await
         .context("retrain refused or failed; nothing published, nothing switched")?;
     let report = &done.report;
+    if let Some(t) = &report.tuned {
+        eprintln!(
+            "retrain: re-tuned ({} trials, {:.0} s): {}",
+            t["trials_run"],
+            t["search_seconds"].as_f64().unwrap_or(0.0),
+            t["best_params"]
+        );
+    }
     eprintln!(
         "retrain: {} new rate events, snapshot {} ({} rows), trained and gated: {}",
         report.new_events,

@@ -12,8 +12,8 @@ use recs_train::eval::{self, TestSet};
 use recs_train::ratings::{self, Format};
 use recs_train::split::{self, Method, Pair};
 use recs_train::{
-    IdRows, TrainOptions, DEFAULT_ALPHA, DEFAULT_CG_STEPS, DEFAULT_FACTORS, DEFAULT_ITERATIONS,
-    DEFAULT_REGULARIZATION, DEFAULT_REG_EXPONENT,
+    IdRows, TrainOptions, DEFAULT_ALPHA, DEFAULT_CG_STEPS, DEFAULT_CONFIDENCE, DEFAULT_FACTORS,
+    DEFAULT_ITERATIONS, DEFAULT_REGULARIZATION, DEFAULT_REG_EXPONENT,
 };
 
 /// Where and how to read a rating file.
@@ -28,9 +28,17 @@ pub struct InputArgs {
     /// Drop malformed rows (and count them) instead of failing on the first one.
     #[arg(long)]
     pub skip_bad_rows: bool,
-    /// Ratings at or above this are positives (rows without a rating always are).
-    #[arg(long, default_value_t = 4.0)]
-    pub min_rating: f32,
+    /// Ratings at or above this are positives (rows without a rating always are);
+    /// default 4, and 3 for `recs split --method recbole` (RecBole's positives).
+    #[arg(long)]
+    pub min_rating: Option<f32>,
+}
+
+impl InputArgs {
+    /// `--min-rating`, default 4.
+    pub fn min_rating(&self) -> f32 {
+        self.min_rating.unwrap_or(4.0)
+    }
 }
 
 /// How a new version is evaluated and gated before it is published (`recs train`,
@@ -56,10 +64,14 @@ pub struct GateArgs {
 pub struct SplitArgs {
     #[command(flatten)]
     pub input: InputArgs,
-    /// holdout: per-user random 80/20 (splitmix64); llo: each user's latest positive is TEST.
+    /// holdout: per-user random 80/20 (splitmix64); llo: each user's latest positive is
+    /// TEST; recbole: 10-core filter, then per-user random 8:1:1 train/valid/test.
     #[arg(long, value_enum, default_value_t = Method::Holdout)]
     pub method: Method,
-    /// Holdout seed (42 for the peer's split, 43 for its validation split of TRAIN).
+    /// recbole: users and items with fewer positives than this are dropped, repeatedly.
+    #[arg(long, default_value_t = 10)]
+    pub k_core: usize,
+    /// Holdout and recbole seed (42 for the peer's split, 43 for its validation split of TRAIN).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Holdout share of each user's positives.
@@ -85,14 +97,15 @@ pub struct TrainArgs {
     /// Latent factors.
     #[arg(long, default_value_t = DEFAULT_FACTORS)]
     pub factors: usize,
-    /// L2 regularisation lambda (plain lambda * I, as implicit).
-    #[arg(long, default_value_t = DEFAULT_REGULARIZATION)]
-    pub regularization: f32,
+    /// L2 regularisation lambda (times (W_u / n)^NU per row with --reg-exponent NU).
+    /// Default: 1.6 * (TRAIN positives)^(1/4), to 3 significant digits.
+    #[arg(long)]
+    pub regularization: Option<f32>,
     /// Confidence weight of a positive.
     #[arg(long, default_value_t = DEFAULT_ALPHA)]
     pub alpha: f32,
     /// alpha: C = alpha * r (implicit); one-plus-alpha: C = 1 + alpha * r (Hu et al.).
-    #[arg(long, value_enum, default_value_t = Confidence::Alpha)]
+    #[arg(long, value_enum, default_value_t = DEFAULT_CONFIDENCE)]
     pub confidence: Confidence,
     /// ALS iterations (each solves all users, then all items).
     #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
@@ -152,19 +165,45 @@ pub struct EvalArgs {
     /// Version to evaluate (default: latest.txt's).
     #[arg(long)]
     pub version: Option<String>,
-    /// Held-out positives.
+    /// Held-out positives (required unless --protocol recbole).
+    #[arg(long, required_unless_present = "protocol")]
+    pub test: Option<PathBuf>,
+    /// Also leave these positives out of every ranking (e.g. the valid.tsv of a
+    /// recbole split, as RecBole masks train and valid items when testing).
     #[arg(long)]
-    pub test: PathBuf,
-    /// Format of the test file.
+    pub mask: Vec<PathBuf>,
+    /// recbole: split --ratings as `recs split --method recbole --seed S` does and
+    /// evaluate on its test part, train and valid items masked.
+    #[arg(long, value_enum, requires = "ratings", conflicts_with = "test")]
+    pub protocol: Option<Protocol>,
+    /// The full ratings file the protocol splits.
+    #[arg(long)]
+    pub ratings: Option<PathBuf>,
+    /// The protocol's split seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Format of the test (or ratings) file.
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     pub format: Format,
-    /// Ratings at or above this are positives (rows without a rating always are).
-    #[arg(long, default_value_t = 4.0)]
-    pub min_rating: f32,
+    /// Ratings at or above this are positives (rows without a rating always are);
+    /// default 4, and 3 with --protocol recbole.
+    #[arg(long)]
+    pub min_rating: Option<f32>,
     /// Cut-off.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
 }
+
+/// A published evaluation protocol `recs eval` can reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// RecBole's general-recommendation protocol: ratings >= 3 positive, 10-core,
+    /// per-user random 8:1:1, full ranking with train and valid items masked.
+    Recbole,
+}
+
+/// The name recorded with metrics measured under RecBole's protocol.
+pub const RECBOLE_PROTOCOL: &str = "recbole: ratings >= 3, 10-core, per-user random 8:1:1 (splitmix64 seed), full ranking, train and valid items masked";
 
 /// Tells stderr about rows `--skip-bad-rows` dropped (from a `Ratings::summary`).
 fn note_skipped(data: &serde_json::Value) {
@@ -220,20 +259,32 @@ pub fn run_split(args: SplitArgs) -> Result<()> {
         bail!("--test-fraction must be within 0..=1");
     }
     let i = &args.input;
+    let min_rating = match args.method {
+        Method::Recbole => i.min_rating.unwrap_or(3.0),
+        _ => i.min_rating(),
+    };
     let data = ratings::read_ratings(&i.ratings, i.format, i.skip_bad_rows)?;
-    let pairs: Vec<Pair> = data.positives(i.min_rating);
+    let pairs: Vec<Pair> = data.positives(min_rating);
+    let mut kept = None;
     let s = match args.method {
         Method::Holdout => split::holdout(&pairs, args.seed, args.test_fraction),
         Method::Llo => split::leave_last_out(&pairs)
             .map_err(|e| anyhow::anyhow!("{}: {e}", i.ratings.display()))?,
+        Method::Recbole => {
+            let core = split::k_core(&pairs, args.k_core);
+            kept =
+                Some(json!({"k_core": args.k_core, "positives": pairs.len(), "kept": core.len()}));
+            split::recbole(&core, args.seed)
+        }
     };
     let files = split::write_split(&args.out, &s)
         .with_context(|| format!("writing the split to {}", args.out.display()))?;
-    note_skipped(&data.summary(i.min_rating));
+    note_skipped(&data.summary(min_rating));
     print_json(&json!({
         "method": args.method,
         "seed": args.seed,
-        "input": data.summary(i.min_rating),
+        "input": data.summary(min_rating),
+        "filter": kept,
         "files": files,
     }));
     Ok(())
@@ -246,12 +297,12 @@ pub async fn run_train(args: TrainArgs) -> Result<()> {
         ratings: i.ratings,
         format: i.format,
         skip_bad_rows: i.skip_bad_rows,
-        min_rating: i.min_rating,
+        min_rating: i.min_rating.unwrap_or(4.0),
         registry: args.registry,
         version: args.version,
         als: AlsConfig {
             factors: args.factors,
-            regularization: args.regularization,
+            regularization: args.regularization.unwrap_or(DEFAULT_REGULARIZATION),
             alpha: args.alpha,
             confidence: args.confidence,
             iterations: args.iterations,
@@ -272,6 +323,9 @@ pub async fn run_train(args: TrainArgs) -> Result<()> {
         snapshot: None,
         incumbent: None,
         trained_by: "recs train",
+        auto_regularization: args.regularization.is_none(),
+        tuning: None,
+        protocol: None,
     };
     let report = match args.model {
         ModelKind::Als => recs_train::train(&opts).await?,
@@ -307,20 +361,61 @@ pub async fn run_eval(args: EvalArgs) -> Result<()> {
         .load(&version)
         .await
         .with_context(|| format!("loading {version} from {}", args.registry))?;
-    let t = ratings::read_ratings(&args.test, args.format, false)?;
-    let set = TestSet::from_ratings(&t, args.min_rating);
     let als = loaded.model.als().with_context(|| {
         format!(
             "{version} is a {} model; recs eval evaluates ALS versions (and popularity alongside)",
             loaded.model.kind()
         )
     })?;
+    let mut masks = Vec::new();
+    for m in &args.mask {
+        let r = ratings::read_ratings(m, Format::Auto, false)
+            .with_context(|| format!("reading --mask {}", m.display()))?;
+        masks.extend(
+            r.positives(args.min_rating.unwrap_or(4.0))
+                .iter()
+                .map(|p| (p.user, p.item)),
+        );
+    }
+    let (set, source, protocol) = match (args.protocol, &args.test, &args.ratings) {
+        (Some(Protocol::Recbole), _, Some(file)) => {
+            let r = ratings::read_ratings(file, args.format, false)?;
+            let pairs = r.positives(args.min_rating.unwrap_or(3.0));
+            let s = split::recbole(&split::k_core(&pairs, 10), args.seed);
+            masks.extend(s.valid().unwrap_or(&[]).iter().map(|p| (p.user, p.item)));
+            // Train items the model does not hold as seen are masked too.
+            masks.extend(s.train().iter().map(|p| (p.user, p.item)));
+            let set = TestSet::from_pairs(s.test().iter().map(|p| (p.user, p.item)));
+            let source =
+                json!({"ratings_file": r.path, "ratings_sha256": r.sha256, "seed": args.seed});
+            (set, source, RECBOLE_PROTOCOL.to_string())
+        }
+        (_, Some(test), _) => {
+            let t = ratings::read_ratings(test, args.format, false)?;
+            let set = TestSet::from_ratings(&t, args.min_rating.unwrap_or(4.0));
+            let source = json!({"test_file": t.path, "test_sha256": t.sha256});
+            let masked = if args.mask.is_empty() {
+                String::new()
+            } else {
+                " and the --mask files' items".to_string()
+            };
+            (
+                set,
+                source,
+                format!("held-out positives of {}, the version's TRAIN items{masked} masked, full ranking", t.path),
+            )
+        }
+        _ => bail!("give --test FILE, or --protocol recbole --ratings FILE"),
+    };
+    let set = set.with_mask(masks);
     let e = eval::evaluate(als, &set, args.k);
     let mut out = e.to_json();
     out["version"] = json!(version);
     out["registry"] = json!(args.registry);
-    out["test_file"] = json!(t.path);
-    out["test_sha256"] = json!(t.sha256);
+    out["protocol"] = json!(protocol);
+    for (k, v) in source.as_object().into_iter().flatten() {
+        out[k] = v.clone();
+    }
     print_json(&out);
     Ok(())
 }

@@ -203,6 +203,87 @@ fn retrain_on_a_folder_registry_publishes_a_gated_canary() {
     assert_eq!(active["rollout"]["strategy"], "canary");
     assert_eq!(active["rollout"]["canary_version"], "v0.2");
     assert_eq!(active["rollout"]["canary_percentage"].as_f64(), Some(25.0));
+    // It reused v0.1's, which was never tuned: no count yet.
+    assert_eq!(m["tuning"]["hyper_parameters_from"], "v0.1");
+    assert_eq!(m["tuning"]["runs_since_tune"], Value::Null);
+
+    // --tune: the search's choice is trained and recorded; then RETUNE_EVERY=3 counts
+    // runs since that tuned version and reuses its parameters until the third.
+    let until_s = until(end);
+    let retrain = |extra: &[&str], version: &str| {
+        let mut args = vec![
+            "retrain",
+            "--registry",
+            registry,
+            "--events",
+            events.to_str().unwrap(),
+            "--until",
+            &until_s,
+            "--base-version",
+            "v0.1",
+            "--version",
+            version,
+            "--gate-margin",
+            "1",
+            "--tune-trials",
+            "4",
+            "--threads",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let o = recs(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        json_of(&reg.join(version).join("als/meta.json"))
+    };
+    let tuned = retrain(&["--tune"], "v1.0");
+    let t = &tuned["tuning"];
+    assert_eq!(t["runs_since_tune"], 0);
+    assert!(t["trials_run"].as_u64().unwrap() <= 4, "{t}");
+    for k in [
+        "factors",
+        "regularization",
+        "alpha",
+        "reg_exponent",
+        "iterations",
+    ] {
+        assert_eq!(tuned[k], t["best_params"][k], "{k}");
+    }
+    // From v1.0 (tuned, count 0): with every 3, the next run is 1 -> reused.
+    let o = recs(&[
+        "retrain",
+        "--registry",
+        registry,
+        "--events",
+        events.to_str().unwrap(),
+        "--until",
+        &until(end),
+        "--base-version",
+        "v1.0",
+        "--version",
+        "v1.1",
+        "--gate-margin",
+        "1",
+        "--retune-every",
+        "3",
+        "--threads",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let reused = json_of(&reg.join("v1.1/als/meta.json"));
+    assert_eq!(reused["tuning"]["runs_since_tune"], 1);
+    assert_eq!(reused["tuning"]["hyper_parameters_from"], "v1.0");
+    for k in [
+        "factors",
+        "regularization",
+        "alpha",
+        "reg_exponent",
+        "iterations",
+    ] {
+        assert_eq!(reused[k], tuned[k], "{k}");
+    }
+    // From v0.1 (never tuned): due at once.
+    let due = retrain(&["--retune-every", "3"], "v2.0");
+    assert_eq!(due["tuning"]["runs_since_tune"], 0);
 }
 
 #[test]

@@ -988,6 +988,8 @@ async fn import(
         ndcg_current: train.summary["incumbent"]["metrics"]["als"][k.as_str()].as_f64(),
         ndcg_popularity: train.evaluation.as_ref().map(|e| e.popularity.ndcg),
         defaulted: record.defaulted.clone(),
+        // Spark trains with its own settings; re-tuning is the Lambda path's.
+        tuned: None,
         seconds: started.elapsed().as_secs_f64(),
         train,
     };

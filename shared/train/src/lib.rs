@@ -3,7 +3,9 @@
 //! - [`ratings`]: rating files in the MovieLens formats, malformed rows, duplicates.
 //! - [`split`]: the peer's holdout and leave-last-out splits, byte for byte.
 //! - [`als`]: implicit-feedback ALS with implicit 0.7.3's conjugate-gradient solver.
-//! - [`eval`]: P, R, NDCG, MAP, HR at k, ALS and popularity side by side.
+//! - [`eval`]: P, R, NDCG, MAP, HR at k, R@20, coverage and popularity bias, ALS
+//!   and popularity side by side.
+//! - [`tune`]: hyper-parameter search (successive halving, then local refinement).
 //! - `gate` ([`GateReport`]): what must hold before `recs train` publishes.
 //! - The `recs` CLI (shared/cli) runs `recs split`, `recs train` and `recs eval`.
 //!
@@ -26,6 +28,7 @@ mod rng;
 #[cfg(feature = "spark")]
 pub mod spark;
 pub mod split;
+pub mod tune;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -72,20 +75,34 @@ pub struct Dataset {
     pub matrix: Csr,
 }
 
-// Our defaults, tuned on a validation split cut from the ml-100k holdout TRAIN
-// file (seed 43), never on its test file: docs/TRAINING.md has the grid.
+// Our defaults, chosen on the validation splits of five data sets (ml-100k, ml-1m
+// and two synthetic shapes), never on a test file: docs/TRAINING.md has the table.
 /// Default [`AlsConfig::factors`].
 pub const DEFAULT_FACTORS: usize = 128;
-/// Default [`AlsConfig::regularization`] (lambda).
-pub const DEFAULT_REGULARIZATION: f32 = 60.0;
+/// [`AlsConfig::regularization`] when the data size is not known (retraining a
+/// version whose meta.json lacks it): [`auto_regularization`] of ml-1m's size.
+pub const DEFAULT_REGULARIZATION: f32 = 45.8;
+/// The default lambda is this times the number of TRAIN positives to the 1/4
+/// ([`auto_regularization`]).
+pub const DEFAULT_REG_SCALE: f32 = 1.6;
 /// Default [`AlsConfig::alpha`].
-pub const DEFAULT_ALPHA: f32 = 12.0;
+pub const DEFAULT_ALPHA: f32 = 2.0;
+/// Default [`AlsConfig::confidence`]: C = 1 + alpha r.
+pub const DEFAULT_CONFIDENCE: als::Confidence = als::Confidence::OnePlusAlpha;
 /// Default [`AlsConfig::iterations`].
-pub const DEFAULT_ITERATIONS: usize = 25;
+pub const DEFAULT_ITERATIONS: usize = 32;
 /// Default [`AlsConfig::cg_steps`].
 pub const DEFAULT_CG_STEPS: usize = 3;
-/// Default [`AlsConfig::reg_exponent`]: 0, implicit's plain lambda.
-pub const DEFAULT_REG_EXPONENT: f32 = 0.0;
+/// Default [`AlsConfig::reg_exponent`] (frequency-scaled lambda).
+pub const DEFAULT_REG_EXPONENT: f32 = 0.75;
+
+/// `recs train`'s default lambda for `positives` TRAIN positives:
+/// [`DEFAULT_REG_SCALE`] x positives^(1/4), to three significant digits (the best
+/// lambda of the default configuration grows with the data: about 20 on ml-100k,
+/// 45 on ml-1m; docs/TRAINING.md).
+pub fn auto_regularization(positives: usize) -> f32 {
+    tune::round3(DEFAULT_REG_SCALE * (positives.max(1) as f32).powf(0.25))
+}
 
 /// [`AlsConfig`] with `recs train`'s defaults.
 pub(crate) fn default_als() -> als::AlsConfig {
@@ -93,7 +110,7 @@ pub(crate) fn default_als() -> als::AlsConfig {
         factors: DEFAULT_FACTORS,
         regularization: DEFAULT_REGULARIZATION,
         alpha: DEFAULT_ALPHA,
-        confidence: als::Confidence::Alpha,
+        confidence: DEFAULT_CONFIDENCE,
         iterations: DEFAULT_ITERATIONS,
         cg_steps: DEFAULT_CG_STEPS,
         reg_exponent: DEFAULT_REG_EXPONENT,
@@ -336,6 +353,13 @@ pub struct TrainOptions {
     pub incumbent: Option<String>,
     /// meta.json's `trained_by`.
     pub trained_by: &'static str,
+    /// Set `als.regularization` to [`auto_regularization`] of the TRAIN positives
+    /// (`recs train` without `--regularization`).
+    pub auto_regularization: bool,
+    /// Recorded as meta.json's `metrics.tuning` (`recs tune`: the search summary).
+    pub tuning: Option<Value>,
+    /// Recorded as meta.json's `metrics.evaluation_protocol` with the offline metrics.
+    pub protocol: Option<String>,
 }
 
 /// Copies the training file into the registry as `snapshot` names it (content
@@ -375,6 +399,17 @@ pub struct SnapshotRef {
     pub uri: String,
 }
 
+impl Dataset {
+    /// Raw user id of each matrix row.
+    pub fn users(&self) -> &[i64] {
+        &self.users
+    }
+    /// Raw movie id of each matrix column.
+    pub fn items(&self) -> &[i64] {
+        &self.items
+    }
+}
+
 impl TrainOptions {
     /// Options with `recs train`'s defaults.
     pub fn new(ratings: impl Into<PathBuf>, registry: impl Into<String>) -> Self {
@@ -397,6 +432,9 @@ impl TrainOptions {
             snapshot: None,
             incumbent: None,
             trained_by: "recs train",
+            auto_regularization: false,
+            tuning: None,
+            protocol: None,
         }
     }
 }
@@ -470,6 +508,11 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
         None => None,
     };
     let ds = build_dataset(&positives, opts.id_rows)?;
+    let mut opts = std::borrow::Cow::Borrowed(opts);
+    if opts.auto_regularization {
+        opts.to_mut().als.regularization = auto_regularization(positives.len());
+    }
+    let opts: &TrainOptions = &opts;
 
     let bar = progress_bar(opts.als.iterations, opts.progress);
     let (wall0, cpu0) = (Instant::now(), process_cpu_seconds());
@@ -533,6 +576,11 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
         "confidence": opts.als.confidence,
         "cg_steps": opts.als.cg_steps,
         "reg_exponent": opts.als.reg_exponent,
+        "regularization_rule": if opts.auto_regularization {
+            json!(format!("auto: {DEFAULT_REG_SCALE} * positives^(1/4)"))
+        } else {
+            Value::Null
+        },
         "random_state": opts.als.seed,
         "id_rows": opts.id_rows,
         "min_rating": opts.min_rating,
@@ -558,6 +606,14 @@ pub async fn train(opts: &TrainOptions) -> Result<TrainReport> {
         model_meta["offline_metrics"] = e.to_json();
         model_meta["offline_metrics"]["test_file"] = json!(t.path);
         model_meta["offline_metrics"]["test_sha256"] = json!(t.sha256);
+        model_meta["offline_metrics"]["protocol"] =
+            json!(opts.protocol.clone().unwrap_or_else(|| format!(
+                "held-out positives of {}, TRAIN items masked, full ranking",
+                t.path
+            )));
+    }
+    if let Some(t) = &opts.tuning {
+        model_meta["tuning"] = t.clone();
     }
     artifacts.model_meta = model_meta.clone();
     artifacts

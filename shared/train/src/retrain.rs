@@ -52,6 +52,17 @@ pub struct RetrainOptions {
     pub work_dir: Option<PathBuf>,
     /// Draw the ALS progress bar.
     pub progress: bool,
+    /// Re-tune the hyper-parameters ([`crate::tune`]) before training, instead of
+    /// reusing the current version's.
+    pub tune: bool,
+    /// Also re-tune when this many retrains (this one included) have run since the
+    /// last tuned version (meta.json `tuning.runs_since_tune`; a version without it
+    /// counts as due). 0: only with `tune`.
+    pub retune_every: usize,
+    /// The search's wall-time budget, seconds.
+    pub tune_budget_seconds: u64,
+    /// The search's trials.
+    pub tune_trials: usize,
 }
 
 impl RetrainOptions {
@@ -70,8 +81,24 @@ impl RetrainOptions {
             threads: 0,
             work_dir: None,
             progress: false,
+            tune: false,
+            retune_every: 0,
+            tune_budget_seconds: crate::tune::DEFAULT_BUDGET_SECONDS,
+            tune_trials: crate::tune::DEFAULT_TRIALS,
         }
     }
+}
+
+/// Whether this retrain re-tunes (see [`RetrainOptions::retune_every`]) and the
+/// current version's `tuning.runs_since_tune`, if recorded.
+pub fn retune_due(opts: &RetrainOptions, current_meta: &Value) -> (bool, Option<u64>) {
+    let since = current_meta
+        .get("tuning")
+        .and_then(|t| t.get("runs_since_tune"))
+        .and_then(Value::as_u64);
+    let due = opts.tune
+        || (opts.retune_every > 0 && since.is_none_or(|n| n + 1 >= opts.retune_every as u64));
+    (due, since)
 }
 
 /// Why a retrain stopped before the gate (nothing was published).
@@ -150,6 +177,8 @@ pub struct RetrainReport {
     pub ndcg_popularity: Option<f64>,
     /// Hyper-parameters that were not in the current version's meta.json (defaults used).
     pub defaulted: Vec<String>,
+    /// The search's summary when this retrain re-tuned.
+    pub tuned: Option<Value>,
     /// Wall seconds of the whole job.
     pub seconds: f64,
     /// The training run (gate checks, published version, summary).
@@ -227,6 +256,8 @@ impl RetrainReport {
             "gate_reasons": self.train.gate.reasons(),
             "published": self.train.published,
             "defaulted": self.defaulted,
+            "retuned": self.tuned.is_some(),
+            "tuned_params": self.tuned.as_ref().map(|t| t["best_params"].clone()),
             "seconds": self.seconds,
         })
     }
@@ -397,6 +428,11 @@ pub struct Prepared {
     pub train_path: PathBuf,
     /// The holdout rows (MovieLens CSV).
     pub test_path: PathBuf,
+    /// [`retune_due`] for the current version: whether this run re-tunes, and the
+    /// runs since the last tuned version.
+    pub retune: (bool, Option<u64>),
+    /// The training rows, kept only when this run re-tunes (it searches on them).
+    pub train_rows: Option<Vec<Rating>>,
 }
 
 /// The job up to training (see the module docs): the new snapshot written, the train
@@ -512,7 +548,13 @@ pub async fn prepare(opts: &RetrainOptions) -> Result<Prepared, RetrainError> {
 
     let scratch = match &opts.work_dir {
         Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("recs-retrain-{}", &snapshot_id[..16])),
+        // Per process: two retrains of the same data at once must not share (and
+        // remove) each other's scratch files.
+        None => std::env::temp_dir().join(format!(
+            "recs-retrain-{}-{}",
+            &snapshot_id[..16],
+            std::process::id()
+        )),
     };
     std::fs::create_dir_all(&scratch).map_err(|source| RetrainError::Io {
         path: scratch.display().to_string(),
@@ -521,7 +563,10 @@ pub async fn prepare(opts: &RetrainOptions) -> Result<Prepared, RetrainError> {
     let (train_path, test_path) = (scratch.join("train.csv"), scratch.join("holdout.csv"));
     write_file(&train_path, &snapshot_bytes(&train_rows, min_rating))?;
     write_file(&test_path, &snapshot_bytes(&test_rows, min_rating))?;
+    let retune = retune_due(opts, &current.model_meta);
     Ok(Prepared {
+        retune,
+        train_rows: retune.0.then_some(train_rows),
         started: t0,
         base_version: base,
         base_snapshot,
@@ -569,6 +614,8 @@ pub async fn train_prepared(
         scratch,
         train_path,
         test_path,
+        retune: (due, since),
+        train_rows,
     } = prepared;
     let mut t = TrainOptions::new(&train_path, &opts.registry);
     t.version = opts.version.clone();
@@ -586,6 +633,35 @@ pub async fn train_prepared(
     });
     t.incumbent = Some(base.clone());
     t.trained_by = "recs retrain";
+    let mut tuned = None;
+    if let (true, Some(train_rows)) = (due, &train_rows) {
+        // Tune on TRAIN alone (a seeded 10 % of it validates), never on the holdout
+        // the gate compares on.
+        let pairs: Vec<crate::ratings::Rating> = train_rows
+            .iter()
+            .filter(|r| r.is_positive(min_rating))
+            .copied()
+            .collect();
+        let (rest, held) = crate::tune::holdout_validation(&pairs, t.als.seed);
+        let ds = crate::build_dataset(&rest, IdRows::Sorted)?;
+        let valid = crate::eval::TestSet::from_pairs(held.iter().map(|p| (p.user, p.item)));
+        let mut to = crate::tune::TuneOptions::new(t.als.seed);
+        to.budget = std::time::Duration::from_secs(opts.tune_budget_seconds.max(1));
+        to.trials = opts.tune_trials.max(1);
+        to.base = t.als.clone();
+        let report = crate::tune::tune(&ds, &valid, &to, &mut |_| {})
+            .map_err(|e| crate::TrainError::Invalid(format!("re-tuning: {e}")))?;
+        t.als = report.best().params.apply(&t.als);
+        let mut j = report.to_json();
+        j["runs_since_tune"] = serde_json::json!(0);
+        tuned = Some(j.clone());
+        t.tuning = Some(j);
+    } else {
+        t.tuning = Some(serde_json::json!({
+            "runs_since_tune": since.map(|n| n + 1),
+            "hyper_parameters_from": base,
+        }));
+    }
     let report = train(&t).await?;
     let _ = std::fs::remove_dir_all(&scratch);
 
@@ -617,6 +693,7 @@ pub async fn train_prepared(
         ndcg_current,
         ndcg_popularity: report.evaluation.as_ref().map(|e| e.popularity.ndcg),
         defaulted,
+        tuned,
         seconds: t0.elapsed().as_secs_f64(),
         train: report,
     })
