@@ -31,7 +31,9 @@ for crate in 'h2 0.3' 'rustls-webpki 0.101' 'hyper 0.14'; do
   fi
 done
 # ... and the retrain function does link it (the check above would pass vacuously otherwise).
-if ! cargo tree -p retrain -e normal --prefix none 2>/dev/null | awk '{print $1}' | grep -qx aws-sdk-emrserverless; then
+# (The tree is read whole first: `grep -q` exiting early would fail the pipe under pipefail.)
+retrain_tree=$(cargo tree -p retrain -e normal --prefix none 2>/dev/null | awk '{print $1}' | sort -u)
+if ! grep -qx aws-sdk-emrserverless <<<"$retrain_tree"; then
   echo "check_deps: retrain does not link aws-sdk-emrserverless (its Spark path)" >&2; fail=1
 fi
 [ $fail = 0 ] && echo "check_deps: each function links only what it runs (the EMR SDK: retrain only); no h2 0.3 / rustls-webpki 0.101 / hyper 0.14"
