@@ -420,7 +420,9 @@ pub async fn step(
     let current = read_record(&opts.registry).await?;
     if let Some((record, etag)) = &current {
         match record.state {
-            RecordState::Starting => return start_job(opts, cfg, emr, record.clone(), etag).await,
+            RecordState::Starting => {
+                return restart_job(opts, cfg, emr, record.clone(), etag).await
+            }
             RecordState::Running => return poll(opts, cfg, emr, record.clone(), etag).await,
             RecordState::Importing => return import(opts, record.clone(), etag).await,
             _ => {}
@@ -581,6 +583,97 @@ pub fn job_arguments(record: &JobRecord, cfg: &EmrConfig, max_iter: u64, seed: u
 
 /// StartJobRun for a `starting` record (again with the same token after an
 /// interruption: EMR answers with the same job run), then the record `running`.
+/// The job run's name: it carries the client token, so a run EMR started while its
+/// answer was lost can be found again ([`restart_job`]).
+fn job_name(record: &JobRecord) -> String {
+    format!("movie-recs-als-{}", record.client_token)
+}
+
+/// Whether EMR may have started the run although StartJobRun failed: the request may
+/// have reached it (a timeout, a lost connection, a 5xx, throttling). A 4xx other
+/// than throttling, or a request never sent, started nothing.
+fn may_have_started<E>(
+    e: &aws_sdk_emrserverless::error::SdkError<
+        E,
+        aws_sdk_emrserverless::config::http::HttpResponse,
+    >,
+) -> bool {
+    use aws_sdk_emrserverless::error::SdkError;
+    match e {
+        SdkError::ConstructionFailure(_) => false,
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            status >= 500 || status == 429
+        }
+        _ => true,
+    }
+}
+
+/// A `starting` record found by a later step: StartJobRun was never answered. The run
+/// is looked for by name first (EMR may have started it); if it is not there, it is
+/// started again with the same idempotency token, unless the record is older than
+/// `max_run_minutes`, when it is recorded failed (the next retrain starts afresh).
+async fn restart_job(
+    opts: &RetrainOptions,
+    cfg: &EmrConfig,
+    emr: &aws_sdk_emrserverless::Client,
+    mut record: JobRecord,
+    etag: &str,
+) -> Result<Step, EmrError> {
+    if let Some(id) = find_job_run(emr, &record).await? {
+        tracing::warn!(job_run_id = %id, "spark: found the job run a lost StartJobRun answer had started");
+        record.job_run_id = Some(id);
+        record.state = RecordState::Running;
+        record.detail = Some("found by name after an unanswered StartJobRun".into());
+        write_record(&opts.registry, &record, Some(etag)).await?;
+        return Ok(Step::Started(record));
+    }
+    let minutes = ((recs_core::time::now_ms() - record.started_ms).max(0) / 60_000) as u64;
+    if minutes > cfg.max_run_minutes {
+        record.state = RecordState::Failed;
+        record.finished_ms = Some(recs_core::time::now_ms());
+        record.detail = Some(format!(
+            "StartJobRun unanswered and no job run named {} after {minutes} minutes (limit {}): not started; the next retrain starts afresh",
+            job_name(&record),
+            cfg.max_run_minutes
+        ));
+        write_record(&opts.registry, &record, Some(etag)).await?;
+        return Err(EmrError::Api {
+            call: "StartJobRun",
+            detail: record.detail.unwrap_or_default(),
+        });
+    }
+    start_job(opts, cfg, emr, record, etag).await
+}
+
+/// The id of the application's job run named [`job_name`], created at most a day
+/// before the record (ListJobRuns, every page).
+async fn find_job_run(
+    emr: &aws_sdk_emrserverless::Client,
+    record: &JobRecord,
+) -> Result<Option<String>, EmrError> {
+    let name = job_name(record);
+    let after =
+        aws_sdk_emrserverless::primitives::DateTime::from_millis(record.started_ms - 86_400_000);
+    let mut pages = emr
+        .list_job_runs()
+        .application_id(&record.application_id)
+        .created_at_after(after)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(api("ListJobRuns"))?;
+        if let Some(run) = page
+            .job_runs()
+            .iter()
+            .find(|r| r.name() == Some(name.as_str()))
+        {
+            return Ok(Some(run.id().to_string()));
+        }
+    }
+    Ok(None)
+}
+
 async fn start_job(
     opts: &RetrainOptions,
     cfg: &EmrConfig,
@@ -604,10 +697,7 @@ async fn start_job(
         .application_id(&record.application_id)
         .client_token(&record.client_token)
         .execution_role_arn(&cfg.execution_role_arn)
-        .name(format!(
-            "movie-recs-als-{}",
-            prefix(&record.snapshot_id, 12)
-        ))
+        .name(job_name(&record))
         .job_driver(JobDriver::SparkSubmit(driver))
         .configuration_overrides(
             ConfigurationOverrides::builder()
@@ -623,6 +713,16 @@ async fn start_job(
         .await;
     let out = match started {
         Ok(out) => out,
+        Err(e) if may_have_started(&e) => {
+            // EMR may have the run: keep `starting`, so the next step looks for it by
+            // name and retries with the same token (never a second run).
+            let err = api("StartJobRun")(e);
+            record.detail = Some(format!("unanswered, retried by the next step: {err}"));
+            if let Err(w) = write_record(&opts.registry, &record, Some(etag)).await {
+                tracing::error!(error = %w, "spark: could not record the unanswered start");
+            }
+            return Err(err);
+        }
         Err(e) => {
             let err = api("StartJobRun")(e);
             // Nothing runs: record the failure so the next retrain starts afresh.
@@ -1063,7 +1163,9 @@ mod tests {
     use super::*;
     use aws_sdk_emrserverless::operation::cancel_job_run::CancelJobRunOutput;
     use aws_sdk_emrserverless::operation::get_job_run::GetJobRunOutput;
-    use aws_sdk_emrserverless::types::JobRun;
+    use aws_sdk_emrserverless::operation::list_job_runs::ListJobRunsOutput;
+    use aws_sdk_emrserverless::operation::start_job_run::StartJobRunOutput;
+    use aws_sdk_emrserverless::types::{JobRun, JobRunSummary};
     use aws_sdk_emrserverless::Client;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
 
@@ -1281,7 +1383,8 @@ mod tests {
                     ),
                 )
             });
-        let emr = mock_client!(aws_sdk_emrserverless, RuleMode::MatchAny, [&start]);
+        let list = mock!(Client::list_job_runs).then_output(|| listed(&[]));
+        let emr = mock_client!(aws_sdk_emrserverless, RuleMode::MatchAny, [&start, &list]);
         let e = step(&opts, 10.0, &cfg(), &emr).await.unwrap_err();
         assert!(
             matches!(
@@ -1297,6 +1400,151 @@ mod tests {
         let (r, _) = read_record(&opts.registry).await.unwrap().unwrap();
         assert_eq!((r.state, r.job_run_id), (RecordState::Failed, None));
         assert!(r.detail.unwrap().contains("StartJobRun"));
+        only_the_record(&opts);
+    }
+
+    /// ListJobRuns' answer: runs `(id, name)` of application 00app.
+    fn listed(runs: &[(&str, &str)]) -> ListJobRunsOutput {
+        let t = aws_smithy_types::DateTime::from_secs(1_795_824_000);
+        ListJobRunsOutput::builder()
+            .set_job_runs(Some(
+                runs.iter()
+                    .map(|(id, name)| {
+                        JobRunSummary::builder()
+                            .application_id("00app")
+                            .id(*id)
+                            .name(*name)
+                            .arn(format!("arn:aws:emr-serverless:us-east-1:123456789012:/applications/00app/jobruns/{id}"))
+                            .created_by("arn:aws:sts::123456789012:assumed-role/retrain/x")
+                            .created_at(t)
+                            .updated_at(t)
+                            .execution_role("arn:aws:iam::123456789012:role/job")
+                            .state(JobRunState::Running)
+                            .state_details("")
+                            .release_label("emr-7.5.0")
+                            .build()
+                            .unwrap()
+                    })
+                    .collect(),
+            ))
+            .build()
+            .unwrap()
+    }
+
+    /// A folder registry holding a `starting` record (StartJobRun not yet answered)
+    /// recorded `minutes_ago`.
+    async fn starting(minutes_ago: i64) -> (tempfile::TempDir, RetrainOptions) {
+        let (dir, opts, mut record) = running(minutes_ago).await;
+        record.state = RecordState::Starting;
+        record.job_run_id = None;
+        let (_, etag) = read_record(&opts.registry).await.unwrap().unwrap();
+        write_record(&opts.registry, &record, Some(&etag))
+            .await
+            .unwrap();
+        (dir, opts)
+    }
+
+    fn http(status: u16, body: &'static str) -> aws_smithy_runtime_api::http::Response {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
+            aws_smithy_types::body::SdkBody::from(body),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_start_is_kept_and_the_run_it_started_is_found_by_name() {
+        let (_dir, opts) = starting(0).await;
+        // EMR answers 500: it may or may not have started the run.
+        let start = mock!(Client::start_job_run)
+            .match_requests(|r| {
+                r.client_token() == Some("t") && r.name() == Some("movie-recs-als-t")
+            })
+            .then_http_response(|| http(500, "{\"message\":\"Internal error\"}"));
+        let none =
+            mock!(Client::list_job_runs).then_output(|| listed(&[("00other", "movie-recs-als-u")]));
+        let emr = mock_client!(aws_sdk_emrserverless, RuleMode::MatchAny, [&start, &none]);
+        let e = step(&opts, 10.0, &cfg(), &emr).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EmrError::Api {
+                    call: "StartJobRun",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(start.num_calls() >= 1);
+        let (r, _) = read_record(&opts.registry).await.unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.job_run_id.as_deref(), r.client_token.as_str()),
+            (RecordState::Starting, None, "t")
+        );
+        assert!(r.detail.unwrap().contains("unanswered"));
+        only_the_record(&opts);
+
+        // The next step finds the run EMR did start, and starts nothing.
+        let list = mock!(Client::list_job_runs)
+            .match_requests(|r| r.application_id() == Some("00app"))
+            .then_output(|| {
+                listed(&[
+                    ("00other", "movie-recs-als-u"),
+                    ("00run", "movie-recs-als-t"),
+                ])
+            });
+        let start = mock!(Client::start_job_run).then_http_response(|| http(500, "{}"));
+        let emr = mock_client!(aws_sdk_emrserverless, RuleMode::MatchAny, [&list, &start]);
+        match step(&opts, 10.0, &cfg(), &emr).await.unwrap() {
+            Step::Started(r) => assert_eq!(r.job_run_id.as_deref(), Some("00run")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((list.num_calls(), start.num_calls()), (1, 0));
+        let (r, _) = read_record(&opts.registry).await.unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.job_run_id.as_deref()),
+            (RecordState::Running, Some("00run"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_start_not_found_is_retried_with_the_same_token() {
+        let (_dir, opts) = starting(5).await;
+        let list = mock!(Client::list_job_runs).then_output(|| listed(&[]));
+        let start = mock!(Client::start_job_run)
+            .match_requests(|r| r.client_token() == Some("t"))
+            .then_output(|| {
+                StartJobRunOutput::builder()
+                    .application_id("00app")
+                    .job_run_id("00run2")
+                    .arn("arn:aws:emr-serverless:us-east-1:123456789012:/applications/00app/jobruns/00run2")
+                    .build()
+                    .unwrap()
+            });
+        let emr = mock_client!(aws_sdk_emrserverless, RuleMode::MatchAny, [&list, &start]);
+        assert!(matches!(
+            step(&opts, 10.0, &cfg(), &emr).await.unwrap(),
+            Step::Started(_)
+        ));
+        assert_eq!((list.num_calls(), start.num_calls()), (1, 1));
+        let (r, _) = read_record(&opts.registry).await.unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.job_run_id.as_deref()),
+            (RecordState::Running, Some("00run2"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_start_past_the_limit_is_recorded_failed_without_starting() {
+        let (_dir, opts) = starting(241).await;
+        let list = mock!(Client::list_job_runs).then_output(|| listed(&[]));
+        let start = mock!(Client::start_job_run).then_http_response(|| http(500, "{}"));
+        let emr = mock_client!(aws_sdk_emrserverless, RuleMode::MatchAny, [&list, &start]);
+        let e = step(&opts, 10.0, &cfg(), &emr).await.unwrap_err();
+        assert!(e.to_string().contains("not started"), "{e}");
+        assert_eq!(start.num_calls(), 0);
+        let (r, _) = read_record(&opts.registry).await.unwrap().unwrap();
+        assert_eq!(r.state, RecordState::Failed);
+        assert!(r.finished_ms.is_some());
         only_the_record(&opts);
     }
 

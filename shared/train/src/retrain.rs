@@ -282,10 +282,27 @@ fn store_err(what: &'static str, location: &str) -> impl FnOnce(StoreError) -> R
     }
 }
 
-/// The current version's hyper-parameters from its `als/meta.json`; the names of
-/// those missing (defaults used).
-fn hyper_parameters(meta: &Value, threads: usize) -> (AlsConfig, IdRows, f32, Vec<String>) {
+/// What a retrain trains with: the current version's hyper-parameters.
+#[derive(Debug, Clone)]
+struct Hyper {
+    als: AlsConfig,
+    id_rows: IdRows,
+    min_rating: f32,
+    /// Recompute lambda from this retrain's positives (the version recorded the
+    /// rule, or its settings are not ours).
+    auto_regularization: bool,
+    /// What was not taken from the version (defaults used), and why.
+    defaulted: Vec<String>,
+}
+
+/// The current version's hyper-parameters from its `als/meta.json`, and what was
+/// defaulted. A version that recorded the lambda rule gets the rule again (lambda
+/// grows with the data). A Spark-imported version's settings are Spark's (`regParam`
+/// is not our lambda, Spark's alpha not our confidence): its factors, iterations and
+/// seed are kept, the rest are `recs train`'s defaults.
+fn hyper_parameters(meta: &Value, threads: usize) -> Hyper {
     let mut c = crate::default_als();
+    c.threads = threads;
     let mut missing = Vec::new();
     let num = |k: &str, missing: &mut Vec<String>| {
         let v = meta.get(k).and_then(Value::as_f64);
@@ -294,11 +311,37 @@ fn hyper_parameters(meta: &Value, threads: usize) -> (AlsConfig, IdRows, f32, Ve
         }
         v
     };
+    let id_rows = match meta.get("id_rows").and_then(Value::as_str) {
+        Some("dense") => IdRows::Dense,
+        Some(_) => IdRows::Sorted,
+        None => {
+            missing.push("id_rows".into());
+            IdRows::Sorted
+        }
+    };
+    let min_rating = num("min_rating", &mut missing).unwrap_or(4.0) as f32;
     if let Some(v) = num("factors", &mut missing) {
         c.factors = v as usize;
     }
     if let Some(v) = num("iterations", &mut missing) {
         c.iterations = v as usize;
+    }
+    if let Some(v) = num("random_state", &mut missing) {
+        c.seed = v as u64;
+    }
+    if meta.get("spark").is_some_and(Value::is_object) {
+        // rank, maxIter and seed mean what ours do; regParam and alpha do not.
+        missing.push(
+            "regularization, alpha, confidence, reg_exponent, cg_steps (a Spark-trained version: its regParam and alpha are not ours)"
+                .into(),
+        );
+        return Hyper {
+            als: c,
+            id_rows,
+            min_rating,
+            auto_regularization: true,
+            defaulted: missing,
+        };
     }
     if let Some(v) = num("regularization", &mut missing) {
         c.regularization = v as f32;
@@ -312,25 +355,22 @@ fn hyper_parameters(meta: &Value, threads: usize) -> (AlsConfig, IdRows, f32, Ve
     if let Some(v) = num("reg_exponent", &mut missing) {
         c.reg_exponent = v as f32;
     }
-    if let Some(v) = num("random_state", &mut missing) {
-        c.seed = v as u64;
-    }
     match meta.get("confidence").and_then(Value::as_str) {
         Some("one_plus_alpha" | "one-plus-alpha") => c.confidence = Confidence::OnePlusAlpha,
         Some(_) => c.confidence = Confidence::Alpha,
         None => missing.push("confidence".into()),
     }
-    let id_rows = match meta.get("id_rows").and_then(Value::as_str) {
-        Some("dense") => IdRows::Dense,
-        Some(_) => IdRows::Sorted,
-        None => {
-            missing.push("id_rows".into());
-            IdRows::Sorted
-        }
-    };
-    let min_rating = num("min_rating", &mut missing).unwrap_or(4.0) as f32;
-    c.threads = threads;
-    (c, id_rows, min_rating, missing)
+    let auto_regularization = meta
+        .get("regularization_rule")
+        .and_then(Value::as_str)
+        .is_some_and(|r| r.starts_with("auto"));
+    Hyper {
+        als: c,
+        id_rows,
+        min_rating,
+        auto_regularization,
+        defaulted: missing,
+    }
 }
 
 /// Snapshot rows plus events, one row per (user, movie): the latest rating wins
@@ -412,7 +452,10 @@ pub struct Prepared {
     pub id_rows: IdRows,
     /// Its positive threshold.
     pub min_rating: f32,
-    /// Hyper-parameters that were not in its meta.json (defaults used).
+    /// Whether lambda is recomputed from this retrain's positives
+    /// (`recs train`'s rule).
+    pub auto_regularization: bool,
+    /// Hyper-parameters that were not taken from its meta.json (defaults used).
     pub defaulted: Vec<String>,
     /// The new snapshot's rows (one per user-movie pair).
     pub rows: Vec<Rating>,
@@ -498,7 +541,13 @@ pub async fn prepare(opts: &RetrainOptions) -> Result<Prepared, RetrainError> {
         "retrain: read the rate events since the snapshot"
     );
 
-    let (als, id_rows, min_rating, defaulted) = hyper_parameters(&current.model_meta, opts.threads);
+    let Hyper {
+        als,
+        id_rows,
+        min_rating,
+        auto_regularization,
+        defaulted,
+    } = hyper_parameters(&current.model_meta, opts.threads);
     let rows = merge_latest(&snapshot.rows, &rated);
     let positives = rows.iter().filter(|r| r.is_positive(min_rating)).count();
     if positives == 0 {
@@ -574,6 +623,7 @@ pub async fn prepare(opts: &RetrainOptions) -> Result<Prepared, RetrainError> {
         als,
         id_rows,
         min_rating,
+        auto_regularization,
         defaulted,
         rows,
         holdout_rows: test_rows.len(),
@@ -606,6 +656,7 @@ pub async fn train_prepared(
         als,
         id_rows,
         min_rating,
+        auto_regularization,
         defaulted,
         rows,
         holdout_rows,
@@ -620,6 +671,7 @@ pub async fn train_prepared(
     let mut t = TrainOptions::new(&train_path, &opts.registry);
     t.version = opts.version.clone();
     t.als = als;
+    t.auto_regularization = auto_regularization;
     t.id_rows = id_rows;
     t.min_rating = min_rating;
     t.test = Some(test_path);
@@ -652,6 +704,8 @@ pub async fn train_prepared(
         let report = crate::tune::tune(&ds, &valid, &to, &mut |_| {})
             .map_err(|e| crate::TrainError::Invalid(format!("re-tuning: {e}")))?;
         t.als = report.best().params.apply(&t.als);
+        // The search chose lambda; the rule must not overwrite it.
+        t.auto_regularization = false;
         let mut j = report.to_json();
         j["runs_since_tune"] = serde_json::json!(0);
         tuned = Some(j.clone());
@@ -823,6 +877,56 @@ mod tests {
             rating,
             ts_ms: ts,
         }
+    }
+
+    #[test]
+    fn a_retrain_takes_the_versions_settings_and_its_lambda_rule() {
+        // recs train with the rule: lambda is recomputed, the rest kept.
+        let ours = serde_json::json!({
+            "factors": 96, "iterations": 20, "regularization": 45.8, "alpha": 3.2,
+            "confidence": "one_plus_alpha", "cg_steps": 3, "reg_exponent": 1.0,
+            "random_state": 7, "id_rows": "sorted", "min_rating": 3.0,
+            "regularization_rule": "auto: 1.6 * positives^(1/4)",
+        });
+        let h = hyper_parameters(&ours, 2);
+        assert!(h.auto_regularization);
+        assert!(h.defaulted.is_empty(), "{:?}", h.defaulted);
+        assert_eq!((h.als.factors, h.als.iterations, h.als.seed), (96, 20, 7));
+        assert_eq!(
+            (h.als.alpha, h.als.reg_exponent, h.min_rating),
+            (3.2, 1.0, 3.0)
+        );
+        assert_eq!(h.als.confidence, Confidence::OnePlusAlpha);
+
+        // A fixed lambda (the Python team's meta.json) stays fixed.
+        let fixed = serde_json::json!({"factors": 64, "regularization": 0.01, "alpha": 1.0});
+        let h = hyper_parameters(&fixed, 2);
+        assert!(!h.auto_regularization);
+        assert_eq!(
+            (h.als.factors, h.als.regularization, h.als.alpha),
+            (64, 0.01, 1.0)
+        );
+        assert!(h.defaulted.contains(&"confidence".to_string()));
+
+        // A Spark import's regParam and alpha are Spark's: recs train's defaults.
+        let spark = serde_json::json!({
+            "factors": 10, "regularization": 0.1, "alpha": 1.0, "iterations": 15,
+            "min_rating": 3.5, "spark": {"regParam": 0.1, "alpha": 1.0, "rank": 10},
+        });
+        let h = hyper_parameters(&spark, 2);
+        assert!(h.auto_regularization);
+        assert_eq!(
+            (h.als.factors, h.als.iterations, h.als.alpha),
+            (10, 15, 2.0)
+        );
+        assert_eq!(h.als.reg_exponent, 0.75);
+        assert_eq!(h.als.confidence, Confidence::OnePlusAlpha);
+        assert_eq!(h.min_rating, 3.5);
+        assert!(
+            h.defaulted.iter().any(|d| d.contains("Spark")),
+            "{:?}",
+            h.defaulted
+        );
     }
 
     #[test]

@@ -584,6 +584,53 @@ fn spark_path_end_to_end_on_emulated_emr_serverless() {
             logs,
             Some(format!("s3://recs/reg-spark/{}/logs/", r3.run_dir))
         );
+
+        // 6. StartJobRun reached EMR but its answer was lost: the record stayed
+        // `starting`. The next step finds the run by its name and starts no other.
+        let mut lost = get_json("reg/spark-jobs/current.json").await;
+        lost["state"] = "starting".into();
+        lost["job_run_id"] = Value::Null;
+        lost["finished_ms"] = Value::Null;
+        lost["client_token"] = "lost-answer-token".into();
+        lost["started_ms"] = recs_core::time::now_ms().into();
+        put(
+            "reg/spark-jobs/current.json",
+            serde_json::to_vec(&lost).unwrap(),
+        )
+        .await;
+        let orphan = emr_client
+            .start_job_run()
+            .application_id(&app)
+            .client_token("lost-answer-token")
+            .name("movie-recs-als-lost-answer-token")
+            .execution_role_arn("arn:aws:iam::123456789012:role/movie-recs-emr-job")
+            .send()
+            .await
+            .unwrap()
+            .job_run_id()
+            .to_string();
+        let runs_before = emr_client
+            .list_job_runs()
+            .application_id(&app)
+            .send()
+            .await
+            .unwrap()
+            .job_runs()
+            .len();
+        let found = started(emr::step(&opts, 10.0, &cfg, &emr_client).await);
+        assert_eq!(found.job_run_id.as_deref(), Some(orphan.as_str()));
+        let rec = get_json("reg/spark-jobs/current.json").await;
+        assert_eq!(rec["state"], "running");
+        assert_eq!(rec["job_run_id"].as_str(), Some(orphan.as_str()));
+        let runs_after = emr_client
+            .list_job_runs()
+            .application_id(&app)
+            .send()
+            .await
+            .unwrap()
+            .job_runs()
+            .len();
+        assert_eq!(runs_after, runs_before);
     })))
     .unwrap();
     eprintln!("{TEST}: {:.1} s", t_test.elapsed().as_secs_f64());
