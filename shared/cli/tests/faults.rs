@@ -51,6 +51,8 @@ struct Proxy {
     addr: SocketAddr,
     /// Faults on (round robin over FAULTS per new connection) or a clean relay.
     faulty: Arc<AtomicBool>,
+    /// Every new connection dropped (S3 unreachable), over `faulty`.
+    down: Arc<AtomicBool>,
     /// Connections that got each fault, in FAULTS order.
     injected: Arc<[AtomicU64; 5]>,
 }
@@ -60,15 +62,18 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let faulty = Arc::new(AtomicBool::new(false));
+        let down = Arc::new(AtomicBool::new(false));
         let injected: Arc<[AtomicU64; 5]> = Arc::new(Default::default());
-        let (f, inj) = (faulty.clone(), injected.clone());
+        let (f, d, inj) = (faulty.clone(), down.clone(), injected.clone());
         tokio::spawn(async move {
             let mut n = 0usize;
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                let fault = if f.load(Ordering::SeqCst) {
+                let fault = if d.load(Ordering::SeqCst) {
+                    Fault::Drop
+                } else if f.load(Ordering::SeqCst) {
                     n += 1;
                     inj[n % FAULTS.len()].fetch_add(1, Ordering::Relaxed);
                     FAULTS[n % FAULTS.len()]
@@ -81,12 +86,17 @@ impl Proxy {
         Proxy {
             addr,
             faulty,
+            down,
             injected,
         }
     }
 
     fn set_faulty(&self, on: bool) {
         self.faulty.store(on, Ordering::SeqCst);
+    }
+
+    fn set_down(&self, on: bool) {
+        self.down.store(on, Ordering::SeqCst);
     }
 }
 
@@ -296,9 +306,14 @@ fn faults_between_the_service_and_s3_under_load() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Polls through the faults for a while with no switch.
+    // Polls through the faults for a while with no switch; then S3 unreachable for
+    // longer than a pooled connection lives plus a poll's retries, so that polls fail
+    // (a poll retried onto a passing connection succeeds: the faults alone may not).
     proxy.set_faulty(true);
     std::thread::sleep(Duration::from_secs(2));
+    proxy.set_down(true);
+    std::thread::sleep(Duration::from_secs(4));
+    proxy.set_down(false);
     proxy.set_faulty(false);
     stop.store(true, Ordering::Relaxed);
     let mut requests = 0;
