@@ -1366,13 +1366,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_start_job_run_is_recorded_and_nothing_runs() {
-        let (_dir, opts, mut record) = running(0).await;
-        record.state = RecordState::Starting;
-        record.job_run_id = None;
-        let (_, etag) = read_record(&opts.registry).await.unwrap().unwrap();
-        write_record(&opts.registry, &record, Some(&etag))
-            .await
-            .unwrap();
+        let (_dir, opts) = starting(0).await;
         let start = mock!(Client::start_job_run)
             .match_requests(|r| r.client_token() == Some("t"))
             .then_http_response(|| {
@@ -1385,17 +1379,7 @@ mod tests {
             });
         let list = mock!(Client::list_job_runs).then_output(|| listed(&[]));
         let emr = mock_client!(aws_sdk_emrserverless, RuleMode::MatchAny, [&start, &list]);
-        let e = step(&opts, 10.0, &cfg(), &emr).await.unwrap_err();
-        assert!(
-            matches!(
-                e,
-                EmrError::Api {
-                    call: "StartJobRun",
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        start_job_run_fails(&opts, &emr).await;
         assert_eq!(start.num_calls(), 1);
         let (r, _) = read_record(&opts.registry).await.unwrap().unwrap();
         assert_eq!((r.state, r.job_run_id), (RecordState::Failed, None));
@@ -1451,6 +1435,30 @@ mod tests {
         )
     }
 
+    /// A step fails on StartJobRun.
+    async fn start_job_run_fails(opts: &RetrainOptions, emr: &Client) {
+        let e = step(opts, 10.0, &cfg(), emr).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EmrError::Api {
+                    call: "StartJobRun",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    /// The record says `running` with job run `id`.
+    async fn assert_running(opts: &RetrainOptions, id: &str) {
+        let (r, _) = read_record(&opts.registry).await.unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.job_run_id.as_deref()),
+            (RecordState::Running, Some(id))
+        );
+    }
+
     #[tokio::test]
     async fn an_unanswered_start_is_kept_and_the_run_it_started_is_found_by_name() {
         let (_dir, opts) = starting(0).await;
@@ -1463,17 +1471,7 @@ mod tests {
         let none =
             mock!(Client::list_job_runs).then_output(|| listed(&[("00other", "movie-recs-als-u")]));
         let emr = mock_client!(aws_sdk_emrserverless, RuleMode::MatchAny, [&start, &none]);
-        let e = step(&opts, 10.0, &cfg(), &emr).await.unwrap_err();
-        assert!(
-            matches!(
-                e,
-                EmrError::Api {
-                    call: "StartJobRun",
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        start_job_run_fails(&opts, &emr).await;
         assert!(start.num_calls() >= 1);
         let (r, _) = read_record(&opts.registry).await.unwrap().unwrap();
         assert_eq!(
@@ -1499,11 +1497,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!((list.num_calls(), start.num_calls()), (1, 0));
-        let (r, _) = read_record(&opts.registry).await.unwrap().unwrap();
-        assert_eq!(
-            (r.state, r.job_run_id.as_deref()),
-            (RecordState::Running, Some("00run"))
-        );
+        assert_running(&opts, "00run").await;
     }
 
     #[tokio::test]
@@ -1526,11 +1520,7 @@ mod tests {
             Step::Started(_)
         ));
         assert_eq!((list.num_calls(), start.num_calls()), (1, 1));
-        let (r, _) = read_record(&opts.registry).await.unwrap().unwrap();
-        assert_eq!(
-            (r.state, r.job_run_id.as_deref()),
-            (RecordState::Running, Some("00run2"))
-        );
+        assert_running(&opts, "00run2").await;
     }
 
     #[tokio::test]

@@ -297,6 +297,17 @@ async fn upload(out: &Path, prefix: &str, edit: impl Fn(&str, Vec<u8>) -> Option
     }
 }
 
+/// How many job runs the application has.
+async fn job_runs(emr: &aws_sdk_emrserverless::Client, app: &str) -> usize {
+    emr.list_job_runs()
+        .application_id(app)
+        .send()
+        .await
+        .unwrap()
+        .job_runs()
+        .len()
+}
+
 fn started(step: Result<Step, EmrError>) -> emr::JobRecord {
     match step {
         Ok(Step::Started(r)) => r,
@@ -609,27 +620,13 @@ fn spark_path_end_to_end_on_emulated_emr_serverless() {
             .unwrap()
             .job_run_id()
             .to_string();
-        let runs_before = emr_client
-            .list_job_runs()
-            .application_id(&app)
-            .send()
-            .await
-            .unwrap()
-            .job_runs()
-            .len();
+        let runs_before = job_runs(&emr_client, &app).await;
         let found = started(emr::step(&opts, 10.0, &cfg, &emr_client).await);
         assert_eq!(found.job_run_id.as_deref(), Some(orphan.as_str()));
         let rec = get_json("reg/spark-jobs/current.json").await;
         assert_eq!(rec["state"], "running");
         assert_eq!(rec["job_run_id"].as_str(), Some(orphan.as_str()));
-        let runs_after = emr_client
-            .list_job_runs()
-            .application_id(&app)
-            .send()
-            .await
-            .unwrap()
-            .job_runs()
-            .len();
+        let runs_after = job_runs(&emr_client, &app).await;
         assert_eq!(runs_after, runs_before);
     })))
     .unwrap();
