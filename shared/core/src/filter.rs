@@ -214,6 +214,26 @@ impl Allowed {
             .is_some_and(|w| w & (1 << (r % 64)) != 0)
     }
 
+    /// Sets `scores[j]` to negative infinity for each row `first + j` that does not
+    /// pass (rows past the end do not pass), with bit arithmetic rather than a branch
+    /// per row. `first` must be a multiple of 64.
+    pub fn refuse(&self, first: usize, scores: &mut [f32]) {
+        assert!(
+            first.is_multiple_of(64),
+            "refuse: first row {first} is not a multiple of 64"
+        );
+        const NEG_INF: u32 = 0xff80_0000;
+        let words = self.bits.get(first / 64..).unwrap_or(&[]);
+        for (i, chunk) in scores.chunks_mut(64).enumerate() {
+            let w = words.get(i).copied().unwrap_or(0);
+            for (j, s) in chunk.iter_mut().enumerate() {
+                // All ones when the row passes, else zero.
+                let keep = 0u32.wrapping_sub(((w >> j) & 1) as u32);
+                *s = f32::from_bits((s.to_bits() & keep) | (NEG_INF & !keep));
+            }
+        }
+    }
+
     /// How many rows pass.
     pub fn count(&self) -> usize {
         self.count
@@ -361,6 +381,33 @@ mod tests {
             assert_eq!(some.count(), expect.len());
             for r in 0..rows as u32 {
                 assert_eq!(some.contains(r), r % 3 == 1);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// `refuse` sets -inf exactly on the rows `from_rows` left out (and rows past
+        /// the end), and leaves every other score as it was.
+        #[test]
+        fn refuse_masks_exactly_the_rows_that_do_not_pass(
+            rows in 1usize..700,
+            which in proptest::collection::vec(0u32..700, 0..400),
+            block in 0usize..12,
+            len in 0usize..300,
+        ) {
+            let a = Allowed::from_rows(rows, which.iter().copied());
+            let first = block * 64;
+            let scores: Vec<f32> = (0..len).map(|j| j as f32 * 0.37 - 20.0).collect();
+            let mut got = scores.clone();
+            a.refuse(first, &mut got);
+            for j in 0..len {
+                let row = first + j;
+                let passes = row < rows && which.contains(&(row as u32));
+                if passes {
+                    proptest::prop_assert_eq!(got[j].to_bits(), scores[j].to_bits());
+                } else {
+                    proptest::prop_assert_eq!(got[j], f32::NEG_INFINITY);
+                }
             }
         }
     }

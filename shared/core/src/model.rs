@@ -488,6 +488,7 @@ impl AlsModel {
             // Blocked FMA kernel: several item rows per pass (see `score`).
             score::scores_with(simd, user, block, out);
             let first = (b * SCORE_BLOCK) as u32;
+            refuse(allowed, first, out);
             for (j, &s) in out.iter().enumerate() {
                 let row = first + j as u32;
                 // `excluded` is sorted, so one forward pass skips every excluded item.
@@ -495,9 +496,7 @@ impl AlsModel {
                     next_excluded.next();
                     continue;
                 }
-                // A row the filter refuses is offered at -inf rather than skipped: a
-                // branch on a random filter mispredicts half the time, a select never.
-                top.push(pass_or_drop(allowed, row, s), row);
+                top.push(s, row);
             }
         }
         drop_refused(top.into_sorted(), allowed)
@@ -555,6 +554,7 @@ impl AlsModel {
             let out = &mut buf[..block.len() / f];
             score::scores_with(simd, seed, block, out);
             let first = b * SCORE_BLOCK;
+            refuse(allowed, first as u32, out);
             for (j, &s) in out.iter().enumerate() {
                 let other = (first + j) as u32;
                 if next_excluded.peek() == Some(&other) {
@@ -564,8 +564,9 @@ impl AlsModel {
                 if other == row {
                     continue;
                 }
+                // -inf (refused) stays -inf.
                 let s = s / self.item_norms[first + j] / seed_norm;
-                top.push(pass_or_drop(allowed, other, s), other);
+                top.push(s, other);
             }
         }
         drop_refused(top.into_sorted(), allowed)
@@ -713,18 +714,18 @@ impl AlsModel {
     }
 }
 
-/// `score` when `allowed` lets `row` through, else negative infinity (which only
-/// fills slots no passing row wanted; [`drop_refused`] removes it).
-#[inline(always)]
-fn pass_or_drop(allowed: Option<&Allowed>, row: u32, score: f32) -> f32 {
-    if allowed.is_none_or(|a| a.contains(row)) {
-        score
-    } else {
-        f32::NEG_INFINITY
+/// Sets the scores of the rows from `first` on that `allowed` refuses to negative
+/// infinity (which only fills slots no passing row wanted; [`drop_refused`] removes
+/// it). Refused rows are offered rather than skipped because a branch on a random
+/// filter mispredicts half the time; the mask here has no branch per row.
+#[inline]
+fn refuse(allowed: Option<&Allowed>, first: u32, out: &mut [f32]) {
+    if let Some(a) = allowed {
+        a.refuse(first as usize, out);
     }
 }
 
-/// A top k without the rows [`pass_or_drop`] refused (scores are finite: the
+/// A top k without the rows [`refuse`] refused (scores are finite: the
 /// model's factors are checked finite at load).
 fn drop_refused(mut top: Vec<Scored>, allowed: Option<&Allowed>) -> Vec<Scored> {
     if allowed.is_some() {
