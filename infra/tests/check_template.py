@@ -530,7 +530,8 @@ ALLOWED_ACTIONS = {
     "retrain": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:SendMessage", "kms:Decrypt",
                 "kms:GenerateDataKey"} | XRAY | LOGS | {
                 # the Spark path (RetrainSparkPolicy, TrainingEngine=emr-serverless): check_spark_path
-                "emr-serverless:StartJobRun", "emr-serverless:GetJobRun", "emr-serverless:CancelJobRun",
+                "emr-serverless:StartJobRun", "emr-serverless:ListJobRuns", "emr-serverless:GetJobRun",
+                "emr-serverless:CancelJobRun",
                 "iam:PassRole"},
     "batch": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:SendMessage", "kms:Decrypt",
               "kms:GenerateDataKey"} | XRAY | LOGS,
