@@ -823,8 +823,10 @@ mod tests {
     fn same_seed_same_trials_and_choice_and_the_choice_is_the_best_trial() {
         let (ds, valid) = data(5);
         let mut calls = 0;
-        let a = tune(&ds, &valid, &small_opts(3, 16), &mut |_| calls += 1).unwrap();
-        let b = tune(&ds, &valid, &small_opts(3, 16), &mut |_| {}).unwrap();
+        // 12 trials: the halving rungs and one refinement (a refinement around the
+        // 128-factor defaults refits 32 iterations: the costly part under qemu).
+        let a = tune(&ds, &valid, &small_opts(3, 12), &mut |_| calls += 1).unwrap();
+        let b = tune(&ds, &valid, &small_opts(3, 12), &mut |_| {}).unwrap();
         let strip = |r: &TuneReport| -> Vec<(Stage, Params, f64)> {
             r.trials
                 .iter()
@@ -836,7 +838,7 @@ mod tests {
         assert_eq!(calls, a.trials.len());
         assert!(!a.budget_exhausted);
         assert!(
-            a.trials.len() <= 16 && a.trials.len() >= 8,
+            a.trials.len() <= 12 && a.trials.len() >= 8,
             "{}",
             a.trials.len()
         );
@@ -857,8 +859,9 @@ mod tests {
             }
         );
         // Another seed draws other configurations.
-        let c = tune(&ds, &valid, &small_opts(4, 16), &mut |_| {}).unwrap();
-        assert_ne!(strip(&a)[1..], strip(&c)[1..]);
+        let c = tune(&ds, &valid, &small_opts(4, 8), &mut |_| {}).unwrap();
+        let n = a.trials.len().min(c.trials.len());
+        assert_ne!(strip(&a)[1..n], strip(&c)[1..n]);
         // A halving trial's metric equals a fresh fit of its parameters: continuing
         // a fit is the same as fitting that long.
         let t = a
