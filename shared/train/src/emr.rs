@@ -210,6 +210,11 @@ impl JobRecord {
     fn uri(&self, rel: &str) -> String {
         format!("{}/{}/{rel}", self.work.trim_end_matches('/'), self.run_dir)
     }
+
+    /// Whole minutes from the start to `now_ms` (0 for a start in the future).
+    fn minutes_since_start(&self, now_ms: i64) -> u64 {
+        ((now_ms - self.started_ms).max(0) / 60_000) as u64
+    }
 }
 
 /// Why a step stopped.
@@ -581,8 +586,6 @@ pub fn job_arguments(record: &JobRecord, cfg: &EmrConfig, max_iter: u64, seed: u
     ]
 }
 
-/// StartJobRun for a `starting` record (again with the same token after an
-/// interruption: EMR answers with the same job run), then the record `running`.
 /// The job run's name: it carries the client token, so a run EMR started while its
 /// answer was lost can be found again ([`restart_job`]).
 fn job_name(record: &JobRecord) -> String {
@@ -628,7 +631,7 @@ async fn restart_job(
         write_record(&opts.registry, &record, Some(etag)).await?;
         return Ok(Step::Started(record));
     }
-    let minutes = ((recs_core::time::now_ms() - record.started_ms).max(0) / 60_000) as u64;
+    let minutes = record.minutes_since_start(recs_core::time::now_ms());
     if minutes > cfg.max_run_minutes {
         record.state = RecordState::Failed;
         record.finished_ms = Some(recs_core::time::now_ms());
@@ -674,6 +677,8 @@ async fn find_job_run(
     Ok(None)
 }
 
+/// StartJobRun for a `starting` record (again with the same token after an
+/// interruption: EMR answers with the same job run), then the record `running`.
 async fn start_job(
     opts: &RetrainOptions,
     cfg: &EmrConfig,
@@ -821,7 +826,7 @@ async fn poll(
             })
         }
         other => {
-            let minutes = ((now - record.started_ms).max(0) / 60_000) as u64;
+            let minutes = record.minutes_since_start(now);
             if minutes < cfg.max_run_minutes {
                 return Ok(Step::Waiting {
                     record,
@@ -1340,12 +1345,8 @@ mod tests {
     async fn an_api_outage_leaves_the_record_as_it_was() {
         let (_dir, opts, _) = running(30).await;
         let before = std::fs::read(Path::new(&opts.registry).join(record_key())).unwrap();
-        let get = mock!(Client::get_job_run).then_http_response(|| {
-            aws_smithy_runtime_api::http::Response::new(
-                aws_smithy_runtime_api::http::StatusCode::try_from(503).unwrap(),
-                aws_smithy_types::body::SdkBody::from("{\"message\":\"Service Unavailable\"}"),
-            )
-        });
+        let get = mock!(Client::get_job_run)
+            .then_http_response(|| http(503, "{\"message\":\"Service Unavailable\"}"));
         let emr = mock_client!(aws_sdk_emrserverless, RuleMode::MatchAny, [&get]);
         let e = step(&opts, 10.0, &cfg(), &emr).await.unwrap_err();
         assert!(
@@ -1370,11 +1371,9 @@ mod tests {
         let start = mock!(Client::start_job_run)
             .match_requests(|r| r.client_token() == Some("t"))
             .then_http_response(|| {
-                aws_smithy_runtime_api::http::Response::new(
-                    aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
-                    aws_smithy_types::body::SdkBody::from(
-                        "{\"message\":\"Application 00app is in TERMINATED state\"}",
-                    ),
+                http(
+                    400,
+                    "{\"message\":\"Application 00app is in TERMINATED state\"}",
                 )
             });
         let list = mock!(Client::list_job_runs).then_output(|| listed(&[]));
@@ -1428,6 +1427,7 @@ mod tests {
         (dir, opts)
     }
 
+    /// An HTTP answer of `status` with `body`.
     fn http(status: u16, body: &'static str) -> aws_smithy_runtime_api::http::Response {
         aws_smithy_runtime_api::http::Response::new(
             aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),

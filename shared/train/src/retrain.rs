@@ -329,41 +329,37 @@ fn hyper_parameters(meta: &Value, threads: usize) -> Hyper {
     if let Some(v) = num("random_state", &mut missing) {
         c.seed = v as u64;
     }
-    if meta.get("spark").is_some_and(Value::is_object) {
-        // rank, maxIter and seed mean what ours do; regParam and alpha do not.
+    // rank, maxIter and seed mean what ours do; regParam and alpha do not.
+    let spark = meta.get("spark").is_some_and(Value::is_object);
+    if spark {
         missing.push(
             "regularization, alpha, confidence, reg_exponent, cg_steps (a Spark-trained version: its regParam and alpha are not ours)"
                 .into(),
         );
-        return Hyper {
-            als: c,
-            id_rows,
-            min_rating,
-            auto_regularization: true,
-            defaulted: missing,
-        };
+    } else {
+        if let Some(v) = num("regularization", &mut missing) {
+            c.regularization = v as f32;
+        }
+        if let Some(v) = num("alpha", &mut missing) {
+            c.alpha = v as f32;
+        }
+        if let Some(v) = num("cg_steps", &mut missing) {
+            c.cg_steps = v as usize;
+        }
+        if let Some(v) = num("reg_exponent", &mut missing) {
+            c.reg_exponent = v as f32;
+        }
+        match meta.get("confidence").and_then(Value::as_str) {
+            Some("one_plus_alpha" | "one-plus-alpha") => c.confidence = Confidence::OnePlusAlpha,
+            Some(_) => c.confidence = Confidence::Alpha,
+            None => missing.push("confidence".into()),
+        }
     }
-    if let Some(v) = num("regularization", &mut missing) {
-        c.regularization = v as f32;
-    }
-    if let Some(v) = num("alpha", &mut missing) {
-        c.alpha = v as f32;
-    }
-    if let Some(v) = num("cg_steps", &mut missing) {
-        c.cg_steps = v as usize;
-    }
-    if let Some(v) = num("reg_exponent", &mut missing) {
-        c.reg_exponent = v as f32;
-    }
-    match meta.get("confidence").and_then(Value::as_str) {
-        Some("one_plus_alpha" | "one-plus-alpha") => c.confidence = Confidence::OnePlusAlpha,
-        Some(_) => c.confidence = Confidence::Alpha,
-        None => missing.push("confidence".into()),
-    }
-    let auto_regularization = meta
-        .get("regularization_rule")
-        .and_then(Value::as_str)
-        .is_some_and(|r| r.starts_with("auto"));
+    let auto_regularization = spark
+        || meta
+            .get("regularization_rule")
+            .and_then(Value::as_str)
+            .is_some_and(|r| r.starts_with("auto"));
     Hyper {
         als: c,
         id_rows,
